@@ -1,0 +1,123 @@
+//! Command line: memcached's and repcached's flags, so their command lines work unchanged.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+use clap::{ArgAction, Parser};
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "cache-node",
+    version,
+    about = "memcached-compatible cache server with built-in pair replication",
+    long_about = "memcached-compatible cache server with built-in pair replication.\n\n\
+        Accepts memcached's command line (-p -U -l -m -c -t -v -P -d -u -I), so existing\n\
+        memcached and repcached command lines work with the binary renamed."
+)]
+pub struct Config {
+    /// TCP port to listen on (0 to turn TCP off)
+    #[arg(short = 'p', long = "port", default_value_t = 11211)]
+    pub port: u16,
+
+    /// UDP port to listen on (0, the default, turns UDP off)
+    #[arg(short = 'U', long = "udp-port", default_value_t = 0)]
+    pub udp_port: u16,
+
+    /// Interface(s) to listen on: comma-separated or repeated; default all
+    #[arg(short = 'l', long = "listen", value_delimiter = ',', action = ArgAction::Append)]
+    pub listen: Vec<String>,
+
+    /// Item memory in megabytes
+    #[arg(short = 'm', long = "memory-limit", default_value_t = 64)]
+    pub memory_mb: u64,
+
+    /// Maximum simultaneous connections
+    #[arg(short = 'c', long = "conn-limit", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Worker threads
+    #[arg(short = 't', long = "threads", default_value_t = 4)]
+    pub threads: usize,
+
+    /// Verbose logging: -v for errors and warnings, -vv also for client commands
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Largest item, in bytes with an optional k/m suffix (default 1m)
+    #[arg(short = 'I', long = "max-item-size", default_value = "1m", value_parser = parse_size)]
+    pub item_size_max: usize,
+}
+
+impl Config {
+    /// The TCP addresses to bind: each `-l` interface (default: all) on `-p`.
+    pub fn tcp_addrs(&self) -> anyhow::Result<Vec<SocketAddr>> {
+        if self.listen.is_empty() {
+            return Ok(vec![SocketAddr::from(([0, 0, 0, 0], self.port))]);
+        }
+        let mut addrs = Vec::new();
+        for spec in &self.listen {
+            addrs.extend(resolve(spec, self.port)?);
+        }
+        Ok(addrs)
+    }
+}
+
+/// One `-l` value: an IP, `[v6]`, a host name, optionally with `:port`.
+fn resolve(spec: &str, port: u16) -> anyhow::Result<Vec<SocketAddr>> {
+    let spec = spec.trim();
+    if let Ok(ip) = spec.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    if let Ok(addr) = spec.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    let with_port = if spec.contains(':') { spec.to_string() } else { format!("{spec}:{port}") };
+    let addrs: Vec<_> =
+        with_port.to_socket_addrs().map_err(|e| anyhow::anyhow!("cannot resolve -l {spec}: {e}"))?.collect();
+    anyhow::ensure!(!addrs.is_empty(), "-l {spec} resolves to no address");
+    Ok(addrs)
+}
+
+/// Sizes as memcached's -I takes them: bytes, or a number with k or m.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&s[..i], 1024),
+        Some((i, 'm' | 'M')) => (&s[..i], 1024 * 1024),
+        _ => (s, 1),
+    };
+    let n: usize = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    let size = n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))?;
+    // memcached's bounds: at least 1 KiB, at most 1 GiB.
+    if !(1024..=1 << 30).contains(&size) {
+        return Err(format!("item size {s:?} must be between 1k and 1024m"));
+    }
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_command_line_parses() {
+        let c = Config::try_parse_from(["cache-node", "-p", "11211", "-m", "1024", "-c", "4096", "-t", "4", "-vv"])
+            .unwrap();
+        assert_eq!((c.port, c.memory_mb, c.max_connections, c.threads, c.verbose), (11211, 1024, 4096, 4, 2));
+    }
+
+    #[test]
+    fn listen_takes_several_addresses() {
+        let c = Config::try_parse_from(["cache-node", "-p", "1", "-l", "127.0.0.1,::1", "-l", "127.0.0.2"]).unwrap();
+        let addrs: Vec<String> = c.tcp_addrs().unwrap().iter().map(|a| a.to_string()).collect();
+        assert_eq!(addrs, ["127.0.0.1:1", "[::1]:1", "127.0.0.2:1"]);
+    }
+
+    #[test]
+    fn sizes_take_suffixes() {
+        assert_eq!(parse_size("1m"), Ok(1 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("2048"), Ok(2048));
+        assert!(parse_size("1").is_err());
+        assert!(parse_size("2g").is_err());
+    }
+}

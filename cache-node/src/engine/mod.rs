@@ -1,0 +1,65 @@
+//! Executes parsed requests against the store and renders the replies, one module per
+//! protocol. Shared here: the server-wide context and the result of processing a buffer.
+
+pub mod stats;
+pub mod text;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+
+use crate::store::{Clock, Store};
+pub use stats::ServerStats;
+
+/// Settings that replies and `stats settings` report.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub tcp_port: u16,
+    pub udp_port: u16,
+    pub interfaces: String,
+    pub max_connections: usize,
+    pub threads: usize,
+    pub item_size_max: usize,
+    pub limit_bytes: usize,
+}
+
+/// Everything a connection needs, shared by all of them.
+pub struct Context {
+    pub store: Store,
+    pub clock: Clock,
+    pub stats: ServerStats,
+    pub settings: Settings,
+    /// `-v` level, changeable with the `verbosity` command.
+    pub verbosity: AtomicU8,
+}
+
+impl Context {
+    pub fn new(store: Store, settings: Settings, verbosity: u8) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            clock: Clock::new(),
+            stats: ServerStats::default(),
+            settings,
+            verbosity: AtomicU8::new(verbosity),
+        })
+    }
+
+    pub fn verbosity(&self) -> u8 {
+        self.verbosity.load(Relaxed)
+    }
+}
+
+/// What processing the front of a connection's read buffer achieved.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes of the buffer fully handled.
+    pub consumed: usize,
+    /// Bytes still to discard as they arrive (the rest of a refused value).
+    pub swallow: usize,
+    /// Close the connection once the replies are written.
+    pub close: bool,
+}
+
+/// Appends a decimal number.
+pub fn push_num(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}

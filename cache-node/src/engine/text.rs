@@ -1,0 +1,188 @@
+//! The classic text protocol: parse each request in the buffer, apply it, write its reply.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::{Context, Progress, push_num, stats};
+use crate::protocol::text::{Parse, Request, StoreCmd, parse};
+use crate::store::{
+    ArithOutcome, DeleteRequest, DeleteStatus, MAX_KEY_LEN, Mode, ReadOptions, RelTime, StoreRequest, StoreStatus,
+};
+
+/// Handles every complete request at the front of `buf`, appending replies to `out`.
+pub fn process(ctx: &Context, buf: &[u8], out: &mut Vec<u8>) -> Progress {
+    let now = ctx.clock.now();
+    let mut progress = Progress::default();
+    loop {
+        let rest = &buf[progress.consumed..];
+        if rest.is_empty() {
+            return progress;
+        }
+        match parse(rest, ctx.settings.item_size_max) {
+            Parse::Incomplete => return progress,
+            Parse::Close => {
+                progress.close = true;
+                return progress;
+            }
+            Parse::Request { req, len } => {
+                progress.consumed += len;
+                if !execute(ctx, req, now, out) {
+                    progress.close = true;
+                    return progress;
+                }
+            }
+            Parse::Swallow { reply, len, swallow, key, mode, noreply } => {
+                progress.consumed += len;
+                // memcached drops the old value of a set it could not store: never serve stale data.
+                if mode == Mode::Set {
+                    ctx.store.delete(key, now, DeleteRequest::default());
+                }
+                reply_unless(out, noreply, reply);
+                let available = buf.len() - progress.consumed;
+                let take = swallow.min(available);
+                progress.consumed += take;
+                if take < swallow {
+                    progress.swallow = swallow - take;
+                    return progress;
+                }
+            }
+        }
+    }
+}
+
+fn line(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(s.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Applies one request. Returns false when the connection must close (`quit`).
+fn execute(ctx: &Context, req: Request<'_>, now: RelTime, out: &mut Vec<u8>) -> bool {
+    match req {
+        Request::Get { keys, cas, touch } => get(ctx, keys, cas, touch, now, out),
+        Request::Store(cmd) => store(ctx, &cmd, now, out),
+        Request::Delete { key, noreply } => {
+            let reply = match ctx.store.delete(key, now, DeleteRequest::default()) {
+                DeleteStatus::Deleted => "DELETED",
+                DeleteStatus::NotFound | DeleteStatus::Exists => "NOT_FOUND",
+            };
+            reply_unless(out, noreply, reply);
+        }
+        Request::Arith { key, incr, delta, noreply } => {
+            let req = crate::store::ArithRequest { incr, delta, cas: 0, vivify: None, touch: None };
+            match ctx.store.arith(key, now, req) {
+                ArithOutcome::Done { value, .. } | ArithOutcome::Created { value, .. } => {
+                    if !noreply {
+                        push_num(out, value);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                }
+                ArithOutcome::NotFound | ArithOutcome::Exists => reply_unless(out, noreply, "NOT_FOUND"),
+                ArithOutcome::NonNumeric => {
+                    reply_unless(out, noreply, "CLIENT_ERROR cannot increment or decrement non-numeric value")
+                }
+                ArithOutcome::NoMemory => reply_unless(out, noreply, "SERVER_ERROR out of memory"),
+            }
+        }
+        Request::Touch { key, exptime, noreply } => {
+            let exptime = ctx.clock.rel_exptime(exptime, now);
+            let reply = if ctx.store.touch(key, now, exptime) { "TOUCHED" } else { "NOT_FOUND" };
+            reply_unless(out, noreply, reply);
+        }
+        Request::FlushAll { delay, noreply } => {
+            ctx.stats.cmd_flush.fetch_add(1, Relaxed);
+            let when = if delay > 0 { ctx.clock.rel_exptime(delay, now) } else { now };
+            ctx.store.flush_all(now, when);
+            reply_unless(out, noreply, "OK");
+        }
+        Request::Version => {
+            out.extend_from_slice(b"VERSION ");
+            line(out, stats::VERSION);
+        }
+        Request::Verbosity { noreply } => reply_unless(out, noreply, "OK"),
+        Request::Quit => return false,
+        Request::Stats { args } => stats_command(ctx, args, out),
+        Request::Meta { .. } => line(out, "ERROR"),
+        Request::Shutdown => line(out, "ERROR: shutdown not enabled"),
+        Request::Error { reply, noreply } => reply_unless(out, noreply, reply),
+    }
+    true
+}
+
+fn reply_unless(out: &mut Vec<u8>, noreply: bool, reply: &str) {
+    if !noreply {
+        line(out, reply);
+    }
+}
+
+fn get(
+    ctx: &Context,
+    keys: crate::protocol::text::Keys<'_>,
+    with_cas: bool,
+    touch: Option<i64>,
+    now: RelTime,
+    out: &mut Vec<u8>,
+) {
+    let start = out.len();
+    let opts = ReadOptions { touch: touch.map(|t| ctx.clock.rel_exptime(t, now)), ..ReadOptions::default() };
+    for key in keys {
+        if key.len() > MAX_KEY_LEN {
+            // memcached discards the values it already wrote for this command.
+            out.truncate(start);
+            line(out, "CLIENT_ERROR bad command line format");
+            return;
+        }
+        ctx.store.read(key, now, opts, |it, _| {
+            out.extend_from_slice(b"VALUE ");
+            out.extend_from_slice(key);
+            out.push(b' ');
+            push_num(out, it.flags);
+            out.push(b' ');
+            push_num(out, it.value().len());
+            if with_cas {
+                out.push(b' ');
+                push_num(out, it.cas);
+            }
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(it.value());
+            out.extend_from_slice(b"\r\n");
+        });
+    }
+    out.extend_from_slice(b"END\r\n");
+}
+
+fn store(ctx: &Context, cmd: &StoreCmd<'_>, now: RelTime, out: &mut Vec<u8>) {
+    let req = StoreRequest {
+        mode: cmd.mode,
+        key: cmd.key,
+        value: cmd.value,
+        flags: cmd.flags,
+        exptime: ctx.clock.rel_exptime(cmd.exptime, now),
+        cas: cmd.cas,
+        invalidate: false,
+    };
+    let reply = match ctx.store.store(&req, now).status {
+        StoreStatus::Stored => "STORED",
+        StoreStatus::NotStored => "NOT_STORED",
+        StoreStatus::Exists => "EXISTS",
+        StoreStatus::NotFound => "NOT_FOUND",
+        StoreStatus::NoMemory => "SERVER_ERROR out of memory storing object",
+        StoreStatus::TooLarge => "SERVER_ERROR object too large for cache",
+    };
+    reply_unless(out, cmd.noreply, reply);
+}
+
+fn stats_command(ctx: &Context, mut args: crate::protocol::text::Tokens<'_>, out: &mut Vec<u8>) {
+    match (args.next(), args.next()) {
+        (None, _) => stats::general(ctx, out),
+        (Some(b"settings"), None) => stats::settings(ctx, out),
+        (Some(b"items"), None) => stats::items(ctx, out),
+        (Some(b"slabs"), None) => stats::slabs(ctx, out),
+        (Some(b"reset"), None) => {
+            ctx.store.reset_stats();
+            ctx.stats.reset();
+            line(out, "RESET");
+        }
+        (Some(b"detail"), Some(b"on" | b"off")) => line(out, "OK"),
+        (Some(b"detail"), Some(b"dump")) => line(out, "END"),
+        _ => line(out, "ERROR"),
+    }
+}

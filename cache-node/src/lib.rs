@@ -1,0 +1,15 @@
+//! cache-node: a memcached-compatible cache server.
+//!
+//! Layers, from the wire inwards:
+//! - [`server`]: listeners, connections, limits — the only place that touches sockets;
+//! - [`protocol`]: parsing requests and the shapes of replies, one module per protocol;
+//! - [`engine`]: applies parsed requests to the store and renders replies;
+//! - [`store`]: items, memory accounting, eviction, expiry, CAS — no protocol knowledge;
+//! - [`config`]: the memcached-compatible command line.
+
+pub mod config;
+pub mod engine;
+pub mod number;
+pub mod protocol;
+pub mod server;
+pub mod store;

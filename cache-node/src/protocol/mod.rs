@@ -1,0 +1,3 @@
+//! Wire formats: bytes in, requests out, and the shapes of replies. No sockets, no store.
+
+pub mod text;

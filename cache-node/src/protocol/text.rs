@@ -1,0 +1,378 @@
+//! memcached's classic text protocol: turning bytes into requests. No I/O, no store.
+//!
+//! The rules are memcached 1.6's `proto_text.c`: a line ends at `\n` (a preceding `\r` is
+//! dropped), tokens are separated by runs of spaces, at most 24 tokens are looked at, numbers
+//! are parsed with the C library's leniency, and every malformed line gets the exact reply
+//! memcached gives.
+
+use crate::number::{parse_counter, parse_i32, parse_u32_truncating};
+use crate::store::{MAX_KEY_LEN, Mode, item_too_large};
+
+/// memcached closes a connection whose line has no end within this many bytes, unless the
+/// line is a multiget.
+pub const MAX_LINE: usize = 2048;
+/// Multigets may be longer (memcached lets them grow without bound; we stop here).
+pub const MAX_GET_LINE: usize = 256 * 1024;
+/// memcached's MAX_TOKENS: the command line is split into at most this many tokens (the
+/// last being the terminator).
+const MAX_TOKENS: usize = 24;
+
+/// A parsed request, borrowing from the read buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request<'a> {
+    Get {
+        keys: Keys<'a>,
+        cas: bool,
+        touch: Option<i64>,
+    },
+    Store(StoreCmd<'a>),
+    Delete {
+        key: &'a [u8],
+        noreply: bool,
+    },
+    Arith {
+        key: &'a [u8],
+        incr: bool,
+        delta: u64,
+        noreply: bool,
+    },
+    Touch {
+        key: &'a [u8],
+        exptime: i64,
+        noreply: bool,
+    },
+    FlushAll {
+        delay: i64,
+        noreply: bool,
+    },
+    Version,
+    Verbosity {
+        noreply: bool,
+    },
+    Quit,
+    Stats {
+        args: Tokens<'a>,
+    },
+    /// A two-letter meta command (`mg`, `ms`, …); the rest of the line is its arguments.
+    Meta {
+        cmd: u8,
+        args: Tokens<'a>,
+        value: &'a [u8],
+    },
+    Shutdown,
+    /// A reply to send as is, e.g. `ERROR`; memcached suppresses even errors for a command
+    /// that ended in `noreply`.
+    Error {
+        reply: &'static str,
+        noreply: bool,
+    },
+}
+
+/// set / add / replace / append / prepend / cas with its data block.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StoreCmd<'a> {
+    pub mode: Mode,
+    pub key: &'a [u8],
+    pub flags: u32,
+    pub exptime: i64,
+    pub cas: u64,
+    pub value: &'a [u8],
+    pub noreply: bool,
+}
+
+/// What the connection should do with the bytes at the front of its buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parse<'a> {
+    /// Not a whole request yet; read more.
+    Incomplete,
+    /// A request spanning `len` bytes.
+    Request { req: Request<'a>, len: usize },
+    /// Reply `reply`, drop `len` bytes (the line), then discard the next `swallow` bytes as
+    /// they arrive: memcached's answer to a value it will not store.
+    Swallow { reply: &'static str, len: usize, swallow: usize, key: &'a [u8], mode: Mode, noreply: bool },
+    /// The line can never be valid (too long): close the connection.
+    Close,
+}
+
+/// Space-separated tokens of a line (runs of spaces collapse, as in memcached).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tokens<'a>(pub &'a [u8]);
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let start = self.0.iter().position(|&b| b != b' ')?;
+        let rest = &self.0[start..];
+        let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+        self.0 = &rest[end..];
+        Some(&rest[..end])
+    }
+}
+
+/// The keys of a multiget.
+pub type Keys<'a> = Tokens<'a>;
+
+/// Finds the end of the first line: (line without CR/LF, bytes including the LF).
+pub fn split_line(buf: &[u8]) -> Option<(&[u8], usize)> {
+    let nl = memchr(b'\n', buf)?;
+    let mut line = &buf[..nl];
+    if line.len() > 1 && line[line.len() - 1] == b'\r' {
+        line = &line[..line.len() - 1];
+    }
+    Some((line, nl + 1))
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == needle)
+}
+
+/// Parses one request from the front of `buf`. `item_size_max` is `-I`, needed to refuse
+/// oversized values before reading them.
+pub fn parse(buf: &[u8], item_size_max: usize) -> Parse<'_> {
+    let Some((line, line_len)) = split_line(buf) else {
+        return if buf.len() > MAX_LINE && !is_multiget(buf) || buf.len() > MAX_GET_LINE {
+            Parse::Close
+        } else {
+            Parse::Incomplete
+        };
+    };
+    if line_len > MAX_GET_LINE {
+        return Parse::Close;
+    }
+    let mut tokens = [&b""[..]; MAX_TOKENS];
+    let n = tokenize(line, &mut tokens);
+    let t = &tokens[..n];
+    // memcached counts the terminator as a token; `nt` mirrors its `ntokens`.
+    let nt = n + 1;
+    let request = |req| Parse::Request { req, len: line_len };
+    let error = || request(Request::Error { reply: "ERROR", noreply: false });
+    // memcached's `set_noreply_maybe`, which most commands call before anything can fail.
+    let noreply = n > 0 && t[n - 1] == b"noreply";
+    let fail = |reply| request(Request::Error { reply, noreply });
+    if n == 0 || t[0].len() < 2 {
+        return error();
+    }
+    let cmd = t[0];
+    if cmd.len() == 2 && cmd[0] == b'm' {
+        return parse_meta(buf, line, line_len, cmd[1]);
+    }
+    match cmd {
+        b"get" | b"gets" | b"gat" | b"gats" => {
+            if nt < 3 {
+                return error();
+            }
+            let cas = cmd.ends_with(b"s");
+            let rest = Tokens(&line[token_end(line, t[0])..]);
+            if cmd.starts_with(b"gat") {
+                let Some(exptime) = parse_i32(t[1]) else {
+                    return request(Request::Error { reply: "CLIENT_ERROR invalid exptime argument", noreply: false });
+                };
+                let mut keys = rest;
+                keys.next();
+                if keys.clone().next().is_none() {
+                    return error();
+                }
+                return request(Request::Get { keys, cas, touch: Some(exptime) });
+            }
+            request(Request::Get { keys: rest, cas, touch: None })
+        }
+        b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
+            let is_cas = cmd == b"cas";
+            let want = if is_cas { 7 } else { 6 };
+            if nt != want && nt != want + 1 {
+                return error();
+            }
+            let mode = match cmd {
+                b"set" => Mode::Set,
+                b"add" => Mode::Add,
+                b"replace" => Mode::Replace,
+                b"append" => Mode::Append,
+                b"prepend" => Mode::Prepend,
+                _ => Mode::Cas,
+            };
+            parse_store(buf, t, line_len, mode, item_size_max, noreply)
+        }
+        b"delete" => {
+            if !(3..=5).contains(&nt) {
+                return error();
+            }
+            // Only here does memcached's delete look for noreply.
+            let noreply = nt > 3 && noreply;
+            if nt > 3 {
+                let hold_is_zero = t[2] == b"0";
+                let valid = (nt == 4 && (hold_is_zero || noreply)) || (nt == 5 && hold_is_zero && noreply);
+                if !valid {
+                    return request(Request::Error {
+                        reply: "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]",
+                        noreply,
+                    });
+                }
+            }
+            if t[1].len() > MAX_KEY_LEN {
+                return request(Request::Error { reply: "CLIENT_ERROR bad command line format", noreply });
+            }
+            request(Request::Delete { key: t[1], noreply })
+        }
+        b"incr" | b"decr" => {
+            if nt != 4 && nt != 5 {
+                return error();
+            }
+            if t[1].len() > MAX_KEY_LEN {
+                return fail("CLIENT_ERROR bad command line format");
+            }
+            let Some(delta) = parse_counter(t[2]) else {
+                return fail("CLIENT_ERROR invalid numeric delta argument");
+            };
+            request(Request::Arith { key: t[1], incr: cmd == b"incr", delta, noreply })
+        }
+        b"touch" => {
+            if nt != 4 && nt != 5 {
+                return error();
+            }
+            if t[1].len() > MAX_KEY_LEN {
+                return fail("CLIENT_ERROR bad command line format");
+            }
+            let Some(exptime) = parse_i32(t[2]) else {
+                return fail("CLIENT_ERROR invalid exptime argument");
+            };
+            request(Request::Touch { key: t[1], exptime, noreply })
+        }
+        b"flush_all" => {
+            if !(2..=4).contains(&nt) {
+                return error();
+            }
+            let delay = if nt == (if noreply { 3 } else { 2 }) {
+                0
+            } else {
+                match parse_i32(t[1]) {
+                    Some(d) => d,
+                    None => return fail("CLIENT_ERROR invalid exptime argument"),
+                }
+            };
+            request(Request::FlushAll { delay, noreply })
+        }
+        b"version" => request(Request::Version),
+        b"quit" => request(Request::Quit),
+        b"verbosity" => {
+            if nt != 3 && nt != 4 {
+                return error();
+            }
+            if parse_u32_truncating(t[1]).is_none() {
+                return fail("CLIENT_ERROR bad command line format");
+            }
+            request(Request::Verbosity { noreply })
+        }
+        b"stats" => request(Request::Stats { args: Tokens(&line[token_end(line, t[0])..]) }),
+        b"shutdown" => request(Request::Shutdown),
+        _ => {
+            // memcached drops connections that speak HTTP to it.
+            if t[n - 1].starts_with(b"HTTP/") {
+                return Parse::Close;
+            }
+            error()
+        }
+    }
+}
+
+fn is_multiget(buf: &[u8]) -> bool {
+    let start = buf.iter().take(101).position(|&b| b != b' ');
+    start.is_some_and(|s| buf[s..].starts_with(b"get ") || buf[s..].starts_with(b"gets "))
+}
+
+/// Offset just past `token` within `line` (`token` is a subslice of `line`).
+fn token_end(line: &[u8], token: &[u8]) -> usize {
+    token.as_ptr() as usize - line.as_ptr() as usize + token.len()
+}
+
+/// Splits like memcached's `tokenize_command`; returns how many tokens were stored.
+fn tokenize<'a>(line: &'a [u8], out: &mut [&'a [u8]; MAX_TOKENS]) -> usize {
+    let mut n = 0;
+    for tok in Tokens(line) {
+        if n == MAX_TOKENS - 1 {
+            // memcached stops here and leaves the remainder unparsed, which makes the
+            // command line too long for every fixed-arity command.
+            break;
+        }
+        out[n] = tok;
+        n += 1;
+    }
+    n
+}
+
+fn parse_store<'a>(
+    buf: &'a [u8],
+    t: &[&'a [u8]],
+    line_len: usize,
+    mode: Mode,
+    item_size_max: usize,
+    noreply: bool,
+) -> Parse<'a> {
+    let bad = || Parse::Request {
+        req: Request::Error { reply: "CLIENT_ERROR bad command line format", noreply },
+        len: line_len,
+    };
+    let key = t[1];
+    if key.len() > MAX_KEY_LEN {
+        return bad();
+    }
+    let (Some(flags), Some(exptime), Some(vlen)) = (parse_u32_truncating(t[2]), parse_i32(t[3]), parse_i32(t[4]))
+    else {
+        return bad();
+    };
+    let cas = if mode == Mode::Cas {
+        match parse_counter(t[5]) {
+            Some(cas) => cas,
+            None => return bad(),
+        }
+    } else {
+        0
+    };
+    if vlen < 0 || vlen > i64::from(i32::MAX - 2) {
+        return bad();
+    }
+    let vlen = vlen as usize;
+    if item_too_large(item_size_max, key.len(), vlen, flags) {
+        return Parse::Swallow {
+            reply: "SERVER_ERROR object too large for cache",
+            len: line_len,
+            swallow: vlen + 2,
+            key,
+            mode,
+            noreply,
+        };
+    }
+    let total = line_len + vlen + 2;
+    if buf.len() < total {
+        return Parse::Incomplete;
+    }
+    if &buf[line_len + vlen..total] != b"\r\n" {
+        return Parse::Request { req: Request::Error { reply: "CLIENT_ERROR bad data chunk", noreply }, len: total };
+    }
+    let value = &buf[line_len..line_len + vlen];
+    Parse::Request { req: Request::Store(StoreCmd { mode, key, flags, exptime, cas, value, noreply }), len: total }
+}
+
+/// Meta commands: the argument line and, for `ms`, the data block.
+fn parse_meta<'a>(buf: &'a [u8], line: &'a [u8], line_len: usize, cmd: u8) -> Parse<'a> {
+    let args = Tokens(&line[2..]);
+    let req = |value, len| Parse::Request { req: Request::Meta { cmd, args, value }, len };
+    if cmd != b's' {
+        return req(&[][..], line_len);
+    }
+    // ms <key> <datalen> <flags>*: the data block follows the line.
+    let mut toks = args;
+    let (Some(_key), Some(datalen)) = (toks.next(), toks.next()) else {
+        return req(&[][..], line_len);
+    };
+    let Some(vlen) = parse_counter(datalen).and_then(|v| usize::try_from(v).ok()) else {
+        return req(&[][..], line_len);
+    };
+    let total = line_len + vlen + 2;
+    if buf.len() < total {
+        return Parse::Incomplete;
+    }
+    req(&buf[line_len..total], total)
+}
+
+#[cfg(test)]
+mod tests;

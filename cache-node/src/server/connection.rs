@@ -1,0 +1,68 @@
+//! One client connection: buffered reads, protocol detection, replies written in batches.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::engine::{Context, Progress, text};
+
+/// Initial read buffer; it grows to hold one whole request (a value up to `-I`) when needed.
+const READ_CHUNK: usize = 16 * 1024;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Text,
+}
+
+/// Serves one connection until the peer closes it, asks to quit, or sends something that
+/// makes the connection unusable.
+pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut protocol = None;
+    let mut swallow = 0usize;
+    loop {
+        if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+            rbuf.reserve(READ_CHUNK);
+        }
+        let n = stream.read_buf(&mut rbuf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        ctx.stats.bytes_read.fetch_add(n as u64, Relaxed);
+        if swallow > 0 {
+            let take = swallow.min(rbuf.len());
+            rbuf.advance(take);
+            swallow -= take;
+            if rbuf.is_empty() {
+                continue;
+            }
+        }
+        let proto = *protocol.get_or_insert(Protocol::Text);
+        let progress: Progress = match proto {
+            Protocol::Text => text::process(&ctx, &rbuf, &mut out),
+        };
+        rbuf.advance(progress.consumed);
+        swallow = progress.swallow;
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            ctx.stats.bytes_written.fetch_add(out.len() as u64, Relaxed);
+            out.clear();
+            // Do not keep a huge reply buffer alive after a large multiget.
+            if out.capacity() > 4 * READ_CHUNK {
+                out = Vec::with_capacity(READ_CHUNK);
+            }
+        }
+        if progress.close {
+            return Ok(());
+        }
+        // A partial request needs room for the rest of it; the parsers bound how much.
+        if rbuf.is_empty() && rbuf.capacity() > 4 * READ_CHUNK {
+            rbuf = BytesMut::with_capacity(READ_CHUNK);
+        }
+    }
+}

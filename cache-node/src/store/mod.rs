@@ -1,0 +1,616 @@
+//! The item store: memory-bounded, sharded, with CLOCK eviction, lazy and background expiry,
+//! per-item CAS and memcached's flush semantics. It knows nothing of any wire protocol: the
+//! protocol layers call these operations and render their results.
+
+pub mod clock;
+pub mod item;
+mod shard;
+pub mod stats;
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::number::parse_counter;
+
+pub use clock::{Clock, RelTime};
+pub use item::Item;
+use item::{FETCHED, REFERENCED, STALE, WON, charge};
+use shard::{Dead, FlushMark, KeyHasher, Shard, hash_key};
+pub use stats::{ShardStats, StoreStats};
+
+/// Longest key memcached accepts.
+pub const MAX_KEY_LEN: usize = 250;
+
+/// memcached's `item_size_ok`: its 48-byte header, the key with its NUL, the flags suffix,
+/// the value with its CRLF and the CAS must fit in `-I`.
+pub fn item_too_large(item_size_max: usize, key_len: usize, value_len: usize, flags: u32) -> bool {
+    let suffix = if flags == 0 { 0 } else { 4 };
+    48 + key_len + 1 + suffix + value_len + 2 + 8 > item_size_max
+}
+
+/// Store sizing.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `-m`: bytes that items (keys, values and metadata) may occupy.
+    pub limit_bytes: usize,
+    /// `-I`: largest item, computed as memcached does (header + key + value).
+    pub item_size_max: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { limit_bytes: 64 << 20, item_size_max: 1 << 20 }
+    }
+}
+
+/// How a write treats an existing item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    /// Store only if the item's CAS equals `StoreRequest::cas`.
+    Cas,
+}
+
+/// A write of one item.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreRequest<'a> {
+    pub mode: Mode,
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub flags: u32,
+    /// Relative expiry (see [`Clock::rel_exptime`]).
+    pub exptime: RelTime,
+    /// Compare-and-swap value; 0 means none (also honoured by append/prepend).
+    pub cas: u64,
+    /// Meta `I`: a CAS older than the item's marks the item stale instead of failing.
+    pub invalidate: bool,
+}
+
+impl<'a> StoreRequest<'a> {
+    pub fn new(mode: Mode, key: &'a [u8], value: &'a [u8]) -> Self {
+        Self { mode, key, value, flags: 0, exptime: 0, cas: 0, invalidate: false }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreStatus {
+    Stored,
+    NotStored,
+    Exists,
+    NotFound,
+    /// Nothing could be evicted to make room.
+    NoMemory,
+    /// The item would exceed `-I`.
+    TooLarge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOutcome {
+    pub status: StoreStatus,
+    /// CAS of the stored item (0 unless stored).
+    pub cas: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteStatus {
+    Deleted,
+    NotFound,
+    Exists,
+}
+
+/// A delete, with meta's options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeleteRequest {
+    /// Delete only if the item's CAS matches (0: no check).
+    pub cas: u64,
+    /// Meta `I`: mark stale instead of removing.
+    pub invalidate: bool,
+    /// Meta `T` with `I`: new relative expiry for the stale item.
+    pub exptime: Option<RelTime>,
+    /// Meta `x`: drop the value but keep the item.
+    pub clear_value: bool,
+}
+
+/// incr/decr, with the options of the binary and meta protocols.
+#[derive(Debug, Clone, Copy)]
+pub struct ArithRequest {
+    pub incr: bool,
+    pub delta: u64,
+    /// Apply only if the item's CAS matches (0: no check).
+    pub cas: u64,
+    /// Create the item with this value and relative expiry when it is missing.
+    pub vivify: Option<(u64, RelTime)>,
+    /// Meta `T`: update the expiry of a hit.
+    pub touch: Option<RelTime>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArithOutcome {
+    /// New value and CAS, and the item's remaining relative expiry.
+    Done {
+        value: u64,
+        cas: u64,
+        exptime: RelTime,
+    },
+    /// Created by `vivify`.
+    Created {
+        value: u64,
+        cas: u64,
+        exptime: RelTime,
+    },
+    NotFound,
+    NonNumeric,
+    Exists,
+    NoMemory,
+}
+
+/// What a read should do besides returning the item (gat, meta mg).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadOptions {
+    /// New relative expiry (gat, mg T).
+    pub touch: Option<RelTime>,
+    /// mg N: on a miss, create an empty item with this expiry and hand the caller the win.
+    pub vivify: Option<RelTime>,
+    /// mg R: hand out the win token when the remaining TTL is below this many seconds.
+    pub recache_below: Option<RelTime>,
+    /// Do not count the read or bump the LRU (meta's `u` flag does not; this is for `h`/`l`).
+    pub no_bump: bool,
+}
+
+/// How a hit looked before this read changed it, plus the meta win/stale state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReadState {
+    /// Read before (mg h).
+    pub fetched: bool,
+    /// Seconds since the previous access (mg l).
+    pub idle: RelTime,
+    /// The caller won the right to recache (mg W).
+    pub win: bool,
+    /// Someone else already won (mg Z).
+    pub won_elsewhere: bool,
+    /// The item is stale (mg X).
+    pub stale: bool,
+}
+
+pub struct Store {
+    shards: Box<[Mutex<Shard>]>,
+    shard_mask: u64,
+    hasher: KeyHasher,
+    used: AtomicUsize,
+    config: Config,
+    next_cas: AtomicU64,
+    oldest_live: AtomicU32,
+    oldest_cas: AtomicU64,
+    /// Where the background sweep resumes: shard index and position.
+    sweep_at: Mutex<(usize, usize)>,
+}
+
+impl Store {
+    pub fn new(config: Config) -> Self {
+        // Enough shards that two threads rarely meet on one lock, few enough to stay cheap.
+        let n = 64;
+        Self {
+            shards: (0..n).map(|_| Mutex::new(Shard::default())).collect(),
+            shard_mask: n as u64 - 1,
+            hasher: KeyHasher::default(),
+            used: AtomicUsize::new(0),
+            config,
+            next_cas: AtomicU64::new(0),
+            oldest_live: AtomicU32::new(0),
+            oldest_cas: AtomicU64::new(0),
+            sweep_at: Mutex::new((0, 0)),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn locate(&self, key: &[u8]) -> (u64, MutexGuard<'_, Shard>) {
+        let hash = hash_key(&self.hasher, key);
+        // hashbrown uses the low bits and the top seven; pick shards from the middle.
+        let idx = ((hash >> 32) & self.shard_mask) as usize;
+        (hash, self.shards[idx].lock())
+    }
+
+    fn flush_mark(&self) -> FlushMark {
+        FlushMark { oldest_live: self.oldest_live.load(Relaxed), oldest_cas: self.oldest_cas.load(Relaxed) }
+    }
+
+    fn cas_id(&self) -> u64 {
+        self.next_cas.fetch_add(1, Relaxed) + 1
+    }
+
+    /// Whether an item would exceed `-I` ([`item_too_large`]).
+    pub fn too_large(&self, key_len: usize, value_len: usize, flags: u32) -> bool {
+        item_too_large(self.config.item_size_max, key_len, value_len, flags)
+    }
+
+    /// Evicts until `needed` more bytes fit under the limit. Returns false when they cannot.
+    fn make_room(&self, shard: &mut Shard, pin: Option<u32>, needed: usize, now: RelTime) -> bool {
+        let limit = self.config.limit_bytes;
+        if needed > limit {
+            return false;
+        }
+        let flush = self.flush_mark();
+        while self.used.load(Relaxed) + needed > limit {
+            match shard.evict_one(&self.hasher, now, flush, pin) {
+                Some(freed) => {
+                    self.used.fetch_sub(freed, Relaxed);
+                }
+                None => break,
+            }
+        }
+        // This shard ran dry: take from the others, never blocking on a lock (no lock order).
+        for other in self.shards.iter() {
+            if self.used.load(Relaxed) + needed <= limit {
+                break;
+            }
+            let Some(mut other) = other.try_lock() else {
+                continue;
+            };
+            while self.used.load(Relaxed) + needed > limit {
+                match other.evict_one(&self.hasher, now, flush, None) {
+                    Some(freed) => {
+                        self.used.fetch_sub(freed, Relaxed);
+                    }
+                    None => break,
+                }
+            }
+        }
+        self.used.load(Relaxed) + needed <= limit
+    }
+
+    fn charge(&self, delta: isize) {
+        if delta >= 0 {
+            self.used.fetch_add(delta as usize, Relaxed);
+        } else {
+            self.used.fetch_sub(delta.unsigned_abs(), Relaxed);
+        }
+    }
+
+    /// Looks up the live item, counting and freeing what lazy expiry removes.
+    fn live(&self, shard: &mut Shard, hash: u64, key: &[u8], now: RelTime) -> Result<u32, Dead> {
+        let (found, freed) = shard.live(hash, key, now, self.flush_mark());
+        if freed > 0 {
+            self.used.fetch_sub(freed, Relaxed);
+        }
+        found
+    }
+
+    /// Reads an item: `f` sees it as it was before this read touched it.
+    pub fn get<R>(&self, key: &[u8], now: RelTime, f: impl FnOnce(&Item) -> R) -> Option<R> {
+        self.read(key, now, ReadOptions::default(), |it, _| f(it))
+    }
+
+    /// Reads an item with gat / meta options. `f` gets the item (after any touch) and the
+    /// state it was in before the read.
+    pub fn read<R>(
+        &self,
+        key: &[u8],
+        now: RelTime,
+        opts: ReadOptions,
+        f: impl FnOnce(&Item, ReadState) -> R,
+    ) -> Option<R> {
+        let (hash, mut shard) = self.locate(key);
+        let shard = &mut *shard;
+        shard.stats.cmd_get += 1;
+        if opts.touch.is_some() {
+            shard.stats.cmd_touch += 1;
+        }
+        let idx = match self.live(shard, hash, key, now) {
+            Ok(idx) => idx,
+            Err(dead) => {
+                match dead {
+                    Dead::Expired => shard.stats.get_expired += 1,
+                    Dead::Flushed => shard.stats.get_flushed += 1,
+                    Dead::Missing => {}
+                }
+                if opts.touch.is_some() {
+                    shard.stats.touch_misses += 1;
+                } else {
+                    shard.stats.get_misses += 1;
+                }
+                let exptime = opts.vivify?;
+                if !self.make_room(shard, None, charge(key.len()), now) {
+                    return None;
+                }
+                let mut item = Item::new(key, b"", 0, exptime, now);
+                item.cas = self.cas_id();
+                item.bits = WON;
+                let size = item.size();
+                let idx = shard.insert(&self.hasher, hash, item);
+                self.charge(size as isize);
+                let state = ReadState { win: true, ..ReadState::default() };
+                return Some(f(shard.item(idx), state));
+            }
+        };
+        if opts.touch.is_some() {
+            shard.stats.touch_hits += 1;
+        } else {
+            shard.stats.get_hits += 1;
+        }
+        let it = shard.item_mut(idx);
+        let mut state = ReadState {
+            fetched: it.has(FETCHED),
+            idle: now.saturating_sub(it.time),
+            stale: it.has(STALE),
+            ..ReadState::default()
+        };
+        if let Some(exptime) = opts.touch {
+            it.exptime = exptime;
+        }
+        // The win token goes to exactly one reader of a stale or soon-expiring item.
+        let wants_win = state.stale
+            || opts.recache_below.is_some_and(|below| it.exptime != 0 && it.exptime.saturating_sub(now) < below);
+        if wants_win {
+            if it.has(WON) {
+                state.won_elsewhere = true;
+            } else {
+                it.bits |= WON;
+                state.win = true;
+            }
+        }
+        let r = f(it, state);
+        if !opts.no_bump {
+            it.bits |= REFERENCED | FETCHED;
+            it.time = now;
+        }
+        Some(r)
+    }
+
+    /// Sets an item's expiry. Returns whether it existed.
+    pub fn touch(&self, key: &[u8], now: RelTime, exptime: RelTime) -> bool {
+        let (hash, mut shard) = self.locate(key);
+        let shard = &mut *shard;
+        shard.stats.cmd_touch += 1;
+        match self.live(shard, hash, key, now) {
+            Ok(idx) => {
+                shard.stats.touch_hits += 1;
+                let it = shard.item_mut(idx);
+                it.exptime = exptime;
+                it.time = now;
+                it.bits |= REFERENCED;
+                true
+            }
+            Err(_) => {
+                shard.stats.touch_misses += 1;
+                false
+            }
+        }
+    }
+
+    /// set / add / replace / append / prepend / cas.
+    pub fn store(&self, req: &StoreRequest<'_>, now: RelTime) -> StoreOutcome {
+        let fail = |status| StoreOutcome { status, cas: 0 };
+        if self.too_large(req.key.len(), req.value.len(), req.flags) {
+            return fail(StoreStatus::TooLarge);
+        }
+        let (hash, mut shard) = self.locate(req.key);
+        let shard = &mut *shard;
+        shard.stats.cmd_set += 1;
+        let existing = self.live(shard, hash, req.key, now).ok();
+
+        let item = match (req.mode, existing) {
+            (Mode::Add, Some(idx)) => {
+                // memcached bumps the item an add collided with.
+                let it = shard.item_mut(idx);
+                it.time = now;
+                it.bits |= REFERENCED;
+                return fail(StoreStatus::NotStored);
+            }
+            (Mode::Replace | Mode::Append | Mode::Prepend, None) => {
+                return fail(StoreStatus::NotStored);
+            }
+            (Mode::Cas, None) => {
+                shard.stats.cas_misses += 1;
+                return fail(StoreStatus::NotFound);
+            }
+            (Mode::Cas, Some(idx)) => {
+                let old = shard.item(idx);
+                if old.cas == req.cas {
+                    shard.stats.cas_hits += 1;
+                    Item::new(req.key, req.value, req.flags, req.exptime, now)
+                } else if req.invalidate && req.cas < old.cas {
+                    // Meta I: an outdated writer still stores, but the result is stale.
+                    shard.stats.cas_hits += 1;
+                    let mut it = Item::new(req.key, req.value, req.flags, req.exptime, now);
+                    it.bits |= STALE;
+                    it
+                } else {
+                    shard.stats.cas_badval += 1;
+                    return fail(StoreStatus::Exists);
+                }
+            }
+            (Mode::Append | Mode::Prepend, Some(idx)) => {
+                let old = shard.item(idx);
+                if req.cas != 0 && req.cas != old.cas {
+                    return fail(StoreStatus::Exists);
+                }
+                if self.too_large(req.key.len(), old.value().len() + req.value.len(), old.flags) {
+                    return fail(StoreStatus::NotStored);
+                }
+                let parts: [&[u8]; 2] =
+                    if req.mode == Mode::Append { [old.value(), req.value] } else { [req.value, old.value()] };
+                let mut it = Item::from_parts(req.key, &parts, old.flags, old.exptime, now);
+                it.bits = old.bits & (FETCHED | STALE);
+                it
+            }
+            (Mode::Set | Mode::Add | Mode::Replace, _) => Item::new(req.key, req.value, req.flags, req.exptime, now),
+        };
+        self.put(shard, hash, existing, item, now)
+    }
+
+    /// Links `item` in place of `existing` (or as new), making room first.
+    fn put(&self, shard: &mut Shard, hash: u64, existing: Option<u32>, mut item: Item, now: RelTime) -> StoreOutcome {
+        if !self.make_room(shard, existing, item.size(), now) {
+            return StoreOutcome { status: StoreStatus::NoMemory, cas: 0 };
+        }
+        let cas = self.cas_id();
+        item.cas = cas;
+        let delta = match existing {
+            Some(idx) => shard.replace(idx, item),
+            None => {
+                let size = item.size() as isize;
+                shard.insert(&self.hasher, hash, item);
+                size
+            }
+        };
+        self.charge(delta);
+        StoreOutcome { status: StoreStatus::Stored, cas }
+    }
+
+    /// delete, and meta's invalidating and value-clearing forms.
+    pub fn delete(&self, key: &[u8], now: RelTime, req: DeleteRequest) -> DeleteStatus {
+        let (hash, mut shard) = self.locate(key);
+        let shard = &mut *shard;
+        let Ok(idx) = self.live(shard, hash, key, now) else {
+            shard.stats.delete_misses += 1;
+            return DeleteStatus::NotFound;
+        };
+        let it = shard.item(idx);
+        if req.cas != 0 && req.cas != it.cas {
+            return DeleteStatus::Exists;
+        }
+        let (flags, exptime) = (it.flags, it.exptime);
+        shard.stats.delete_hits += 1;
+        if req.invalidate {
+            // Stale items stay readable; the next reader wins the right to recache.
+            let cas = self.cas_id();
+            let it = shard.item_mut(idx);
+            it.bits = (it.bits | STALE) & !WON;
+            it.cas = cas;
+            if let Some(exptime) = req.exptime {
+                it.exptime = exptime;
+            }
+        } else if req.clear_value {
+            let mut empty = Item::new(key, b"", flags, exptime, now);
+            empty.cas = self.cas_id();
+            let delta = shard.replace(idx, empty);
+            self.charge(delta);
+        } else {
+            let freed = shard.remove(hash, idx);
+            self.used.fetch_sub(freed, Relaxed);
+        }
+        DeleteStatus::Deleted
+    }
+
+    /// incr / decr: 64-bit, incr wraps, decr floors at 0, the value is rewritten in place
+    /// (space padded) when the new number is not longer, as memcached does.
+    pub fn arith(&self, key: &[u8], now: RelTime, req: ArithRequest) -> ArithOutcome {
+        let (hash, mut shard) = self.locate(key);
+        let shard = &mut *shard;
+        let idx = match self.live(shard, hash, key, now) {
+            Ok(idx) => idx,
+            Err(_) => {
+                if req.incr {
+                    shard.stats.incr_misses += 1;
+                } else {
+                    shard.stats.decr_misses += 1;
+                }
+                let Some((initial, exptime)) = req.vivify else {
+                    return ArithOutcome::NotFound;
+                };
+                let text = initial.to_string();
+                let item = Item::new(key, text.as_bytes(), 0, exptime, now);
+                return match self.put(shard, hash, None, item, now) {
+                    StoreOutcome { status: StoreStatus::Stored, cas } => {
+                        ArithOutcome::Created { value: initial, cas, exptime }
+                    }
+                    _ => ArithOutcome::NoMemory,
+                };
+            }
+        };
+        let it = shard.item(idx);
+        if req.cas != 0 && req.cas != it.cas {
+            return ArithOutcome::Exists;
+        }
+        let Some(current) = parse_counter(it.value()) else {
+            return ArithOutcome::NonNumeric;
+        };
+        let (old_len, old_exptime, old_flags, old_bits) = (it.value().len(), it.exptime, it.flags, it.bits);
+        let value = if req.incr {
+            shard.stats.incr_hits += 1;
+            current.wrapping_add(req.delta)
+        } else {
+            shard.stats.decr_hits += 1;
+            current.saturating_sub(req.delta)
+        };
+        let text = value.to_string();
+        let exptime = req.touch.unwrap_or(old_exptime);
+        if text.len() <= old_len {
+            let cas = self.cas_id();
+            let it = shard.item_mut(idx);
+            let buf = it.value_mut();
+            buf[..text.len()].copy_from_slice(text.as_bytes());
+            buf[text.len()..].fill(b' ');
+            it.cas = cas;
+            it.exptime = exptime;
+            it.time = now;
+            return ArithOutcome::Done { value, cas, exptime };
+        }
+        let mut item = Item::new(key, text.as_bytes(), old_flags, exptime, now);
+        item.bits = old_bits & FETCHED;
+        match self.put(shard, hash, Some(idx), item, now) {
+            StoreOutcome { status: StoreStatus::Stored, cas } => ArithOutcome::Done { value, cas, exptime },
+            _ => ArithOutcome::NoMemory,
+        }
+    }
+
+    /// flush_all: invalidates every item older than `when` (a relative time; `now` for
+    /// immediately). Items written after the flush survive even within the same second,
+    /// because immediate flushes also mark the CAS horizon, as memcached 1.6 does.
+    pub fn flush_all(&self, now: RelTime, when: RelTime) {
+        let oldest_live = when.max(1) - 1;
+        self.oldest_live.store(oldest_live, Relaxed);
+        if oldest_live <= now {
+            self.oldest_cas.store(self.cas_id(), Relaxed);
+        }
+    }
+
+    /// One step of background expiry: visits up to `budget` slots and frees dead items.
+    pub fn sweep(&self, now: RelTime, budget: usize) {
+        let (shard_idx, pos) = {
+            let at = self.sweep_at.lock();
+            *at
+        };
+        let flush = self.flush_mark();
+        let (freed, next) = self.shards[shard_idx].lock().sweep(&self.hasher, pos, budget, now, flush);
+        if freed > 0 {
+            self.used.fetch_sub(freed, Relaxed);
+        }
+        let mut at = self.sweep_at.lock();
+        *at = if next == 0 { ((shard_idx + 1) % self.shards.len(), 0) } else { (shard_idx, next) };
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let mut s = StoreStats { limit_maxbytes: self.config.limit_bytes as u64, ..StoreStats::default() };
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            s.counters += shard.stats;
+            s.curr_items += shard.items as u64;
+            s.bytes += shard.bytes as u64;
+        }
+        s
+    }
+
+    /// Zeroes the counters (`stats reset`); item counts and bytes are state, not counters.
+    pub fn reset_stats(&self) {
+        for shard in self.shards.iter() {
+            shard.lock().stats = ShardStats::default();
+        }
+    }
+
+    /// Bytes charged by all items.
+    pub fn used_bytes(&self) -> usize {
+        self.used.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests;

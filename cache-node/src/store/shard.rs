@@ -1,0 +1,199 @@
+//! One lock's worth of the store: a hash index over a slot array, with CLOCK eviction.
+//!
+//! The index holds `u32` slot numbers, so an entry costs five bytes; the slot array doubles as
+//! the CLOCK ring. CLOCK is the usual LRU approximation: a read sets the item's REFERENCED bit,
+//! the hand clears it on its way round and evicts the first item found without it.
+
+use hashbrown::HashTable;
+
+use super::clock::RelTime;
+use super::item::{FETCHED, Item, REFERENCED};
+use super::stats::ShardStats;
+
+/// Hashes keys; one instance per store so every shard agrees.
+pub type KeyHasher = foldhash::fast::FixedState;
+
+pub fn hash_key(hasher: &KeyHasher, key: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    hasher.hash_one(key)
+}
+
+/// When items count as flushed by `flush_all` (memcached's `oldest_live` / `oldest_cas`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FlushMark {
+    pub oldest_live: RelTime,
+    pub oldest_cas: u64,
+}
+
+impl FlushMark {
+    fn flushes(&self, it: &Item, now: RelTime) -> bool {
+        if self.oldest_live == 0 || self.oldest_live > now {
+            return false;
+        }
+        it.time <= self.oldest_live || (self.oldest_cas != 0 && it.cas != 0 && it.cas < self.oldest_cas)
+    }
+}
+
+/// Why a slot did not hold a live item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dead {
+    Missing,
+    Expired,
+    Flushed,
+}
+
+#[derive(Default)]
+pub struct Shard {
+    table: HashTable<u32>,
+    slots: Vec<Item>,
+    free: Vec<u32>,
+    hand: usize,
+    /// Bytes charged by the items in this shard.
+    pub bytes: usize,
+    pub items: usize,
+    pub stats: ShardStats,
+}
+
+impl Shard {
+    fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
+        let slots = &self.slots;
+        self.table.find(hash, |&i| slots[i as usize].key() == key).copied()
+    }
+
+    /// The live item under `key`, removing it first if it expired or was flushed.
+    /// Returns the bytes freed by such a removal alongside.
+    pub fn live(&mut self, hash: u64, key: &[u8], now: RelTime, flush: FlushMark) -> (Result<u32, Dead>, usize) {
+        let Some(idx) = self.find(hash, key) else {
+            return (Err(Dead::Missing), 0);
+        };
+        let it = &self.slots[idx as usize];
+        let dead = if flush.flushes(it, now) {
+            Dead::Flushed
+        } else if it.exptime != 0 && it.exptime <= now {
+            Dead::Expired
+        } else {
+            return (Ok(idx), 0);
+        };
+        if dead == Dead::Expired && !it.has(FETCHED) {
+            self.stats.expired_unfetched += 1;
+        }
+        let freed = self.remove(hash, idx);
+        (Err(dead), freed)
+    }
+
+    pub fn item(&self, idx: u32) -> &Item {
+        &self.slots[idx as usize]
+    }
+
+    pub fn item_mut(&mut self, idx: u32) -> &mut Item {
+        &mut self.slots[idx as usize]
+    }
+
+    /// Replaces the item in slot `idx` (same key), returning the change in charged bytes.
+    pub fn replace(&mut self, idx: u32, item: Item) -> isize {
+        let slot = &mut self.slots[idx as usize];
+        let delta = item.size() as isize - slot.size() as isize;
+        *slot = item;
+        self.bytes = (self.bytes as isize + delta) as usize;
+        delta
+    }
+
+    /// Inserts an item whose key is not present. Returns its slot.
+    pub fn insert(&mut self, hasher: &KeyHasher, hash: u64, item: Item) -> u32 {
+        self.bytes += item.size();
+        self.items += 1;
+        self.stats.total_items += 1;
+        let idx = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = item;
+                i
+            }
+            None => {
+                self.slots.push(item);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slots = &self.slots;
+        self.table.insert_unique(hash, idx, |&i| hash_key(hasher, slots[i as usize].key()));
+        idx
+    }
+
+    /// Removes the item in slot `idx`, returning the bytes it was charged.
+    pub fn remove(&mut self, hash: u64, idx: u32) -> usize {
+        if let Ok(entry) = self.table.find_entry(hash, |&i| i == idx) {
+            entry.remove();
+        }
+        let freed = self.slots[idx as usize].clear();
+        self.free.push(idx);
+        self.bytes -= freed;
+        self.items -= 1;
+        freed
+    }
+
+    /// Moves the CLOCK hand until one item is evicted (or reclaimed because it is dead).
+    /// Returns the bytes freed, or `None` when the shard holds nothing.
+    /// The slot `pin` is never chosen: it holds an item the caller is about to rewrite.
+    pub fn evict_one(&mut self, hasher: &KeyHasher, now: RelTime, flush: FlushMark, pin: Option<u32>) -> Option<usize> {
+        if self.items == 0 {
+            return None;
+        }
+        // Two full turns always find a victim: the first clears every REFERENCED bit.
+        for _ in 0..2 * self.slots.len() {
+            if self.hand >= self.slots.len() {
+                self.hand = 0;
+            }
+            let idx = self.hand;
+            self.hand += 1;
+            let it = &mut self.slots[idx];
+            if it.is_free() || pin == Some(idx as u32) {
+                continue;
+            }
+            let dead = flush.flushes(it, now) || (it.exptime != 0 && it.exptime <= now);
+            if !dead && it.has(REFERENCED) {
+                it.bits &= !REFERENCED;
+                continue;
+            }
+            if dead {
+                self.stats.reclaimed += 1;
+            } else {
+                self.stats.evictions += 1;
+                if !it.has(FETCHED) {
+                    self.stats.evicted_unfetched += 1;
+                }
+            }
+            let hash = hash_key(hasher, it.key());
+            return Some(self.remove(hash, idx as u32));
+        }
+        None
+    }
+
+    /// Removes up to `budget` expired or flushed items, resuming where the last call stopped.
+    /// Returns (bytes freed, next position); position 0 means the sweep went all the way round.
+    pub fn sweep(
+        &mut self,
+        hasher: &KeyHasher,
+        from: usize,
+        budget: usize,
+        now: RelTime,
+        flush: FlushMark,
+    ) -> (usize, usize) {
+        let mut freed = 0;
+        let end = (from + budget).min(self.slots.len());
+        for idx in from..end {
+            let it = &self.slots[idx];
+            if it.is_free() {
+                continue;
+            }
+            if flush.flushes(it, now) || (it.exptime != 0 && it.exptime <= now) {
+                if !it.has(FETCHED) && it.exptime != 0 && it.exptime <= now {
+                    self.stats.expired_unfetched += 1;
+                }
+                self.stats.reclaimed += 1;
+                let hash = hash_key(hasher, it.key());
+                freed += self.remove(hash, idx as u32);
+            }
+        }
+        let next = if end >= self.slots.len() { 0 } else { end };
+        (freed, next)
+    }
+}

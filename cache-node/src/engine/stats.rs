@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use super::{Context, push_num};
+use super::Context;
 
 /// Connection-level counters; item counters live in the store's shards.
 #[derive(Debug, Default)]
@@ -29,9 +29,27 @@ impl ServerStats {
 /// first, since clients (libmemcached among them) enable features by parsing it, then ours.
 pub const VERSION: &str = concat!("1.6.18-cache-node-", env!("CARGO_PKG_VERSION"));
 
-fn stat(out: &mut Vec<u8>, name: &str, value: impl std::fmt::Display) {
-    use std::io::Write;
-    let _ = write!(out, "STAT {name} {value}\r\n");
+/// Statistics as name/value pairs: the text protocol renders them as `STAT` lines, the
+/// binary protocol as one response each.
+#[derive(Debug, Default)]
+pub struct StatList(pub Vec<(String, String)>);
+
+impl StatList {
+    fn add(&mut self, name: impl Into<String>, value: impl std::fmt::Display) {
+        self.0.push((name.into(), value.to_string()));
+    }
+
+    /// `STAT name value` lines and the closing `END`.
+    pub fn render_text(&self, out: &mut Vec<u8>) {
+        for (name, value) in &self.0 {
+            out.extend_from_slice(b"STAT ");
+            out.extend_from_slice(name.as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"END\r\n");
+    }
 }
 
 /// Resource usage of this process: (user, system) CPU seconds.
@@ -46,105 +64,100 @@ fn rusage() -> (f64, f64) {
 }
 
 /// `stats` with no arguments: memcached's general statistics.
-pub fn general(ctx: &Context, out: &mut Vec<u8>) {
+pub fn general(ctx: &Context) -> StatList {
+    let mut out = StatList::default();
     let now = ctx.clock.now();
     let s = ctx.store.stats();
     let c = s.counters;
     let (user, system) = rusage();
-    stat(out, "pid", std::process::id());
-    stat(out, "uptime", now - crate::store::clock::START_OFFSET as u32);
-    stat(out, "time", ctx.clock.to_unix(now));
-    stat(out, "version", VERSION);
-    stat(out, "libevent", "tokio");
-    stat(out, "pointer_size", usize::BITS);
-    stat(out, "rusage_user", format_args!("{user:.6}"));
-    stat(out, "rusage_system", format_args!("{system:.6}"));
-    stat(out, "max_connections", ctx.settings.max_connections);
-    stat(out, "curr_connections", ctx.stats.curr_connections.load(Relaxed));
-    stat(out, "total_connections", ctx.stats.total_connections.load(Relaxed));
-    stat(out, "rejected_connections", ctx.stats.rejected_connections.load(Relaxed));
-    stat(out, "connection_structures", ctx.stats.curr_connections.load(Relaxed));
-    stat(out, "cmd_get", c.cmd_get);
-    stat(out, "cmd_set", c.cmd_set);
-    stat(out, "cmd_flush", ctx.stats.cmd_flush.load(Relaxed));
-    stat(out, "cmd_touch", c.cmd_touch);
-    stat(out, "get_hits", c.get_hits);
-    stat(out, "get_misses", c.get_misses);
-    stat(out, "get_expired", c.get_expired);
-    stat(out, "get_flushed", c.get_flushed);
-    stat(out, "delete_misses", c.delete_misses);
-    stat(out, "delete_hits", c.delete_hits);
-    stat(out, "incr_misses", c.incr_misses);
-    stat(out, "incr_hits", c.incr_hits);
-    stat(out, "decr_misses", c.decr_misses);
-    stat(out, "decr_hits", c.decr_hits);
-    stat(out, "cas_misses", c.cas_misses);
-    stat(out, "cas_hits", c.cas_hits);
-    stat(out, "cas_badval", c.cas_badval);
-    stat(out, "touch_hits", c.touch_hits);
-    stat(out, "touch_misses", c.touch_misses);
-    stat(out, "bytes_read", ctx.stats.bytes_read.load(Relaxed));
-    stat(out, "bytes_written", ctx.stats.bytes_written.load(Relaxed));
-    stat(out, "limit_maxbytes", s.limit_maxbytes);
-    stat(out, "threads", ctx.settings.threads);
-    stat(out, "bytes", s.bytes);
-    stat(out, "curr_items", s.curr_items);
-    stat(out, "total_items", c.total_items);
-    stat(out, "expired_unfetched", c.expired_unfetched);
-    stat(out, "evicted_unfetched", c.evicted_unfetched);
-    stat(out, "evictions", c.evictions);
-    stat(out, "reclaimed", c.reclaimed);
-    out.extend_from_slice(b"END\r\n");
+    out.add("pid", std::process::id());
+    out.add("uptime", now - crate::store::clock::START_OFFSET as u32);
+    out.add("time", ctx.clock.to_unix(now));
+    out.add("version", VERSION);
+    out.add("libevent", "tokio");
+    out.add("pointer_size", usize::BITS);
+    out.add("rusage_user", format_args!("{user:.6}"));
+    out.add("rusage_system", format_args!("{system:.6}"));
+    out.add("max_connections", ctx.settings.max_connections);
+    out.add("curr_connections", ctx.stats.curr_connections.load(Relaxed));
+    out.add("total_connections", ctx.stats.total_connections.load(Relaxed));
+    out.add("rejected_connections", ctx.stats.rejected_connections.load(Relaxed));
+    out.add("connection_structures", ctx.stats.curr_connections.load(Relaxed));
+    out.add("cmd_get", c.cmd_get);
+    out.add("cmd_set", c.cmd_set);
+    out.add("cmd_flush", ctx.stats.cmd_flush.load(Relaxed));
+    out.add("cmd_touch", c.cmd_touch);
+    out.add("get_hits", c.get_hits);
+    out.add("get_misses", c.get_misses);
+    out.add("get_expired", c.get_expired);
+    out.add("get_flushed", c.get_flushed);
+    out.add("delete_misses", c.delete_misses);
+    out.add("delete_hits", c.delete_hits);
+    out.add("incr_misses", c.incr_misses);
+    out.add("incr_hits", c.incr_hits);
+    out.add("decr_misses", c.decr_misses);
+    out.add("decr_hits", c.decr_hits);
+    out.add("cas_misses", c.cas_misses);
+    out.add("cas_hits", c.cas_hits);
+    out.add("cas_badval", c.cas_badval);
+    out.add("touch_hits", c.touch_hits);
+    out.add("touch_misses", c.touch_misses);
+    out.add("bytes_read", ctx.stats.bytes_read.load(Relaxed));
+    out.add("bytes_written", ctx.stats.bytes_written.load(Relaxed));
+    out.add("limit_maxbytes", s.limit_maxbytes);
+    out.add("threads", ctx.settings.threads);
+    out.add("bytes", s.bytes);
+    out.add("curr_items", s.curr_items);
+    out.add("total_items", c.total_items);
+    out.add("expired_unfetched", c.expired_unfetched);
+    out.add("evicted_unfetched", c.evicted_unfetched);
+    out.add("evictions", c.evictions);
+    out.add("reclaimed", c.reclaimed);
+    out
 }
 
 /// `stats settings`.
-pub fn settings(ctx: &Context, out: &mut Vec<u8>) {
+pub fn settings(ctx: &Context) -> StatList {
+    let mut out = StatList::default();
     let s = &ctx.settings;
-    stat(out, "maxbytes", s.limit_bytes);
-    stat(out, "maxconns", s.max_connections);
-    stat(out, "tcpport", s.tcp_port);
-    stat(out, "udpport", s.udp_port);
-    stat(out, "inter", if s.interfaces.is_empty() { "NULL" } else { &s.interfaces });
-    stat(out, "verbosity", ctx.verbosity());
-    stat(out, "evictions", "on");
-    stat(out, "num_threads", s.threads);
-    stat(out, "cas_enabled", "yes");
-    stat(out, "item_size_max", s.item_size_max);
-    stat(out, "flush_enabled", "yes");
-    out.extend_from_slice(b"END\r\n");
+    out.add("maxbytes", s.limit_bytes);
+    out.add("maxconns", s.max_connections);
+    out.add("tcpport", s.tcp_port);
+    out.add("udpport", s.udp_port);
+    out.add("inter", if s.interfaces.is_empty() { "NULL" } else { &s.interfaces });
+    out.add("verbosity", ctx.verbosity());
+    out.add("evictions", "on");
+    out.add("num_threads", s.threads);
+    out.add("cas_enabled", "yes");
+    out.add("item_size_max", s.item_size_max);
+    out.add("flush_enabled", "yes");
+    out
 }
 
 /// `stats items`: one pseudo slab class holds everything (the store has no slab classes).
-pub fn items(ctx: &Context, out: &mut Vec<u8>) {
+pub fn items(ctx: &Context) -> StatList {
+    let mut out = StatList::default();
     let s = ctx.store.stats();
     if s.curr_items > 0 {
         let c = s.counters;
-        stat(out, "items:1:number", s.curr_items);
-        stat(out, "items:1:evicted", c.evictions);
-        stat(out, "items:1:evicted_unfetched", c.evicted_unfetched);
-        stat(out, "items:1:expired_unfetched", c.expired_unfetched);
-        stat(out, "items:1:reclaimed", c.reclaimed);
+        out.add("items:1:number", s.curr_items);
+        out.add("items:1:evicted", c.evictions);
+        out.add("items:1:evicted_unfetched", c.evicted_unfetched);
+        out.add("items:1:expired_unfetched", c.expired_unfetched);
+        out.add("items:1:reclaimed", c.reclaimed);
     }
-    out.extend_from_slice(b"END\r\n");
+    out
 }
 
 /// `stats slabs`: memory totals, in the shape memcached uses.
-pub fn slabs(ctx: &Context, out: &mut Vec<u8>) {
+pub fn slabs(ctx: &Context) -> StatList {
+    let mut out = StatList::default();
     let s = ctx.store.stats();
     if s.curr_items > 0 {
-        stat(out, "1:used_chunks", s.curr_items);
-        stat(out, "1:mem_requested", s.bytes);
+        out.add("1:used_chunks", s.curr_items);
+        out.add("1:mem_requested", s.bytes);
     }
-    stat(out, "active_slabs", u8::from(s.curr_items > 0));
-    stat(out, "total_malloced", s.bytes);
-    out.extend_from_slice(b"END\r\n");
-}
-
-/// Renders a counter for the benefit of callers that build their own lines.
-pub fn push_stat_line(out: &mut Vec<u8>, name: &str, value: u64) {
-    out.extend_from_slice(b"STAT ");
-    out.extend_from_slice(name.as_bytes());
-    out.push(b' ');
-    push_num(out, value);
-    out.extend_from_slice(b"\r\n");
+    out.add("active_slabs", u8::from(s.curr_items > 0));
+    out.add("total_malloced", s.bytes);
+    out
 }

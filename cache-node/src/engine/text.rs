@@ -172,10 +172,10 @@ fn store(ctx: &Context, cmd: &StoreCmd<'_>, now: RelTime, out: &mut Vec<u8>) {
 
 fn stats_command(ctx: &Context, mut args: crate::protocol::text::Tokens<'_>, out: &mut Vec<u8>) {
     match (args.next(), args.next()) {
-        (None, _) => stats::general(ctx, out),
-        (Some(b"settings"), None) => stats::settings(ctx, out),
-        (Some(b"items"), None) => stats::items(ctx, out),
-        (Some(b"slabs"), None) => stats::slabs(ctx, out),
+        (None, _) => stats::general(ctx).render_text(out),
+        (Some(b"settings"), None) => stats::settings(ctx).render_text(out),
+        (Some(b"items"), None) => stats::items(ctx).render_text(out),
+        (Some(b"slabs"), None) => stats::slabs(ctx).render_text(out),
         (Some(b"reset"), None) => {
             ctx.store.reset_stats();
             ctx.stats.reset();

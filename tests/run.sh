@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every test of the project: lint, unit and integration tests, black-box tests against
+# memcached 1.6.18, a short smoke run of each fuzz target and of the benchmark tooling.
+# Installs its dependencies first (tests/setup.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "dependencies"
+tests/setup.sh
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "unit and Rust integration tests"
+cargo test --workspace
+
+step "black-box tests (memccapable, pymemcache, differential against memcached 1.6.18)"
+cargo build -p cache-node
+python3 -m pytest -q tests/integration
+
+step "fuzz smoke runs"
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}" tests/fuzz-smoke.sh
+
+step "benchmark smoke run (correctness of the tooling, not a measurement)"
+python3 tests/bench/compare.py --build --quick
+
+echo
+echo "all tests passed"

@@ -364,10 +364,12 @@ fn parse_meta<'a>(buf: &'a [u8], line: &'a [u8], line_len: usize, cmd: u8) -> Pa
     let (Some(_key), Some(datalen)) = (toks.next(), toks.next()) else {
         return req(&[][..], line_len);
     };
-    let Some(vlen) = parse_counter(datalen).and_then(|v| usize::try_from(v).ok()) else {
+    let Some(total) = parse_counter(datalen)
+        .and_then(|v| usize::try_from(v).ok())
+        .and_then(|vlen| vlen.checked_add(line_len + 2))
+    else {
         return req(&[][..], line_len);
     };
-    let total = line_len + vlen + 2;
     if buf.len() < total {
         return Parse::Incomplete;
     }

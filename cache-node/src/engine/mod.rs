@@ -46,6 +46,13 @@ impl Context {
     pub fn verbosity(&self) -> u8 {
         self.verbosity.load(Relaxed)
     }
+
+    /// The `verbosity` command: memcached caps the level at 2 (`-vv`).
+    pub fn set_verbosity(&self, level: u32) {
+        let level = level.min(2) as u8;
+        self.verbosity.store(level, Relaxed);
+        crate::logging::set_verbosity(level);
+    }
 }
 
 /// What processing the front of a connection's read buffer achieved.

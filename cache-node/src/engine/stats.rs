@@ -1,6 +1,6 @@
 //! Server-wide counters and the `stats` command's groups.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use super::Context;
 
@@ -13,6 +13,8 @@ pub struct ServerStats {
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
     pub cmd_flush: AtomicU64,
+    /// The client listeners are open (readiness).
+    pub accepting_conns: AtomicBool,
 }
 
 impl ServerStats {
@@ -105,6 +107,7 @@ pub fn general(ctx: &Context) -> StatList {
     out.add("bytes_read", ctx.stats.bytes_read.load(Relaxed));
     out.add("bytes_written", ctx.stats.bytes_written.load(Relaxed));
     out.add("limit_maxbytes", s.limit_maxbytes);
+    out.add("accepting_conns", u8::from(ctx.stats.accepting_conns.load(Relaxed)));
     out.add("threads", ctx.settings.threads);
     out.add("bytes", s.bytes);
     out.add("curr_items", s.curr_items);

@@ -59,7 +59,7 @@ fn start(config: &Config) -> Result<(), Fatal> {
 
 fn bind(config: &Config) -> Result<Listeners, Fatal> {
     let os_err = |e: anyhow::Error| Fatal::new(EX_OSERR, format!("{e:#}"));
-    Listeners::bind(&config.tcp_addrs().map_err(os_err)?).map_err(os_err)
+    Listeners::bind(&config.tcp_addrs().map_err(os_err)?, &config.udp_addrs().map_err(os_err)?).map_err(os_err)
 }
 
 fn context(config: &Config) -> Arc<Context> {

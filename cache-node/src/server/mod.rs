@@ -1,7 +1,8 @@
-//! Listeners and the accept loop: connection limits, per-connection tasks, background expiry,
-//! shutdown.
+//! Listeners and the accept loop: connection limits, per-connection tasks, the UDP port,
+//! background expiry, shutdown.
 
 mod connection;
+pub mod udp;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,7 +11,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
@@ -24,11 +25,12 @@ const SWEEP_BUDGET: usize = 4096;
 #[derive(Debug)]
 pub struct Listeners {
     pub tcp: Vec<std::net::TcpListener>,
+    pub udp: Vec<std::net::UdpSocket>,
 }
 
 impl Listeners {
     /// Binds every address, reporting which one failed.
-    pub fn bind(tcp: &[SocketAddr]) -> anyhow::Result<Self> {
+    pub fn bind(tcp: &[SocketAddr], udp: &[SocketAddr]) -> anyhow::Result<Self> {
         let tcp = tcp
             .iter()
             .map(|addr| {
@@ -38,7 +40,16 @@ impl Listeners {
                 Ok(l)
             })
             .collect::<anyhow::Result<_>>()?;
-        Ok(Self { tcp })
+        let udp = udp
+            .iter()
+            .map(|addr| {
+                let s = std::net::UdpSocket::bind(addr)
+                    .map_err(|e| anyhow::anyhow!("failed to listen on UDP {addr}: {e}"))?;
+                s.set_nonblocking(true)?;
+                Ok(s)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self { tcp, udp })
     }
 }
 
@@ -51,6 +62,11 @@ pub async fn run(ctx: Arc<Context>, listeners: Listeners, shutdown: impl Future<
         let listener = TcpListener::from_std(l)?;
         info!(addr = %listener.local_addr()?, "listening");
         tasks.spawn(accept_loop(ctx.clone(), listener));
+    }
+    for s in listeners.udp {
+        let socket = UdpSocket::from_std(s)?;
+        info!(addr = %socket.local_addr()?, "listening on UDP");
+        tasks.spawn(udp::serve(ctx.clone(), socket));
     }
     ctx.stats.accepting_conns.store(true, Relaxed);
     shutdown.await;

@@ -1,5 +1,6 @@
 //! The operational surface of the real binary: daemonizing, users, signals, listeners,
-//! connection limits and logging.
+//! connection limits, logging and the UDP port.
 
 mod common;
 mod lifecycle;
+mod udp;

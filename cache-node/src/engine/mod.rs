@@ -30,6 +30,8 @@ pub struct Context {
     pub settings: Settings,
     /// `-v` level, changeable with the `verbosity` command.
     pub verbosity: AtomicU8,
+    /// Open sockets, for `stats conns`.
+    pub conns: crate::server::Registry,
 }
 
 impl Context {
@@ -40,6 +42,7 @@ impl Context {
             stats: ServerStats::default(),
             settings,
             verbosity: AtomicU8::new(verbosity),
+            conns: Default::default(),
         })
     }
 

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use super::Context;
+use crate::server::conns::Transport;
 
 /// Connection-level counters; item counters live in the store's shards.
 #[derive(Debug, Default)]
@@ -162,5 +163,23 @@ pub fn slabs(ctx: &Context) -> StatList {
     }
     out.add("active_slabs", u8::from(s.curr_items > 0));
     out.add("total_malloced", s.bytes);
+    out
+}
+
+/// `stats conns`: every listener, UDP socket and client connection, by file descriptor.
+pub fn conns(ctx: &Context) -> StatList {
+    let mut out = StatList::default();
+    let now = ctx.clock.now();
+    for (fd, c) in ctx.conns.snapshot() {
+        if c.transport == Transport::Udp {
+            out.add(format!("{fd}:UDP"), "UDP");
+        }
+        out.add(format!("{fd}:addr"), c.addr_text());
+        if let Some(local) = c.listen_addr_text() {
+            out.add(format!("{fd}:listen_addr"), local);
+        }
+        out.add(format!("{fd}:state"), c.state().name());
+        out.add(format!("{fd}:secs_since_last_cmd"), now.saturating_sub(c.last_cmd()));
+    }
     out
 }

@@ -188,6 +188,7 @@ fn stats_command(ctx: &Context, mut args: crate::protocol::text::Tokens<'_>, out
         (Some(b"settings"), None) => stats::settings(ctx).render_text(out),
         (Some(b"items"), None) => stats::items(ctx).render_text(out),
         (Some(b"slabs"), None) => stats::slabs(ctx).render_text(out),
+        (Some(b"conns"), None) => stats::conns(ctx).render_text(out),
         (Some(b"reset"), None) => {
             ctx.store.reset_stats();
             ctx.stats.reset();

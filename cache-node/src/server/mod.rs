@@ -2,10 +2,12 @@
 //! background expiry, shutdown.
 
 mod connection;
-pub mod udp;
+pub mod conns;
+mod udp;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -16,6 +18,8 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::engine::Context;
+pub use conns::Registry;
+use conns::{State, Transport};
 
 /// How often background expiry runs, and how many slots it visits each time.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
@@ -77,6 +81,10 @@ pub async fn run(ctx: Arc<Context>, listeners: Listeners, shutdown: impl Future<
 }
 
 async fn accept_loop(ctx: Arc<Context>, listener: TcpListener) {
+    let local = listener.local_addr().ok();
+    let _listening = local.map(|addr| {
+        ctx.conns.register(listener.as_raw_fd(), Transport::Tcp, addr, None, State::Listening, ctx.clock.now())
+    });
     loop {
         let (mut stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
@@ -98,13 +106,21 @@ async fn accept_loop(ctx: Arc<Context>, listener: TcpListener) {
             });
             continue;
         }
+        let conn = ctx.conns.register(
+            stream.as_raw_fd(),
+            Transport::Tcp,
+            peer,
+            stream.local_addr().ok().or(local),
+            State::Waiting,
+            ctx.clock.now(),
+        );
         let ctx = ctx.clone();
         // With -vv, every command logged for this connection names its peer.
         let span = debug_span!("conn", %peer);
         tokio::spawn(
             async move {
                 debug!("connection opened");
-                match connection::serve(ctx.clone(), stream).await {
+                match connection::serve(ctx.clone(), stream, &conn).await {
                     Ok(()) => debug!("connection closed"),
                     Err(e) => debug!(error = %e, "connection ended"),
                 }

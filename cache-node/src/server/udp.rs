@@ -4,12 +4,14 @@
 //! the request's id, its own sequence number and the count. The text protocol runs inside.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::net::UdpSocket;
 use tracing::{debug, debug_span, warn};
 
+use super::conns::{State, Transport};
 use crate::engine::{Context, text};
 
 pub const HEADER_LEN: usize = 8;
@@ -46,6 +48,10 @@ pub fn frames(request_id: u16, reply: &[u8]) -> Option<impl Iterator<Item = Vec<
 
 /// Answers datagrams on one socket until the task is aborted.
 pub async fn serve(ctx: Arc<Context>, socket: UdpSocket) {
+    let conn = socket
+        .local_addr()
+        .ok()
+        .map(|addr| ctx.conns.register(socket.as_raw_fd(), Transport::Udp, addr, None, State::Read, ctx.clock.now()));
     // The largest UDP datagram.
     let mut buf = vec![0; 65536];
     let mut out = Vec::new();
@@ -61,6 +67,9 @@ pub async fn serve(ctx: Arc<Context>, socket: UdpSocket) {
         let Some((request_id, request)) = parse_request(&buf[..n]) else {
             continue;
         };
+        if let Some(conn) = &conn {
+            conn.touch(ctx.clock.now());
+        }
         // Each datagram stands alone: an incomplete request is dropped, `quit` means nothing.
         debug_span!("udp", %peer).in_scope(|| text::process(&ctx, request, &mut out));
         if !out.is_empty() {

@@ -132,6 +132,10 @@ impl Client {
         Self { reader: BufReader::new(stream) }
     }
 
+    pub fn local_addr(&self) -> SocketAddr {
+        self.reader.get_ref().local_addr().unwrap()
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
         self.reader.get_mut().write_all(bytes).unwrap();
     }

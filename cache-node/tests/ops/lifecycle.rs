@@ -115,7 +115,8 @@ fn sigterm_and_sigint_stop_the_node_and_remove_the_pid_file() {
         let dir = TempDir::new(&format!("sig-{sig}"));
         let pidfile = dir.0.join("node.pid");
         let mut node = Node::start("sig", &["-v", "-P", pidfile.to_str().unwrap()]);
-        assert_eq!(pid_in(&pidfile), Some(node.child.id() as i32));
+        // The port is bound (and connectable) a moment before the pid file is written.
+        assert_eq!(wait_for("the pid file", || pid_in(&pidfile)), node.child.id() as i32);
         let mut idle = node.client();
         assert_eq!(idle.call("version\r\n").split(' ').next(), Some("VERSION"));
 

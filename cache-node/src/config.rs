@@ -65,6 +65,10 @@ pub struct Config {
     #[arg(long = "allow-root")]
     pub allow_root: bool,
 
+    /// Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this address; off by default
+    #[arg(long = "admin-listen", value_name = "ADDR:PORT")]
+    pub admin_listen: Option<SocketAddr>,
+
     /// Largest item, in bytes with an optional k/m suffix (default 1m)
     #[arg(short = 'I', long = "max-item-size", default_value = "1m", value_parser = parse_size)]
     pub item_size_max: usize,

@@ -7,8 +7,10 @@
 //! - [`store`]: items, memory accounting, eviction, expiry, CAS — no protocol knowledge;
 //! - [`config`]: the memcached-compatible command line;
 //! - [`node`]: start-up order, signals and shutdown, with [`daemon`] (root, `-u`, `-d`, `-P`)
-//!   and [`logging`] (`-v`, the `verbosity` command).
+//!   and [`logging`] (`-v`, the `verbosity` command);
+//! - [`admin`]: the HTTP listener for metrics and health checks.
 
+pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod engine;

@@ -2,12 +2,14 @@
 //! user, daemonize, write the pid file, then start the runtime and serve until SIGTERM or
 //! SIGINT, when the node stops accepting, removes its pid file and exits 0.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::info;
+use tracing::{error, info};
 
+use crate::admin;
 use crate::config::Config;
 use crate::daemon::{self, EX_CANTCREAT, EX_OSERR, Fatal, PidFile};
 use crate::engine::{Context, Settings};
@@ -32,6 +34,7 @@ fn start(config: &Config) -> Result<(), Fatal> {
     let user = daemon::target_user(config.user.as_deref(), config.allow_root)?;
     // Bound while still root, so that -u works with ports below 1024.
     let listeners = bind(config)?;
+    let admin = config.admin_listen.map(bind_admin).transpose()?;
     if let Some(user) = &user {
         daemon::switch_to(user)?;
     }
@@ -50,7 +53,7 @@ fn start(config: &Config) -> Result<(), Fatal> {
         .enable_all()
         .build()
         .map_err(|e| Fatal::new(EX_OSERR, format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(serve(ctx, listeners)).map_err(|e| Fatal::new(1, format!("{e:#}")))?;
+    runtime.block_on(serve(ctx, listeners, admin)).map_err(|e| Fatal::new(1, format!("{e:#}")))?;
     // Connections still open end with the runtime, before the pid file goes.
     drop(runtime);
     info!("stopped");
@@ -60,6 +63,13 @@ fn start(config: &Config) -> Result<(), Fatal> {
 fn bind(config: &Config) -> Result<Listeners, Fatal> {
     let os_err = |e: anyhow::Error| Fatal::new(EX_OSERR, format!("{e:#}"));
     Listeners::bind(&config.tcp_addrs().map_err(os_err)?, &config.udp_addrs().map_err(os_err)?).map_err(os_err)
+}
+
+fn bind_admin(addr: SocketAddr) -> Result<std::net::TcpListener, Fatal> {
+    let cannot = |e: std::io::Error| Fatal::new(EX_OSERR, format!("failed to listen on admin address {addr}: {e}"));
+    let listener = std::net::TcpListener::bind(addr).map_err(cannot)?;
+    listener.set_nonblocking(true).map_err(cannot)?;
+    Ok(listener)
 }
 
 fn context(config: &Config) -> Arc<Context> {
@@ -78,9 +88,18 @@ fn context(config: &Config) -> Arc<Context> {
 }
 
 /// Serves until SIGTERM or SIGINT.
-async fn serve(ctx: Arc<Context>, listeners: Listeners) -> anyhow::Result<()> {
+async fn serve(ctx: Arc<Context>, listeners: Listeners, admin: Option<std::net::TcpListener>) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    if let Some(listener) = admin {
+        info!(addr = %listener.local_addr()?, "admin listening");
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = admin::serve(ctx, listener).await {
+                error!(error = %e, "admin listener failed");
+            }
+        });
+    }
     let shutdown = async move {
         let name = tokio::select! {
             _ = term.recv() => "SIGTERM",

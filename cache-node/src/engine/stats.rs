@@ -56,7 +56,7 @@ impl StatList {
 }
 
 /// Resource usage of this process: (user, system) CPU seconds.
-fn rusage() -> (f64, f64) {
+pub fn rusage() -> (f64, f64) {
     // SAFETY: getrusage only writes into the struct we hand it.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
@@ -64,6 +64,11 @@ fn rusage() -> (f64, f64) {
     }
     let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     (secs(ru.ru_utime), secs(ru.ru_stime))
+}
+
+/// Seconds since the server started.
+pub fn uptime(ctx: &Context) -> u32 {
+    ctx.clock.now() - crate::store::clock::START_OFFSET as u32
 }
 
 /// `stats` with no arguments: memcached's general statistics.
@@ -74,7 +79,7 @@ pub fn general(ctx: &Context) -> StatList {
     let c = s.counters;
     let (user, system) = rusage();
     out.add("pid", std::process::id());
-    out.add("uptime", now - crate::store::clock::START_OFFSET as u32);
+    out.add("uptime", uptime(ctx));
     out.add("time", ctx.clock.to_unix(now));
     out.add("version", VERSION);
     out.add("libevent", "tokio");

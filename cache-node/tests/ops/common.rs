@@ -66,17 +66,23 @@ impl Node {
     /// Starts on 127.0.0.1 with a free TCP port and the given extra arguments, and waits until
     /// it accepts connections. Root is allowed, so the tests run as any user.
     pub fn start(tag: &str, args: &[&str]) -> Self {
+        Self::start_with(tag, args, |_| {})
+    }
+
+    /// As [`Node::start`], with a last say on the command (its user, say).
+    pub fn start_with(tag: &str, args: &[&str], adjust: impl FnOnce(&mut Command)) -> Self {
         let port = free_port();
         let dir = TempDir::new(tag);
         let log = dir.0.join("stderr.log");
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["--allow-root", "-l", "127.0.0.1", "-p", &port.to_string()])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+            .stderr(std::fs::File::create(&log).unwrap());
+        adjust(&mut command);
+        let child = command.spawn().unwrap();
         let mut node = Self { child, port, log, _dir: dir };
         wait_for("the node to accept connections", || {
             if let Some(status) = node.child.try_wait().unwrap() {

@@ -1,4 +1,5 @@
 use std::os::unix::fs::{PermissionsExt, chown};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use nix::sys::signal::{Signal, kill};
@@ -110,6 +111,22 @@ fn unknown_user_is_refused() {
 }
 
 #[test]
+fn user_switch_is_ignored_when_not_root() {
+    let nobody = User::from_name("nobody").unwrap().expect("user nobody");
+    let node = Node::start_with("not-root", &["-u", "no-such-user-here"], |cmd| {
+        if is_root() {
+            cmd.uid(nobody.uid.as_raw()).gid(nobody.gid.as_raw());
+        }
+    });
+    let mut c = node.client();
+    assert_eq!(c.call("set k 0 0 1\r\nx\r\n"), "STORED\r\n");
+    let pid = node.child.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap().split_whitespace().next().unwrap();
+    assert_ne!(uid, "0");
+}
+
+#[test]
 fn sigterm_and_sigint_stop_the_node_and_remove_the_pid_file() {
     for sig in [Signal::SIGTERM, Signal::SIGINT] {
         let dir = TempDir::new(&format!("sig-{sig}"));
@@ -164,6 +181,21 @@ fn connections_over_the_limit_are_told_and_closed() {
     });
     assert_eq!(c.stat("max_connections"), "3");
     assert_ne!(c.stat("rejected_connections"), "0");
+}
+
+#[test]
+fn double_v_logs_connections_and_commands_with_the_peer() {
+    let node = Node::start("vv", &["-vv"]);
+    let mut c = node.client();
+    assert_eq!(c.call_until_end("get logged-key\r\n"), "END\r\n");
+    let peer = format!("conn{{peer={}}}", c.local_addr());
+    let log = wait_for("the command in the log", || {
+        let log = node.stderr();
+        log.contains("command: get logged-key").then_some(log)
+    });
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(&peer)).collect();
+    assert!(lines.iter().any(|l| l.contains("connection opened")), "{log}");
+    assert!(lines.iter().any(|l| l.contains("command: get logged-key")), "{log}");
 }
 
 #[test]

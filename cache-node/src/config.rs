@@ -1,6 +1,7 @@
 //! Command line: memcached's and repcached's flags, so their command lines work unchanged.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
 
@@ -11,7 +12,10 @@ use clap::{ArgAction, Parser};
     about = "memcached-compatible cache server with built-in pair replication",
     long_about = "memcached-compatible cache server with built-in pair replication.\n\n\
         Accepts memcached's command line (-p -U -l -m -c -t -v -P -d -u -I), so existing\n\
-        memcached and repcached command lines work with the binary renamed."
+        memcached and repcached command lines work with the binary renamed.\n\n\
+        As memcached, it refuses to run as root unless -u names a user to switch to (or\n\
+        --allow-root is given); unlike memcached, it switches only after binding its ports,\n\
+        so ports below 1024 work with -u."
 )]
 pub struct Config {
     /// TCP port to listen on (0 to turn TCP off)
@@ -38,9 +42,32 @@ pub struct Config {
     #[arg(short = 't', long = "threads", default_value_t = 4)]
     pub threads: usize,
 
-    /// Verbose logging: -v for errors and warnings, -vv also for client commands
+    /// Verbose logging: -v for errors, warnings and start/stop, -vv also for client
+    /// connections and commands (RUST_LOG, if set, overrides)
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     pub verbose: u8,
+
+    /// Run as a daemon: fork into the background and detach from the terminal (standard
+    /// output and error are kept when -v is given, as memcached does)
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon: bool,
+
+    /// Write the process id to this file (after daemonizing, as the -u user); removed on exit
+    #[arg(short = 'P', long = "pidfile", value_name = "FILE")]
+    pub pidfile: Option<PathBuf>,
+
+    /// When started as root, switch to this user (and its group) once the ports are bound;
+    /// ignored when not root
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Allow running as root without -u (memcached has no such switch and always refuses)
+    #[arg(long = "allow-root")]
+    pub allow_root: bool,
+
+    /// Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this address; off by default
+    #[arg(long = "admin-listen", value_name = "ADDR:PORT")]
+    pub admin_listen: Option<SocketAddr>,
 
     /// Largest item, in bytes with an optional k/m suffix (default 1m)
     #[arg(short = 'I', long = "max-item-size", default_value = "1m", value_parser = parse_size)]
@@ -48,14 +75,26 @@ pub struct Config {
 }
 
 impl Config {
-    /// The TCP addresses to bind: each `-l` interface (default: all) on `-p`.
+    /// The TCP addresses to bind: each `-l` interface (default: all) on `-p`; none for `-p 0`.
     pub fn tcp_addrs(&self) -> anyhow::Result<Vec<SocketAddr>> {
+        self.addrs(self.port)
+    }
+
+    /// The UDP addresses to bind: each `-l` interface on `-U`; none for `-U 0`.
+    pub fn udp_addrs(&self) -> anyhow::Result<Vec<SocketAddr>> {
+        self.addrs(self.udp_port)
+    }
+
+    fn addrs(&self, port: u16) -> anyhow::Result<Vec<SocketAddr>> {
+        if port == 0 {
+            return Ok(Vec::new());
+        }
         if self.listen.is_empty() {
-            return Ok(vec![SocketAddr::from(([0, 0, 0, 0], self.port))]);
+            return Ok(vec![SocketAddr::from(([0, 0, 0, 0], port))]);
         }
         let mut addrs = Vec::new();
         for spec in &self.listen {
-            addrs.extend(resolve(spec, self.port)?);
+            addrs.extend(resolve(spec, port)?);
         }
         Ok(addrs)
     }
@@ -103,6 +142,27 @@ mod tests {
         let c = Config::try_parse_from(["cache-node", "-p", "11211", "-m", "1024", "-c", "4096", "-t", "4", "-vv"])
             .unwrap();
         assert_eq!((c.port, c.memory_mb, c.max_connections, c.threads, c.verbose), (11211, 1024, 4096, 4, 2));
+    }
+
+    #[test]
+    fn seed_daemon_command_line_parses() {
+        let c = Config::try_parse_from(
+            "cache-node -d -p 11211 -u memcached -m 1024 -c 4096 -t 4 -P /var/run/memcached/memcached.pid -v"
+                .split(' '),
+        )
+        .unwrap();
+        assert!(c.daemon && !c.allow_root);
+        assert_eq!(c.user.as_deref(), Some("memcached"));
+        assert_eq!(c.pidfile, Some(PathBuf::from("/var/run/memcached/memcached.pid")));
+        assert_eq!((c.verbose, c.udp_port), (1, 0));
+        assert!(c.udp_addrs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn udp_uses_the_same_interfaces() {
+        let c = Config::try_parse_from(["cache-node", "-p", "1", "-U", "2", "-l", "127.0.0.1,127.0.0.2"]).unwrap();
+        let addrs: Vec<String> = c.udp_addrs().unwrap().iter().map(|a| a.to_string()).collect();
+        assert_eq!(addrs, ["127.0.0.1:2", "127.0.0.2:2"]);
     }
 
     #[test]

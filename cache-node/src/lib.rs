@@ -5,10 +5,17 @@
 //! - [`protocol`]: parsing requests and the shapes of replies, one module per protocol;
 //! - [`engine`]: applies parsed requests to the store and renders replies;
 //! - [`store`]: items, memory accounting, eviction, expiry, CAS — no protocol knowledge;
-//! - [`config`]: the memcached-compatible command line.
+//! - [`config`]: the memcached-compatible command line;
+//! - [`node`]: start-up order, signals and shutdown, with [`daemon`] (root, `-u`, `-d`, `-P`)
+//!   and [`logging`] (`-v`, the `verbosity` command);
+//! - [`admin`]: the HTTP listener for metrics and health checks.
 
+pub mod admin;
 pub mod config;
+pub mod daemon;
 pub mod engine;
+pub mod logging;
+pub mod node;
 pub mod number;
 pub mod protocol;
 pub mod server;

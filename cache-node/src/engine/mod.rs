@@ -30,6 +30,8 @@ pub struct Context {
     pub settings: Settings,
     /// `-v` level, changeable with the `verbosity` command.
     pub verbosity: AtomicU8,
+    /// Open sockets, for `stats conns`.
+    pub conns: crate::server::Registry,
 }
 
 impl Context {
@@ -40,11 +42,19 @@ impl Context {
             stats: ServerStats::default(),
             settings,
             verbosity: AtomicU8::new(verbosity),
+            conns: Default::default(),
         })
     }
 
     pub fn verbosity(&self) -> u8 {
         self.verbosity.load(Relaxed)
+    }
+
+    /// The `verbosity` command: memcached caps the level at 2 (`-vv`).
+    pub fn set_verbosity(&self, level: u32) {
+        let level = level.min(2) as u8;
+        self.verbosity.store(level, Relaxed);
+        crate::logging::set_verbosity(level);
     }
 }
 

@@ -1,8 +1,9 @@
 //! Server-wide counters and the `stats` command's groups.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use super::Context;
+use crate::server::conns::Transport;
 
 /// Connection-level counters; item counters live in the store's shards.
 #[derive(Debug, Default)]
@@ -13,6 +14,8 @@ pub struct ServerStats {
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
     pub cmd_flush: AtomicU64,
+    /// The client listeners are open (readiness).
+    pub accepting_conns: AtomicBool,
 }
 
 impl ServerStats {
@@ -53,7 +56,7 @@ impl StatList {
 }
 
 /// Resource usage of this process: (user, system) CPU seconds.
-fn rusage() -> (f64, f64) {
+pub fn rusage() -> (f64, f64) {
     // SAFETY: getrusage only writes into the struct we hand it.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
@@ -61,6 +64,11 @@ fn rusage() -> (f64, f64) {
     }
     let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     (secs(ru.ru_utime), secs(ru.ru_stime))
+}
+
+/// Seconds since the server started.
+pub fn uptime(ctx: &Context) -> u32 {
+    ctx.clock.now() - crate::store::clock::START_OFFSET as u32
 }
 
 /// `stats` with no arguments: memcached's general statistics.
@@ -71,7 +79,7 @@ pub fn general(ctx: &Context) -> StatList {
     let c = s.counters;
     let (user, system) = rusage();
     out.add("pid", std::process::id());
-    out.add("uptime", now - crate::store::clock::START_OFFSET as u32);
+    out.add("uptime", uptime(ctx));
     out.add("time", ctx.clock.to_unix(now));
     out.add("version", VERSION);
     out.add("libevent", "tokio");
@@ -105,6 +113,7 @@ pub fn general(ctx: &Context) -> StatList {
     out.add("bytes_read", ctx.stats.bytes_read.load(Relaxed));
     out.add("bytes_written", ctx.stats.bytes_written.load(Relaxed));
     out.add("limit_maxbytes", s.limit_maxbytes);
+    out.add("accepting_conns", u8::from(ctx.stats.accepting_conns.load(Relaxed)));
     out.add("threads", ctx.settings.threads);
     out.add("bytes", s.bytes);
     out.add("curr_items", s.curr_items);
@@ -159,5 +168,23 @@ pub fn slabs(ctx: &Context) -> StatList {
     }
     out.add("active_slabs", u8::from(s.curr_items > 0));
     out.add("total_malloced", s.bytes);
+    out
+}
+
+/// `stats conns`: every listener, UDP socket and client connection, by file descriptor.
+pub fn conns(ctx: &Context) -> StatList {
+    let mut out = StatList::default();
+    let now = ctx.clock.now();
+    for (fd, c) in ctx.conns.snapshot() {
+        if c.transport == Transport::Udp {
+            out.add(format!("{fd}:UDP"), "UDP");
+        }
+        out.add(format!("{fd}:addr"), c.addr_text());
+        if let Some(local) = c.listen_addr_text() {
+            out.add(format!("{fd}:listen_addr"), local);
+        }
+        out.add(format!("{fd}:state"), c.state().name());
+        out.add(format!("{fd}:secs_since_last_cmd"), now.saturating_sub(c.last_cmd()));
+    }
     out
 }

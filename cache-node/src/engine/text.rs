@@ -24,6 +24,8 @@ pub fn process(ctx: &Context, buf: &[u8], out: &mut Vec<u8>) -> Progress {
                 return progress;
             }
             Parse::Request { req, len } => {
+                // The arguments are evaluated only when debug is on: nothing is formatted otherwise.
+                tracing::debug!("command: {}", command_line(rest));
                 progress.consumed += len;
                 if !execute(ctx, req, now, out) {
                     progress.close = true;
@@ -31,6 +33,7 @@ pub fn process(ctx: &Context, buf: &[u8], out: &mut Vec<u8>) -> Progress {
                 }
             }
             Parse::Swallow { reply, len, swallow, key, mode, noreply } => {
+                tracing::debug!("command: {} ({reply})", command_line(rest));
                 progress.consumed += len;
                 // memcached drops the old value of a set it could not store: never serve stale data.
                 if mode == Mode::Set {
@@ -47,6 +50,12 @@ pub fn process(ctx: &Context, buf: &[u8], out: &mut Vec<u8>) -> Progress {
             }
         }
     }
+}
+
+/// The first line of a request, for the log.
+fn command_line(buf: &[u8]) -> std::borrow::Cow<'_, str> {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line))
 }
 
 fn line(out: &mut Vec<u8>, s: &str) {
@@ -97,7 +106,10 @@ fn execute(ctx: &Context, req: Request<'_>, now: RelTime, out: &mut Vec<u8>) -> 
             out.extend_from_slice(b"VERSION ");
             line(out, stats::VERSION);
         }
-        Request::Verbosity { noreply } => reply_unless(out, noreply, "OK"),
+        Request::Verbosity { level, noreply } => {
+            ctx.set_verbosity(level);
+            reply_unless(out, noreply, "OK");
+        }
         Request::Quit => return false,
         Request::Stats { args } => stats_command(ctx, args, out),
         Request::Meta { .. } => line(out, "ERROR"),
@@ -176,6 +188,7 @@ fn stats_command(ctx: &Context, mut args: crate::protocol::text::Tokens<'_>, out
         (Some(b"settings"), None) => stats::settings(ctx).render_text(out),
         (Some(b"items"), None) => stats::items(ctx).render_text(out),
         (Some(b"slabs"), None) => stats::slabs(ctx).render_text(out),
+        (Some(b"conns"), None) => stats::conns(ctx).render_text(out),
         (Some(b"reset"), None) => {
             ctx.store.reset_stats();
             ctx.stats.reset();

@@ -47,6 +47,7 @@ pub enum Request<'a> {
     },
     Version,
     Verbosity {
+        level: u32,
         noreply: bool,
     },
     Quit,
@@ -257,10 +258,10 @@ pub fn parse(buf: &[u8], item_size_max: usize) -> Parse<'_> {
             if nt != 3 && nt != 4 {
                 return error();
             }
-            if parse_u32_truncating(t[1]).is_none() {
+            let Some(level) = parse_u32_truncating(t[1]) else {
                 return fail("CLIENT_ERROR bad command line format");
-            }
-            request(Request::Verbosity { noreply })
+            };
+            request(Request::Verbosity { level, noreply })
         }
         b"stats" => request(Request::Stats { args: Tokens(&line[token_end(line, t[0])..]) }),
         b"shutdown" => request(Request::Shutdown),

@@ -7,6 +7,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::conns::{Conn, State};
 use crate::engine::{Context, Progress, text};
 
 /// Initial read buffer; it grows to hold one whole request (a value up to `-I`) when needed.
@@ -19,7 +20,7 @@ enum Protocol {
 
 /// Serves one connection until the peer closes it, asks to quit, or sends something that
 /// makes the connection unusable.
-pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream) -> std::io::Result<()> {
+pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream, conn: &Conn) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
@@ -29,6 +30,11 @@ pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream) -> std::io::Result<
         if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
             rbuf.reserve(READ_CHUNK);
         }
+        conn.set_state(match (swallow, rbuf.is_empty()) {
+            (0, true) => State::Waiting,
+            (0, false) => State::Read,
+            _ => State::Swallow,
+        });
         let n = stream.read_buf(&mut rbuf).await?;
         if n == 0 {
             return Ok(());
@@ -42,13 +48,18 @@ pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream) -> std::io::Result<
                 continue;
             }
         }
+        conn.set_state(State::ParseCmd);
         let proto = *protocol.get_or_insert(Protocol::Text);
         let progress: Progress = match proto {
             Protocol::Text => text::process(&ctx, &rbuf, &mut out),
         };
+        if progress.consumed > 0 {
+            conn.touch(ctx.clock.now());
+        }
         rbuf.advance(progress.consumed);
         swallow = progress.swallow;
         if !out.is_empty() {
+            conn.set_state(State::Write);
             stream.write_all(&out).await?;
             ctx.stats.bytes_written.fetch_add(out.len() as u64, Relaxed);
             out.clear();

@@ -1,51 +1,90 @@
-//! Listeners and the accept loop: connection limits, per-connection tasks, background expiry.
+//! Listeners and the accept loop: connection limits, per-connection tasks, the UDP port,
+//! background expiry, shutdown.
 
 mod connection;
+pub mod conns;
+mod udp;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
-use tracing::{debug, info, warn};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinSet;
+use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::engine::Context;
+pub use conns::Registry;
+use conns::{State, Transport};
 
 /// How often background expiry runs, and how many slots it visits each time.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 const SWEEP_BUDGET: usize = 4096;
 
-/// Binds every address, reporting which one failed.
-pub fn bind_all(addrs: &[SocketAddr]) -> anyhow::Result<Vec<std::net::TcpListener>> {
-    addrs
-        .iter()
-        .map(|addr| {
-            let l = std::net::TcpListener::bind(addr)
-                .map_err(|e| anyhow::anyhow!("failed to listen on TCP {addr}: {e}"))?;
-            l.set_nonblocking(true)?;
-            Ok(l)
-        })
-        .collect()
+/// The client ports, bound before the runtime starts (and before privileges are dropped).
+#[derive(Debug)]
+pub struct Listeners {
+    pub tcp: Vec<std::net::TcpListener>,
+    pub udp: Vec<std::net::UdpSocket>,
 }
 
-/// Serves clients on the given listeners until the process ends.
-pub async fn run(ctx: Arc<Context>, listeners: Vec<std::net::TcpListener>) -> anyhow::Result<()> {
-    tokio::spawn(sweep(ctx.clone()));
-    let mut tasks = Vec::new();
-    for l in listeners {
+impl Listeners {
+    /// Binds every address, reporting which one failed.
+    pub fn bind(tcp: &[SocketAddr], udp: &[SocketAddr]) -> anyhow::Result<Self> {
+        let tcp = tcp
+            .iter()
+            .map(|addr| {
+                let l = std::net::TcpListener::bind(addr)
+                    .map_err(|e| anyhow::anyhow!("failed to listen on TCP {addr}: {e}"))?;
+                l.set_nonblocking(true)?;
+                Ok(l)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let udp = udp
+            .iter()
+            .map(|addr| {
+                let s = std::net::UdpSocket::bind(addr)
+                    .map_err(|e| anyhow::anyhow!("failed to listen on UDP {addr}: {e}"))?;
+                s.set_nonblocking(true)?;
+                Ok(s)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self { tcp, udp })
+    }
+}
+
+/// Serves clients until `shutdown` completes, then stops accepting and returns; connections
+/// still open are left to the caller (they end with the runtime).
+pub async fn run(ctx: Arc<Context>, listeners: Listeners, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let mut tasks = JoinSet::new();
+    tasks.spawn(sweep(ctx.clone()));
+    for l in listeners.tcp {
         let listener = TcpListener::from_std(l)?;
         info!(addr = %listener.local_addr()?, "listening");
-        tasks.push(tokio::spawn(accept_loop(ctx.clone(), listener)));
+        tasks.spawn(accept_loop(ctx.clone(), listener));
     }
-    for t in tasks {
-        t.await??;
+    for s in listeners.udp {
+        let socket = UdpSocket::from_std(s)?;
+        info!(addr = %socket.local_addr()?, "listening on UDP");
+        tasks.spawn(udp::serve(ctx.clone(), socket));
     }
+    ctx.stats.accepting_conns.store(true, Relaxed);
+    shutdown.await;
+    ctx.stats.accepting_conns.store(false, Relaxed);
+    // Aborting the accept loops closes the listening sockets.
+    tasks.shutdown().await;
     Ok(())
 }
 
-async fn accept_loop(ctx: Arc<Context>, listener: TcpListener) -> anyhow::Result<()> {
+async fn accept_loop(ctx: Arc<Context>, listener: TcpListener) {
+    let local = listener.local_addr().ok();
+    let _listening = local.map(|addr| {
+        ctx.conns.register(listener.as_raw_fd(), Transport::Tcp, addr, None, State::Listening, ctx.clock.now())
+    });
     loop {
         let (mut stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
@@ -67,14 +106,28 @@ async fn accept_loop(ctx: Arc<Context>, listener: TcpListener) -> anyhow::Result
             });
             continue;
         }
+        let conn = ctx.conns.register(
+            stream.as_raw_fd(),
+            Transport::Tcp,
+            peer,
+            stream.local_addr().ok().or(local),
+            State::Waiting,
+            ctx.clock.now(),
+        );
         let ctx = ctx.clone();
-        tokio::spawn(async move {
-            debug!(%peer, "connection opened");
-            if let Err(e) = connection::serve(ctx.clone(), stream).await {
-                debug!(%peer, error = %e, "connection ended");
+        // With -vv, every command logged for this connection names its peer.
+        let span = debug_span!("conn", %peer);
+        tokio::spawn(
+            async move {
+                debug!("connection opened");
+                match connection::serve(ctx.clone(), stream, &conn).await {
+                    Ok(()) => debug!("connection closed"),
+                    Err(e) => debug!(error = %e, "connection ended"),
+                }
+                ctx.stats.curr_connections.fetch_sub(1, Relaxed);
             }
-            ctx.stats.curr_connections.fetch_sub(1, Relaxed);
-        });
+            .instrument(span),
+        );
     }
 }
 

@@ -1,0 +1,202 @@
+//! The admin HTTP listener, off unless `--admin-listen` is given: `/metrics` in Prometheus's
+//! text format under memcached_exporter's metric names, `/healthz` and `/readyz`.
+//!
+//! Metrics are computed at scrape time from the same counters `stats` reports, so the two
+//! never disagree and the request path pays nothing for them.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeMetric, prometheus_text,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::engine::{Context, stats};
+
+struct Admin {
+    ctx: Arc<Context>,
+    registry: Registry,
+}
+
+/// Serves the admin endpoints until the task is aborted.
+pub async fn serve(ctx: Arc<Context>, listener: std::net::TcpListener) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(StatsCollector(ctx.clone())));
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(Arc::new(Admin { ctx, registry }));
+    axum::serve(listener, app).await
+}
+
+async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
+    let mut body = String::new();
+    match prometheus_text::encode(&mut body, &admin.registry) {
+        Ok(()) => ([(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)], body).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Alive for as long as the process answers.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready while the client listeners accept: not before they are open, nor once shutdown began.
+async fn readyz(State(admin): State<Arc<Admin>>) -> (StatusCode, &'static str) {
+    if admin.ctx.stats.accepting_conns.load(Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// Reads the server's statistics on each scrape.
+struct StatsCollector(Arc<Context>);
+
+impl fmt::Debug for StatsCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StatsCollector")
+    }
+}
+
+impl Collector for StatsCollector {
+    fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
+        let ctx = &self.0;
+        let store = ctx.store.stats();
+        let c = store.counters;
+        let server = &ctx.stats;
+        let (user, system) = stats::rusage();
+        let mut out = Out(encoder);
+
+        out.gauge("memcached_up", "Could the memcached server be reached.", 1)?;
+        // A counter for memcached_exporter; a gauge here, as the client library would
+        // otherwise append _total to the name.
+        out.gauge("memcached_uptime_seconds", "Number of seconds since the server started.", stats::uptime(ctx))?;
+        out.gauge(
+            "memcached_time_seconds",
+            "current UNIX time according to the server.",
+            ctx.clock.to_unix(ctx.clock.now()),
+        )?;
+        let mut version = out.0.encode_descriptor(
+            "memcached_version",
+            "The version of this memcached server.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(1).encode(version.encode_family(&[("version", stats::VERSION)])?)?;
+        out.counter("memcached_process_user_cpu_seconds", "Accumulated user time for this process.", user)?;
+        out.counter("memcached_process_system_cpu_seconds", "Accumulated system time for this process.", system)?;
+        out.counter(
+            "memcached_read_bytes",
+            "Total number of bytes read by this server from network.",
+            server.bytes_read.load(Relaxed),
+        )?;
+        out.counter(
+            "memcached_written_bytes",
+            "Total number of bytes sent by this server to network.",
+            server.bytes_written.load(Relaxed),
+        )?;
+        out.gauge(
+            "memcached_current_connections",
+            "Current number of open connections.",
+            server.curr_connections.load(Relaxed),
+        )?;
+        out.gauge("memcached_max_connections", "Maximum number of clients allowed.", ctx.settings.max_connections)?;
+        out.counter(
+            "memcached_connections",
+            "Total number of connections opened since the server started running.",
+            server.total_connections.load(Relaxed),
+        )?;
+        out.counter(
+            "memcached_connections_rejected",
+            "Total number of connections rejected due to hitting the memcached's -c limit in maxconns_fast mode.",
+            server.rejected_connections.load(Relaxed),
+        )?;
+        out.gauge(
+            "memcached_accepting_connections",
+            "The Memcached server is currently accepting new connections.",
+            u32::from(server.accepting_conns.load(Relaxed)),
+        )?;
+        out.gauge("memcached_current_bytes", "Current number of bytes used to store items.", store.bytes)?;
+        out.gauge(
+            "memcached_limit_bytes",
+            "Number of bytes this server is allowed to use for storage.",
+            store.limit_maxbytes,
+        )?;
+
+        // memcached counts cas commands in cmd_set too; the exporter's set excludes them.
+        let cas = c.cas_hits + c.cas_misses + c.cas_badval;
+        let commands = [
+            ("get", "hit", c.get_hits),
+            ("get", "miss", c.get_misses),
+            ("delete", "hit", c.delete_hits),
+            ("delete", "miss", c.delete_misses),
+            ("incr", "hit", c.incr_hits),
+            ("incr", "miss", c.incr_misses),
+            ("decr", "hit", c.decr_hits),
+            ("decr", "miss", c.decr_misses),
+            ("cas", "hit", c.cas_hits),
+            ("cas", "miss", c.cas_misses),
+            ("cas", "badval", c.cas_badval),
+            ("touch", "hit", c.touch_hits),
+            ("touch", "miss", c.touch_misses),
+            ("flush", "hit", server.cmd_flush.load(Relaxed)),
+            ("set", "hit", c.cmd_set.saturating_sub(cas)),
+        ];
+        let mut family = out.0.encode_descriptor(
+            "memcached_commands",
+            "Total number of all requests broken down by command (get, set, etc.) and status.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (command, status, value) in commands {
+            ConstCounter::new(value).encode(family.encode_family(&[("command", command), ("status", status)])?)?;
+        }
+
+        out.gauge("memcached_current_items", "Current number of items stored by this instance.", store.curr_items)?;
+        out.counter(
+            "memcached_items",
+            "Total number of items stored during the life of this instance.",
+            c.total_items,
+        )?;
+        out.counter(
+            "memcached_items_evicted",
+            "Total number of valid items removed from cache to free memory for new items.",
+            c.evictions,
+        )?;
+        out.counter(
+            "memcached_items_reclaimed",
+            "Total number of times an entry was stored using memory from an expired entry.",
+            c.reclaimed,
+        )
+    }
+}
+
+/// Encodes single-value metrics; counter names get their `_total` from the encoder.
+struct Out<'a>(DescriptorEncoder<'a>);
+
+impl Out<'_> {
+    fn gauge(&mut self, name: &str, help: &str, value: impl EncodeGaugeValue) -> fmt::Result {
+        let metric = ConstGauge::new(value);
+        metric.encode(self.0.encode_descriptor(name, help, None, metric.metric_type())?)
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: impl EncodeCounterValue) -> fmt::Result {
+        let metric = ConstCounter::new(value);
+        metric.encode(self.0.encode_descriptor(name, help, None, metric.metric_type())?)
+    }
+}

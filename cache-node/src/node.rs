@@ -1,0 +1,111 @@
+//! A node's life, in memcached's order: check who we are, bind the ports, become the `-u`
+//! user, daemonize, write the pid file, then start the runtime and serve until SIGTERM or
+//! SIGINT, when the node stops accepting, removes its pid file and exits 0.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info};
+
+use crate::admin;
+use crate::config::Config;
+use crate::daemon::{self, EX_CANTCREAT, EX_OSERR, Fatal, PidFile};
+use crate::engine::{Context, Settings};
+use crate::logging;
+use crate::server::{self, Listeners};
+use crate::store::{self, Store};
+
+/// Runs the node with a parsed command line; the exit code follows memcached's.
+pub fn run(config: &Config) -> ExitCode {
+    logging::init(config.verbose);
+    match start(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(fatal) => {
+            // Plain lines, as memcached prints them: init scripts grep for these.
+            eprintln!("{fatal}");
+            ExitCode::from(fatal.code)
+        }
+    }
+}
+
+fn start(config: &Config) -> Result<(), Fatal> {
+    let user = daemon::target_user(config.user.as_deref(), config.allow_root)?;
+    // Bound while still root, so that -u works with ports below 1024.
+    let listeners = bind(config)?;
+    let admin = config.admin_listen.map(bind_admin).transpose()?;
+    if let Some(user) = &user {
+        daemon::switch_to(user)?;
+    }
+    // Created as the -u user, so that it can remove the file at exit.
+    let mut pidfile = config.pidfile.as_deref().map(PidFile::create).transpose()?;
+    if config.daemon {
+        daemon::daemonize(config.verbose > 0)?;
+    }
+    if let Some(pidfile) = &mut pidfile {
+        pidfile.write_pid().map_err(|e| Fatal::new(EX_CANTCREAT, format!("Could not write the pid file: {e}")))?;
+    }
+
+    let ctx = context(config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| Fatal::new(EX_OSERR, format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(serve(ctx, listeners, admin)).map_err(|e| Fatal::new(1, format!("{e:#}")))?;
+    // Connections still open end with the runtime, before the pid file goes.
+    drop(runtime);
+    info!("stopped");
+    Ok(())
+}
+
+fn bind(config: &Config) -> Result<Listeners, Fatal> {
+    let os_err = |e: anyhow::Error| Fatal::new(EX_OSERR, format!("{e:#}"));
+    Listeners::bind(&config.tcp_addrs().map_err(os_err)?, &config.udp_addrs().map_err(os_err)?).map_err(os_err)
+}
+
+fn bind_admin(addr: SocketAddr) -> Result<std::net::TcpListener, Fatal> {
+    let cannot = |e: std::io::Error| Fatal::new(EX_OSERR, format!("failed to listen on admin address {addr}: {e}"));
+    let listener = std::net::TcpListener::bind(addr).map_err(cannot)?;
+    listener.set_nonblocking(true).map_err(cannot)?;
+    Ok(listener)
+}
+
+fn context(config: &Config) -> Arc<Context> {
+    let limit_bytes = (config.memory_mb as usize).saturating_mul(1 << 20);
+    let store = Store::new(store::Config { limit_bytes, item_size_max: config.item_size_max });
+    let settings = Settings {
+        tcp_port: config.port,
+        udp_port: config.udp_port,
+        interfaces: config.listen.join(","),
+        max_connections: config.max_connections,
+        threads: config.threads,
+        item_size_max: config.item_size_max,
+        limit_bytes,
+    };
+    Context::new(store, settings, config.verbose)
+}
+
+/// Serves until SIGTERM or SIGINT.
+async fn serve(ctx: Arc<Context>, listeners: Listeners, admin: Option<std::net::TcpListener>) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    if let Some(listener) = admin {
+        info!(addr = %listener.local_addr()?, "admin listening");
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = admin::serve(ctx, listener).await {
+                error!(error = %e, "admin listener failed");
+            }
+        });
+    }
+    let shutdown = async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        info!(signal = name, "shutting down");
+    };
+    server::run(ctx, listeners, shutdown).await
+}

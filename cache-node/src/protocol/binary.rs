@@ -238,6 +238,12 @@ pub enum Parse<'a> {
     TooLarge { header: Header, key: &'a [u8], drop_old: bool, len: usize, swallow: usize },
 }
 
+/// memcached passes the byte count to discard as a C int: past i32::MAX it reads negative and
+/// nothing is discarded (the bytes are then parsed as frames).
+fn swallow(len: usize) -> usize {
+    if len > i32::MAX as usize { 0 } else { len }
+}
+
 fn be_u32(b: &[u8]) -> u32 {
     b.iter().take(4).fold(0, |n, &x| n << 8 | u32::from(x))
 }
@@ -262,7 +268,8 @@ pub fn parse(buf: &[u8], item_size_max: usize) -> Parse<'_> {
     };
     let extras = &frame[HEADER_LEN..HEADER_LEN + elen];
     let key = &frame[HEADER_LEN + elen..];
-    let error = |status, swallow, close| Parse::Error { header: h, status, len: fixed, swallow, close };
+    let error =
+        |status, discard, close| Parse::Error { header: h, status, len: fixed, swallow: swallow(discard), close };
     if klen + elen > body {
         return error(Status::UnknownCommand, 0, true);
     }
@@ -294,11 +301,8 @@ pub fn parse(buf: &[u8], item_size_max: usize) -> Parse<'_> {
         let vlen = body - klen - elen;
         // The first test keeps the size arithmetic from overflowing on any length.
         if vlen >= item_size_max || item_too_large(item_size_max, klen, vlen, flags) {
-            // memcached holds the length in a C int: past i32::MAX it reads negative and
-            // nothing is discarded.
-            let swallow = if vlen > i32::MAX as usize { 0 } else { vlen };
             let drop_old = matches!(h.opcode, SET | SETQ);
-            return Parse::TooLarge { header: h, key, drop_old, len: fixed, swallow };
+            return Parse::TooLarge { header: h, key, drop_old, len: fixed, swallow: swallow(vlen) };
         }
         match buf.get(fixed..fixed + vlen) {
             Some(value) => request(Command::Store { mode, key, flags, exptime, value }, fixed + vlen),

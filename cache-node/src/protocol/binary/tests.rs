@@ -246,6 +246,10 @@ fn unknown_opcodes_discard_a_body_length_after_extras_and_key() {
     // SASL is off: its frames are unknown, with their data discarded exactly.
     assert_eq!(error(&frame(SASL_LIST_MECHS, b"", b"", b"")), (Status::UnknownCommand, 24, 0, false));
     assert_eq!(error(&frame(SASL_AUTH, b"", b"PLAIN", b"secret")), (Status::UnknownCommand, 29, 6, false));
+    // Past i32::MAX memcached discards nothing.
+    assert_eq!(error(&framed(0x55, b"", b"", b"", 0x8000_0000)), (Status::UnknownCommand, 24, 0, false));
+    assert_eq!(error(&framed(0x55, b"", b"", b"", 0x7fff_ffff)), (Status::UnknownCommand, 24, 0x7fff_ffff, false));
+    assert_eq!(error(&framed(SASL_AUTH, b"", b"PLAIN", b"", 0x8000_0005)).2, 0);
 }
 
 #[test]

@@ -8,7 +8,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::conns::{Conn, State};
-use crate::engine::{Context, Progress, text};
+use crate::engine::{Context, Progress, binary, text};
+use crate::protocol::binary::REQUEST_MAGIC;
 
 /// Initial read buffer; it grows to hold one whole request (a value up to `-I`) when needed.
 const READ_CHUNK: usize = 16 * 1024;
@@ -16,6 +17,7 @@ const READ_CHUNK: usize = 16 * 1024;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Protocol {
     Text,
+    Binary,
 }
 
 /// Serves one connection until the peer closes it, asks to quit, or sends something that
@@ -49,9 +51,14 @@ pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream, conn: &Conn) -> std
             }
         }
         conn.set_state(State::ParseCmd);
-        let proto = *protocol.get_or_insert(Protocol::Text);
+        // memcached picks the protocol once, from the first byte a connection sends.
+        let proto = *protocol.get_or_insert_with(|| match rbuf.first() {
+            Some(&REQUEST_MAGIC) => Protocol::Binary,
+            _ => Protocol::Text,
+        });
         let progress: Progress = match proto {
             Protocol::Text => text::process(&ctx, &rbuf, &mut out),
+            Protocol::Binary => binary::process(&ctx, &rbuf, &mut out),
         };
         if progress.consumed > 0 {
             conn.touch(ctx.clock.now());

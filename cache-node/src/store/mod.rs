@@ -527,6 +527,10 @@ impl Store {
             }
         };
         let it = shard.item(idx);
+        // memcached refuses an empty value before it looks at the CAS.
+        if it.value().is_empty() {
+            return ArithOutcome::NonNumeric;
+        }
         if req.cas != 0 && req.cas != it.cas {
             return ArithOutcome::Exists;
         }

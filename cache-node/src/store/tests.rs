@@ -93,6 +93,17 @@ fn arith_wraps_floors_and_pads() {
     assert_eq!(decr_key(&s, b"none"), ArithOutcome::NotFound);
 }
 
+#[test]
+fn arith_checks_emptiness_before_cas() {
+    let s = store();
+    set(&s, b"e", b"");
+    set(&s, b"t", b"text");
+    let with_bad_cas =
+        |key| s.arith(key, NOW, ArithRequest { incr: true, delta: 1, cas: u64::MAX, vivify: None, touch: None });
+    assert_eq!(with_bad_cas(b"e"), ArithOutcome::NonNumeric);
+    assert_eq!(with_bad_cas(b"t"), ArithOutcome::Exists);
+}
+
 fn decr_key(s: &Store, key: &[u8]) -> ArithOutcome {
     s.arith(key, NOW, ArithRequest { incr: false, delta: 1, cas: 0, vivify: None, touch: None })
 }

@@ -1,0 +1,48 @@
+//! What both fuzz targets share: one engine context, and feeding input the way a connection
+//! does (in two reads, honouring the engine's consumed/swallow/close answers).
+
+use std::sync::{Arc, OnceLock};
+
+use cache_node::engine::{Context, Progress, Settings};
+use cache_node::store::{self, Store};
+
+fn context() -> &'static Context {
+    static CTX: OnceLock<Arc<Context>> = OnceLock::new();
+    CTX.get_or_init(|| {
+        // Small limits so that eviction and too-large paths are reachable.
+        let config = store::Config { limit_bytes: 4 << 20, item_size_max: 64 << 10 };
+        let settings = Settings {
+            tcp_port: 0,
+            udp_port: 0,
+            interfaces: String::new(),
+            max_connections: 16,
+            threads: 1,
+            item_size_max: config.item_size_max,
+            limit_bytes: config.limit_bytes,
+        };
+        Context::new(Store::new(config), settings, 0)
+    })
+}
+
+/// Runs `process` over `data` split at a point chosen by its first byte: no panic, and the
+/// engine never claims more bytes than it was given.
+pub fn drive(data: &[u8], process: fn(&Context, &[u8], &mut Vec<u8>) -> Progress) {
+    let ctx = context();
+    let mut out = Vec::new();
+    let split = data.first().map_or(0, |&b| b as usize % (data.len() + 1));
+    let mut buf = data[..split].to_vec();
+    let mut swallow = 0;
+    for chunk in [&data[split..], &[][..]] {
+        let progress = process(ctx, &buf, &mut out);
+        assert!(progress.consumed <= buf.len());
+        buf.drain(..progress.consumed);
+        swallow += progress.swallow;
+        if progress.close {
+            return;
+        }
+        let skip = swallow.min(chunk.len());
+        swallow -= skip;
+        buf.extend_from_slice(&chunk[skip..]);
+        out.clear();
+    }
+}

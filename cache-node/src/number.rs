@@ -32,8 +32,8 @@ pub fn parse_counter(s: &[u8]) -> Option<u64> {
         i += 1;
     }
     if i == digits_start {
-        // strtoull converted nothing and left its end pointer at the start of the string.
-        return s.first().is_some_and(|&b| is_space(b)).then_some(0);
+        // strtoull converted nothing: safe_strtoull refuses that.
+        return None;
     }
     // memcached stores values with their trailing CRLF, so the end of the value reads as space.
     if i < s.len() && !is_space(s[i]) {
@@ -108,6 +108,7 @@ mod tests {
         assert_eq!(parse_counter(b"12abc"), None);
         assert_eq!(parse_counter(b"abc"), None);
         assert_eq!(parse_counter(b""), None);
-        assert_eq!(parse_counter(b"  "), Some(0));
+        assert_eq!(parse_counter(b"  "), None);
+        assert_eq!(parse_counter(b"\rz"), None);
     }
 }

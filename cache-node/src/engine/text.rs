@@ -196,6 +196,7 @@ fn stats_command(ctx: &Context, mut args: crate::protocol::text::Tokens<'_>, out
         }
         (Some(b"detail"), Some(b"on" | b"off")) => line(out, "OK"),
         (Some(b"detail"), Some(b"dump")) => line(out, "END"),
+        (Some(b"detail"), _) => line(out, "CLIENT_ERROR usage: stats detail on|off|dump"),
         _ => line(out, "ERROR"),
     }
 }

@@ -158,6 +158,7 @@ fn store(ctx: &Context, cmd: &StoreCmd<'_>, now: RelTime, out: &mut Vec<u8>) {
         exptime: ctx.clock.rel_exptime(cmd.exptime, now),
         cas: cmd.cas,
         invalidate: false,
+        binary_key: false,
     };
     let reply = match ctx.store.store(&req, now).status {
         StoreStatus::Stored => "STORED",

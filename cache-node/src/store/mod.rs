@@ -29,6 +29,9 @@ pub fn memcached_item_size(key_len: usize, value_len: usize, flags: u32) -> usiz
     48 + key_len + 1 + suffix + value_len + 2 + 8
 }
 
+/// memcached keeps items larger than this (by [`memcached_item_size`]) in chained chunks.
+pub const MEMCACHED_CHUNK_MAX: usize = 512 * 1024;
+
 /// memcached's `item_size_ok`: the item as memcached would lay it out must fit in `-I`.
 pub fn item_too_large(item_size_max: usize, key_len: usize, value_len: usize, flags: u32) -> bool {
     memcached_item_size(key_len, value_len, flags) > item_size_max
@@ -132,7 +135,8 @@ pub struct ArithRequest {
     pub cas: u64,
     /// Create the item with this value and relative expiry when it is missing.
     pub vivify: Option<(u64, RelTime)>,
-    /// Meta `T`: update the expiry of a hit.
+    /// Meta `T`: update the expiry of a hit, when its number is rewritten in place (see
+    /// [`Store::arith`]).
     pub touch: Option<RelTime>,
 }
 
@@ -571,6 +575,12 @@ impl Store {
             }
         };
         let it = shard.item(idx);
+        // memcached's order: an empty value (or one it stores in chunks, over 512 KiB) is
+        // refused before the CAS check, text that is no number only after it.
+        let chunked = memcached_item_size(key.len(), it.value().len(), it.flags) > MEMCACHED_CHUNK_MAX;
+        if it.value().is_empty() || chunked {
+            return ArithOutcome::NonNumeric;
+        }
         if req.cas != 0 && req.cas != it.cas {
             return ArithOutcome::Exists;
         }
@@ -598,11 +608,12 @@ impl Store {
             it.time = now;
             return ArithOutcome::Done { value, cas, exptime, prev_exptime: old_exptime };
         }
-        // A longer number needs a new item, which starts with fresh bits as in memcached.
-        let item = Item::new(key, text.as_bytes(), old_flags, exptime, now);
+        // A longer number needs a new item, which starts with fresh bits as in memcached. It
+        // also keeps the old expiry: memcached 1.6.18 applies meta's T to the item it replaced.
+        let item = Item::new(key, text.as_bytes(), old_flags, old_exptime, now);
         match self.put(shard, hash, Some(idx), item, now) {
             StoreOutcome { status: StoreStatus::Stored, cas } => {
-                ArithOutcome::Done { value, cas, exptime, prev_exptime: old_exptime }
+                ArithOutcome::Done { value, cas, exptime: old_exptime, prev_exptime: old_exptime }
             }
             _ => ArithOutcome::NoMemory,
         }

@@ -90,6 +90,11 @@ fn arith_wraps_floors_and_pads() {
     assert_eq!(value(&s, b"n", NOW).as_deref(), Some(&b"10"[..]));
     set(&s, b"t", b"text");
     assert_eq!(decr_key(&s, b"t"), ArithOutcome::NonNumeric);
+    // memcached checks the CAS before parsing the number, but refuses empty values first.
+    let with_cas = ArithRequest { incr: true, delta: 1, cas: 12345, vivify: None, touch: None };
+    assert_eq!(s.arith(b"t", NOW, with_cas), ArithOutcome::Exists);
+    set(&s, b"e", b"");
+    assert_eq!(s.arith(b"e", NOW, with_cas), ArithOutcome::NonNumeric);
     assert_eq!(decr_key(&s, b"none"), ArithOutcome::NotFound);
 }
 
@@ -311,6 +316,12 @@ fn arith_reports_the_expiry_it_replaced() {
     assert!(matches!(
         s.arith(b"n", NOW, touched),
         ArithOutcome::Done { value: 2, exptime, prev_exptime, .. } if exptime == NOW + 9 && prev_exptime == NOW + 50
+    ));
+    // A number that outgrows its value is a new item, which keeps the expiry (memcached 1.6.18).
+    let grow = ArithRequest { delta: 100, touch: Some(NOW + 70), ..touched };
+    assert!(matches!(
+        s.arith(b"n", NOW, grow),
+        ArithOutcome::Done { value: 102, exptime, .. } if exptime == NOW + 9
     ));
 }
 

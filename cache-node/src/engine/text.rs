@@ -30,13 +30,9 @@ pub fn process(ctx: &Context, buf: &[u8], out: &mut Vec<u8>) -> Progress {
                     return progress;
                 }
             }
-            Parse::Swallow { reply, len, swallow, key, mode, noreply } => {
+            Parse::Swallow { req, len, swallow } => {
                 progress.consumed += len;
-                // memcached drops the old value of a set it could not store: never serve stale data.
-                if mode == Mode::Set {
-                    ctx.store.delete(key, now, DeleteRequest::default());
-                }
-                reply_unless(out, noreply, reply);
+                execute(ctx, req, now, out);
                 let available = buf.len() - progress.consumed;
                 let take = swallow.min(available);
                 progress.consumed += take;
@@ -100,7 +96,14 @@ fn execute(ctx: &Context, req: Request<'_>, now: RelTime, out: &mut Vec<u8>) -> 
         Request::Verbosity { noreply } => reply_unless(out, noreply, "OK"),
         Request::Quit => return false,
         Request::Stats { args } => stats_command(ctx, args, out),
-        Request::Meta { .. } => line(out, "ERROR"),
+        Request::Meta(_) => line(out, "ERROR"),
+        Request::TooLarge { key, mode, noreply } => {
+            // memcached drops the old value of a set it could not store: never serve stale data.
+            if mode == Mode::Set {
+                ctx.store.delete(key, now, DeleteRequest::default());
+            }
+            reply_unless(out, noreply, "SERVER_ERROR object too large for cache");
+        }
         Request::Shutdown => line(out, "ERROR: shutdown not enabled"),
         Request::Error { reply, noreply } => reply_unless(out, noreply, reply),
     }

@@ -1,3 +1,4 @@
 //! Wire formats: bytes in, requests out, and the shapes of replies. No sockets, no store.
 
+pub mod meta;
 pub mod text;

@@ -1,6 +1,7 @@
 //! Executes parsed requests against the store and renders the replies, one module per
 //! protocol. Shared here: the server-wide context and the result of processing a buffer.
 
+pub mod meta;
 pub mod stats;
 pub mod text;
 

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{Context, Progress, push_num, stats};
+use super::{Context, Progress, meta, push_num, stats};
 use crate::protocol::text::{Parse, Request, StoreCmd, parse};
 use crate::store::{
     ArithOutcome, DeleteRequest, DeleteStatus, MAX_KEY_LEN, Mode, ReadOptions, RelTime, StoreRequest, StoreStatus,
@@ -96,7 +96,7 @@ fn execute(ctx: &Context, req: Request<'_>, now: RelTime, out: &mut Vec<u8>) -> 
         Request::Verbosity { noreply } => reply_unless(out, noreply, "OK"),
         Request::Quit => return false,
         Request::Stats { args } => stats_command(ctx, args, out),
-        Request::Meta(_) => line(out, "ERROR"),
+        Request::Meta(m) => meta::execute(ctx, &m, now, out),
         Request::TooLarge { key, mode, noreply } => {
             // memcached drops the old value of a set it could not store: never serve stale data.
             if mode == Mode::Set {

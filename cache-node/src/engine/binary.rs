@@ -129,6 +129,7 @@ fn execute(ctx: &Context, req: &Request<'_>, now: RelTime, out: &mut Vec<u8>) ->
                 exptime: rel_exptime(ctx, exptime, now),
                 cas: h.cas,
                 invalidate: false,
+                binary_key: false,
             };
             let outcome = ctx.store.store(&store_req, now);
             // memcached words a refused add or replace as the collision or the miss it was.

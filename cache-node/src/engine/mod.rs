@@ -2,6 +2,7 @@
 //! protocol. Shared here: the server-wide context and the result of processing a buffer.
 
 pub mod binary;
+pub mod meta;
 pub mod stats;
 pub mod text;
 

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{Context, Progress, push_num, stats};
+use super::{Context, Progress, meta, push_num, stats};
 use crate::protocol::text::{Parse, Request, StoreCmd, parse};
 use crate::store::{
     ArithOutcome, DeleteRequest, DeleteStatus, MAX_KEY_LEN, Mode, ReadOptions, RelTime, StoreRequest, StoreStatus,
@@ -32,14 +32,10 @@ pub fn process(ctx: &Context, buf: &[u8], out: &mut Vec<u8>) -> Progress {
                     return progress;
                 }
             }
-            Parse::Swallow { reply, len, swallow, key, mode, noreply } => {
-                tracing::debug!("command: {} ({reply})", command_line(rest));
+            Parse::Swallow { req, len, swallow } => {
+                tracing::debug!("command: {}", command_line(rest));
                 progress.consumed += len;
-                // memcached drops the old value of a set it could not store: never serve stale data.
-                if mode == Mode::Set {
-                    ctx.store.delete(key, now, DeleteRequest::default());
-                }
-                reply_unless(out, noreply, reply);
+                execute(ctx, req, now, out);
                 let available = buf.len() - progress.consumed;
                 let take = swallow.min(available);
                 progress.consumed += take;
@@ -112,7 +108,14 @@ fn execute(ctx: &Context, req: Request<'_>, now: RelTime, out: &mut Vec<u8>) -> 
         }
         Request::Quit => return false,
         Request::Stats { args } => stats_command(ctx, args, out),
-        Request::Meta { .. } => line(out, "ERROR"),
+        Request::Meta(m) => meta::execute(ctx, &m, now, out),
+        Request::TooLarge { key, mode, noreply } => {
+            // memcached drops the old value of a set it could not store: never serve stale data.
+            if mode == Mode::Set {
+                ctx.store.delete(key, now, DeleteRequest::default());
+            }
+            reply_unless(out, noreply, "SERVER_ERROR object too large for cache");
+        }
         Request::Shutdown => line(out, "ERROR: shutdown not enabled"),
         Request::Error { reply, noreply } => reply_unless(out, noreply, reply),
     }
@@ -170,6 +173,7 @@ fn store(ctx: &Context, cmd: &StoreCmd<'_>, now: RelTime, out: &mut Vec<u8>) {
         exptime: ctx.clock.rel_exptime(cmd.exptime, now),
         cas: cmd.cas,
         invalidate: false,
+        binary_key: false,
     };
     let reply = match ctx.store.store(&req, now).status {
         StoreStatus::Stored => "STORED",

@@ -5,6 +5,7 @@
 //! are parsed with the C library's leniency, and every malformed line gets the exact reply
 //! memcached gives.
 
+use super::meta::{self, Meta};
 use crate::number::{parse_counter, parse_i32, parse_u32_truncating};
 use crate::store::{MAX_KEY_LEN, Mode, item_too_large};
 
@@ -54,11 +55,14 @@ pub enum Request<'a> {
     Stats {
         args: Tokens<'a>,
     },
-    /// A two-letter meta command (`mg`, `ms`, …); the rest of the line is its arguments.
-    Meta {
-        cmd: u8,
-        args: Tokens<'a>,
-        value: &'a [u8],
+    /// A meta command (`mg`, `ms`, …).
+    Meta(Meta<'a>),
+    /// A value over `-I`, refused before it is read: memcached replies with an error and, for
+    /// `set`, drops the old value so that it cannot be served stale.
+    TooLarge {
+        key: &'a [u8],
+        mode: Mode,
+        noreply: bool,
     },
     Shutdown,
     /// A reply to send as is, e.g. `ERROR`; memcached suppresses even errors for a command
@@ -88,9 +92,9 @@ pub enum Parse<'a> {
     Incomplete,
     /// A request spanning `len` bytes.
     Request { req: Request<'a>, len: usize },
-    /// Reply `reply`, drop `len` bytes (the line), then discard the next `swallow` bytes as
-    /// they arrive: memcached's answer to a value it will not store.
-    Swallow { reply: &'static str, len: usize, swallow: usize, key: &'a [u8], mode: Mode, noreply: bool },
+    /// Run `req` (a refusal), drop `len` bytes (the line), then discard the next `swallow`
+    /// bytes as they arrive: memcached's answer to a value it will not store.
+    Swallow { req: Request<'a>, len: usize, swallow: usize },
     /// The line can never be valid (too long): close the connection.
     Close,
 }
@@ -155,7 +159,7 @@ pub fn parse(buf: &[u8], item_size_max: usize) -> Parse<'_> {
     }
     let cmd = t[0];
     if cmd.len() == 2 && cmd[0] == b'm' {
-        return parse_meta(buf, line, line_len, cmd[1]);
+        return meta::parse(buf, line, t, line_len, item_size_max);
     }
     match cmd {
         b"get" | b"gets" | b"gat" | b"gats" => {
@@ -281,7 +285,7 @@ fn is_multiget(buf: &[u8]) -> bool {
 }
 
 /// Offset just past `token` within `line` (`token` is a subslice of `line`).
-fn token_end(line: &[u8], token: &[u8]) -> usize {
+pub(super) fn token_end(line: &[u8], token: &[u8]) -> usize {
     token.as_ptr() as usize - line.as_ptr() as usize + token.len()
 }
 
@@ -333,14 +337,7 @@ fn parse_store<'a>(
     }
     let vlen = vlen as usize;
     if item_too_large(item_size_max, key.len(), vlen, flags) {
-        return Parse::Swallow {
-            reply: "SERVER_ERROR object too large for cache",
-            len: line_len,
-            swallow: vlen + 2,
-            key,
-            mode,
-            noreply,
-        };
+        return Parse::Swallow { req: Request::TooLarge { key, mode, noreply }, len: line_len, swallow: vlen + 2 };
     }
     let total = line_len + vlen + 2;
     if buf.len() < total {
@@ -351,30 +348,6 @@ fn parse_store<'a>(
     }
     let value = &buf[line_len..line_len + vlen];
     Parse::Request { req: Request::Store(StoreCmd { mode, key, flags, exptime, cas, value, noreply }), len: total }
-}
-
-/// Meta commands: the argument line and, for `ms`, the data block.
-fn parse_meta<'a>(buf: &'a [u8], line: &'a [u8], line_len: usize, cmd: u8) -> Parse<'a> {
-    let args = Tokens(&line[2..]);
-    let req = |value, len| Parse::Request { req: Request::Meta { cmd, args, value }, len };
-    if cmd != b's' {
-        return req(&[][..], line_len);
-    }
-    // ms <key> <datalen> <flags>*: the data block follows the line.
-    let mut toks = args;
-    let (Some(_key), Some(datalen)) = (toks.next(), toks.next()) else {
-        return req(&[][..], line_len);
-    };
-    let Some(total) = parse_counter(datalen)
-        .and_then(|v| usize::try_from(v).ok())
-        .and_then(|vlen| vlen.checked_add(line_len + 2))
-    else {
-        return req(&[][..], line_len);
-    };
-    if buf.len() < total {
-        return Parse::Incomplete;
-    }
-    req(&buf[line_len..total], total)
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ pub const FETCHED: u8 = 1 << 1;
 pub const STALE: u8 = 1 << 2;
 /// A client was handed the win token for recaching this item.
 pub const WON: u8 = 1 << 3;
+/// The key was sent base64-encoded (meta `b`): replies that show it encode it again.
+pub const BINARY_KEY: u8 = 1 << 4;
 
 /// Bookkeeping bytes charged per item on top of key and value: the slot itself, the hash table
 /// entry (index and control byte) and the allocator's header for the data block.

@@ -15,18 +15,26 @@ use crate::number::parse_counter;
 
 pub use clock::{Clock, RelTime};
 pub use item::Item;
-use item::{FETCHED, REFERENCED, STALE, WON, charge};
+use item::{BINARY_KEY, FETCHED, REFERENCED, STALE, WON, charge};
 use shard::{Dead, FlushMark, KeyHasher, Shard, hash_key};
 pub use stats::{ShardStats, StoreStats};
 
 /// Longest key memcached accepts.
 pub const MAX_KEY_LEN: usize = 250;
 
-/// memcached's `item_size_ok`: its 48-byte header, the key with its NUL, the flags suffix,
-/// the value with its CRLF and the CAS must fit in `-I`.
-pub fn item_too_large(item_size_max: usize, key_len: usize, value_len: usize, flags: u32) -> bool {
+/// memcached's `ITEM_ntotal`: its 48-byte header, the key with its NUL, the flags suffix (only
+/// for non-zero flags), the value with its CRLF and the CAS.
+pub fn memcached_item_size(key_len: usize, value_len: usize, flags: u32) -> usize {
     let suffix = if flags == 0 { 0 } else { 4 };
-    48 + key_len + 1 + suffix + value_len + 2 + 8 > item_size_max
+    48 + key_len + 1 + suffix + value_len + 2 + 8
+}
+
+/// memcached keeps items larger than this (by [`memcached_item_size`]) in chained chunks.
+pub const MEMCACHED_CHUNK_MAX: usize = 512 * 1024;
+
+/// memcached's `item_size_ok`: the item as memcached would lay it out must fit in `-I`.
+pub fn item_too_large(item_size_max: usize, key_len: usize, value_len: usize, flags: u32) -> bool {
+    memcached_item_size(key_len, value_len, flags) > item_size_max
 }
 
 /// Store sizing.
@@ -69,11 +77,13 @@ pub struct StoreRequest<'a> {
     pub cas: u64,
     /// Meta `I`: a CAS older than the item's marks the item stale instead of failing.
     pub invalidate: bool,
+    /// The key arrived base64-encoded (meta `b`); see [`ReadState::binary_key`].
+    pub binary_key: bool,
 }
 
 impl<'a> StoreRequest<'a> {
     pub fn new(mode: Mode, key: &'a [u8], value: &'a [u8]) -> Self {
-        Self { mode, key, value, flags: 0, exptime: 0, cas: 0, invalidate: false }
+        Self { mode, key, value, flags: 0, exptime: 0, cas: 0, invalidate: false, binary_key: false }
     }
 }
 
@@ -125,17 +135,19 @@ pub struct ArithRequest {
     pub cas: u64,
     /// Create the item with this value and relative expiry when it is missing.
     pub vivify: Option<(u64, RelTime)>,
-    /// Meta `T`: update the expiry of a hit.
+    /// Meta `T`: update the expiry of a hit, when its number is rewritten in place (see
+    /// [`Store::arith`]).
     pub touch: Option<RelTime>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArithOutcome {
-    /// New value and CAS, and the item's remaining relative expiry.
+    /// New value and CAS, and the item's relative expiry after and before this request.
     Done {
         value: u64,
         cas: u64,
         exptime: RelTime,
+        prev_exptime: RelTime,
     },
     /// Created by `vivify`.
     Created {
@@ -154,11 +166,18 @@ pub enum ArithOutcome {
 pub struct ReadOptions {
     /// New relative expiry (gat, mg T).
     pub touch: Option<RelTime>,
-    /// mg N: on a miss, create an empty item with this expiry and hand the caller the win.
+    /// mg N: on a miss, create an empty item with this expiry (the caller wins it when
+    /// `claim_win` is set).
     pub vivify: Option<RelTime>,
-    /// mg R: hand out the win token when the remaining TTL is below this many seconds.
-    pub recache_below: Option<RelTime>,
-    /// Do not count the read or bump the LRU (meta's `u` flag does not; this is for `h`/`l`).
+    /// mg R: the win token goes out when the item expires before this relative time.
+    pub recache_before: Option<RelTime>,
+    /// Whether the `recache_before` check sees the expiry set by `touch` rather than the old
+    /// one (memcached applies mg flags left to right: `T` before `R`).
+    pub recache_after_touch: bool,
+    /// Hand out the win token (meta mg) for a created, stale or soon-expiring item. Without it
+    /// the win state is left as it is: a plain get must not take the token from a meta client.
+    pub claim_win: bool,
+    /// Leave the item as it was: no LRU bump, not marked fetched, access time kept (mg u).
     pub no_bump: bool,
 }
 
@@ -169,12 +188,18 @@ pub struct ReadState {
     pub fetched: bool,
     /// Seconds since the previous access (mg l).
     pub idle: RelTime,
+    /// Relative expiry before this read's touch (mg t placed before T).
+    pub exptime: RelTime,
+    /// The item was created by this read (`vivify`).
+    pub created: bool,
     /// The caller won the right to recache (mg W).
     pub win: bool,
-    /// Someone else already won (mg Z).
+    /// Someone else already holds the win token (mg Z).
     pub won_elsewhere: bool,
     /// The item is stale (mg X).
     pub stale: bool,
+    /// The key was stored base64-encoded (meta b); replies show it encoded.
+    pub binary_key: bool,
 }
 
 pub struct Store {
@@ -322,12 +347,19 @@ impl Store {
                 }
                 let mut item = Item::new(key, b"", 0, exptime, now);
                 item.cas = self.cas_id();
-                item.bits = WON;
+                if opts.claim_win {
+                    item.bits |= WON;
+                }
                 let size = item.size();
                 let idx = shard.insert(&self.hasher, hash, item);
                 self.charge(size as isize);
-                let state = ReadState { win: true, ..ReadState::default() };
-                return Some(f(shard.item(idx), state));
+                let state = ReadState { created: true, win: opts.claim_win, ..ReadState::default() };
+                let it = shard.item_mut(idx);
+                let r = f(it, state);
+                if !opts.no_bump {
+                    it.bits |= REFERENCED | FETCHED;
+                }
+                return Some(r);
             }
         };
         if opts.touch.is_some() {
@@ -339,22 +371,21 @@ impl Store {
         let mut state = ReadState {
             fetched: it.has(FETCHED),
             idle: now.saturating_sub(it.time),
+            exptime: it.exptime,
+            won_elsewhere: it.has(WON),
             stale: it.has(STALE),
+            binary_key: it.has(BINARY_KEY),
             ..ReadState::default()
         };
         if let Some(exptime) = opts.touch {
             it.exptime = exptime;
         }
         // The win token goes to exactly one reader of a stale or soon-expiring item.
-        let wants_win = state.stale
-            || opts.recache_below.is_some_and(|below| it.exptime != 0 && it.exptime.saturating_sub(now) < below);
-        if wants_win {
-            if it.has(WON) {
-                state.won_elsewhere = true;
-            } else {
-                it.bits |= WON;
-                state.win = true;
-            }
+        let seen_exptime = if opts.recache_after_touch { it.exptime } else { state.exptime };
+        let expiring = opts.recache_before.is_some_and(|before| seen_exptime != 0 && seen_exptime < before);
+        if opts.claim_win && !state.won_elsewhere && (state.stale || expiring) {
+            it.bits |= WON;
+            state.win = true;
         }
         let r = f(it, state);
         if !opts.no_bump {
@@ -362,6 +393,13 @@ impl Store {
             it.time = now;
         }
         Some(r)
+    }
+
+    /// Looks at an item without counting or bumping it (meta `me`).
+    pub fn peek<R>(&self, key: &[u8], now: RelTime, f: impl FnOnce(&Item) -> R) -> Option<R> {
+        let (hash, mut shard) = self.locate(key);
+        let idx = self.live(&mut shard, hash, key, now).ok()?;
+        Some(f(shard.item(idx)))
     }
 
     /// Sets an item's expiry. Returns whether it existed.
@@ -375,7 +413,8 @@ impl Store {
                 let it = shard.item_mut(idx);
                 it.exptime = exptime;
                 it.time = now;
-                it.bits |= REFERENCED;
+                // memcached's touch fetches the item: it counts as read.
+                it.bits |= REFERENCED | FETCHED;
                 true
             }
             Err(_) => {
@@ -395,6 +434,13 @@ impl Store {
         let shard = &mut *shard;
         shard.stats.cmd_set += 1;
         let existing = self.live(shard, hash, req.key, now).ok();
+        let new_item = || {
+            let mut it = Item::new(req.key, req.value, req.flags, req.exptime, now);
+            if req.binary_key {
+                it.bits |= BINARY_KEY;
+            }
+            it
+        };
 
         let item = match (req.mode, existing) {
             (Mode::Add, Some(idx)) => {
@@ -415,12 +461,15 @@ impl Store {
                 let old = shard.item(idx);
                 if old.cas == req.cas {
                     shard.stats.cas_hits += 1;
-                    Item::new(req.key, req.value, req.flags, req.exptime, now)
-                } else if req.invalidate && req.cas < old.cas {
-                    // Meta I: an outdated writer still stores, but the result is stale.
+                    new_item()
+                } else if req.invalidate && req.cas != 0 && req.cas < old.cas {
+                    // Meta I: an outdated writer still stores, but the result is stale and
+                    // keeps the old expiry and win token, as memcached does.
+                    let (exptime, won) = (old.exptime, old.bits & WON);
                     shard.stats.cas_hits += 1;
-                    let mut it = Item::new(req.key, req.value, req.flags, req.exptime, now);
-                    it.bits |= STALE;
+                    let mut it = new_item();
+                    it.exptime = exptime;
+                    it.bits |= STALE | won;
                     it
                 } else {
                     shard.stats.cas_badval += 1;
@@ -437,11 +486,10 @@ impl Store {
                 }
                 let parts: [&[u8]; 2] =
                     if req.mode == Mode::Append { [old.value(), req.value] } else { [req.value, old.value()] };
-                let mut it = Item::from_parts(req.key, &parts, old.flags, old.exptime, now);
-                it.bits = old.bits & (FETCHED | STALE);
-                it
+                // A fresh item, as in memcached: not fetched, not stale, no win token.
+                Item::from_parts(req.key, &parts, old.flags, old.exptime, now)
             }
-            (Mode::Set | Mode::Add | Mode::Replace, _) => Item::new(req.key, req.value, req.flags, req.exptime, now),
+            (Mode::Set | Mode::Add | Mode::Replace, _) => new_item(),
         };
         self.put(shard, hash, existing, item, now)
     }
@@ -527,8 +575,10 @@ impl Store {
             }
         };
         let it = shard.item(idx);
-        // memcached refuses an empty value before it looks at the CAS.
-        if it.value().is_empty() {
+        // memcached's order: an empty value (or one it stores in chunks, over 512 KiB) is
+        // refused before the CAS check, text that is no number only after it.
+        let chunked = memcached_item_size(key.len(), it.value().len(), it.flags) > MEMCACHED_CHUNK_MAX;
+        if it.value().is_empty() || chunked {
             return ArithOutcome::NonNumeric;
         }
         if req.cas != 0 && req.cas != it.cas {
@@ -537,7 +587,7 @@ impl Store {
         let Some(current) = parse_counter(it.value()) else {
             return ArithOutcome::NonNumeric;
         };
-        let (old_len, old_exptime, old_flags, old_bits) = (it.value().len(), it.exptime, it.flags, it.bits);
+        let (old_len, old_exptime, old_flags) = (it.value().len(), it.exptime, it.flags);
         let value = if req.incr {
             shard.stats.incr_hits += 1;
             current.wrapping_add(req.delta)
@@ -556,12 +606,15 @@ impl Store {
             it.cas = cas;
             it.exptime = exptime;
             it.time = now;
-            return ArithOutcome::Done { value, cas, exptime };
+            return ArithOutcome::Done { value, cas, exptime, prev_exptime: old_exptime };
         }
-        let mut item = Item::new(key, text.as_bytes(), old_flags, exptime, now);
-        item.bits = old_bits & FETCHED;
+        // A longer number needs a new item, which starts with fresh bits as in memcached. It
+        // also keeps the old expiry: memcached 1.6.18 applies meta's T to the item it replaced.
+        let item = Item::new(key, text.as_bytes(), old_flags, old_exptime, now);
         match self.put(shard, hash, Some(idx), item, now) {
-            StoreOutcome { status: StoreStatus::Stored, cas } => ArithOutcome::Done { value, cas, exptime },
+            StoreOutcome { status: StoreStatus::Stored, cas } => {
+                ArithOutcome::Done { value, cas, exptime: old_exptime, prev_exptime: old_exptime }
+            }
             _ => ArithOutcome::NoMemory,
         }
     }

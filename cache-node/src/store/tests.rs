@@ -90,6 +90,11 @@ fn arith_wraps_floors_and_pads() {
     assert_eq!(value(&s, b"n", NOW).as_deref(), Some(&b"10"[..]));
     set(&s, b"t", b"text");
     assert_eq!(decr_key(&s, b"t"), ArithOutcome::NonNumeric);
+    // memcached checks the CAS before parsing the number, but refuses empty values first.
+    let with_cas = ArithRequest { incr: true, delta: 1, cas: 12345, vivify: None, touch: None };
+    assert_eq!(s.arith(b"t", NOW, with_cas), ArithOutcome::Exists);
+    set(&s, b"e", b"");
+    assert_eq!(s.arith(b"e", NOW, with_cas), ArithOutcome::NonNumeric);
     assert_eq!(decr_key(&s, b"none"), ArithOutcome::NotFound);
 }
 
@@ -150,13 +155,189 @@ fn flush_all_spares_later_writes() {
     assert!(value(&s, b"new", NOW + 10).is_none());
 }
 
+const CLAIM: ReadOptions = ReadOptions {
+    touch: None,
+    vivify: None,
+    recache_before: None,
+    recache_after_touch: false,
+    claim_win: true,
+    no_bump: false,
+};
+
+fn read_state(s: &Store, key: &[u8], opts: ReadOptions) -> Option<ReadState> {
+    s.read(key, NOW, opts, |_, st| st)
+}
+
 #[test]
 fn invalidation_hands_out_one_win() {
     let s = store();
     set(&s, b"k", b"v");
     s.delete(b"k", NOW, DeleteRequest { invalidate: true, ..DeleteRequest::default() });
-    let first = s.read(b"k", NOW, ReadOptions::default(), |_, st| st).unwrap();
+    // A plain read leaves the token for a meta client.
+    let plain = read_state(&s, b"k", ReadOptions::default()).unwrap();
+    assert!(plain.stale && !plain.win && !plain.won_elsewhere);
+    let first = read_state(&s, b"k", CLAIM).unwrap();
     assert!(first.stale && first.win);
-    let second = s.read(b"k", NOW, ReadOptions::default(), |_, st| st).unwrap();
+    let second = read_state(&s, b"k", CLAIM).unwrap();
     assert!(second.stale && !second.win && second.won_elsewhere);
+    // Invalidating again makes the token available again.
+    s.delete(b"k", NOW, DeleteRequest { invalidate: true, ..DeleteRequest::default() });
+    assert!(read_state(&s, b"k", CLAIM).unwrap().win);
+}
+
+#[test]
+fn vivify_creates_an_empty_won_item() {
+    let s = store();
+    let opts = ReadOptions { vivify: Some(NOW + 30), ..CLAIM };
+    let created = s.read(b"k", NOW, opts, |it, st| (it.value().len(), it.exptime, st)).unwrap();
+    assert_eq!((created.0, created.1), (0, NOW + 30));
+    assert!(created.2.created && created.2.win && created.2.exptime == 0);
+    // Every later reader sees that someone holds the token, whatever it asked.
+    let later = read_state(&s, b"k", ReadOptions::default()).unwrap();
+    assert!(later.won_elsewhere && !later.win && !later.created);
+    // The creating read counted as a fetch (memcached bumps the new item)...
+    assert!(later.fetched);
+    // ...unless it asked not to bump, and without claim_win nobody holds the token.
+    let quiet = ReadOptions { vivify: Some(0), no_bump: true, ..ReadOptions::default() };
+    assert!(!read_state(&s, b"q", quiet).unwrap().win);
+    let after = read_state(&s, b"q", ReadOptions::default()).unwrap();
+    assert!(!after.fetched && !after.won_elsewhere);
+}
+
+#[test]
+fn recache_wins_once_for_items_expiring_soon() {
+    let s = store();
+    let mut req = StoreRequest::new(Mode::Set, b"k", b"v");
+    req.exptime = NOW + 100;
+    s.store(&req, NOW);
+    let before = |t| ReadOptions { recache_before: Some(t), ..CLAIM };
+    assert!(!read_state(&s, b"k", before(NOW + 100)).unwrap().win);
+    // With a touch to NOW+10 on the same line, the order of the flags decides what R sees.
+    let touch_then_r = ReadOptions { touch: Some(NOW + 10), recache_after_touch: true, ..before(NOW + 30) };
+    let r_then_touch = ReadOptions { recache_after_touch: false, ..touch_then_r };
+    let st = read_state(&s, b"k", r_then_touch).unwrap();
+    assert!(!st.win && st.exptime == NOW + 100);
+    let st = read_state(&s, b"k", touch_then_r).unwrap();
+    assert!(st.win && st.exptime == NOW + 10);
+    assert!(read_state(&s, b"k", before(NOW + 30)).unwrap().won_elsewhere);
+    // Items that never expire are never due.
+    set(&s, b"forever", b"v");
+    assert!(!read_state(&s, b"forever", before(u32::MAX)).unwrap().win);
+}
+
+#[test]
+fn no_bump_leaves_fetch_state() {
+    let s = store();
+    set(&s, b"k", b"v");
+    let peek = ReadOptions { no_bump: true, ..ReadOptions::default() };
+    assert!(!read_state(&s, b"k", peek).unwrap().fetched);
+    assert!(!read_state(&s, b"k", ReadOptions::default()).unwrap().fetched);
+    assert!(read_state(&s, b"k", ReadOptions::default()).unwrap().fetched);
+}
+
+#[test]
+fn touch_counts_as_a_fetch() {
+    let s = store();
+    set(&s, b"k", b"v");
+    assert!(s.touch(b"k", NOW, NOW + 5));
+    let st = read_state(&s, b"k", ReadOptions::default()).unwrap();
+    assert!(st.fetched && st.exptime == NOW + 5);
+}
+
+#[test]
+fn peek_neither_counts_nor_bumps() {
+    let s = store();
+    set(&s, b"k", b"v");
+    assert_eq!(s.peek(b"k", NOW, |it| it.value().to_vec()).as_deref(), Some(&b"v"[..]));
+    assert_eq!(s.peek(b"none", NOW, |_| ()), None);
+    assert_eq!(s.stats().counters.cmd_get, 0);
+    assert!(!read_state(&s, b"k", ReadOptions::default()).unwrap().fetched);
+}
+
+#[test]
+fn binary_keys_are_remembered_until_the_item_is_rebuilt() {
+    let s = store();
+    let binary = |key, value| {
+        let mut req = StoreRequest::new(Mode::Set, key, value);
+        req.binary_key = true;
+        s.store(&req, NOW)
+    };
+    let is_binary = |key| read_state(&s, key, ReadOptions::default()).unwrap().binary_key;
+    binary(b"k", b"v");
+    assert!(is_binary(b"k"));
+    set(&s, b"k", b"v");
+    assert!(!is_binary(b"k"));
+    binary(b"k", b"v");
+    s.store(&StoreRequest::new(Mode::Append, b"k", b"w"), NOW);
+    assert!(!is_binary(b"k"));
+    // incr rewrites in place when the number fits, and builds a new item when it grows.
+    binary(b"n", b"10");
+    let incr = |delta| ArithRequest { incr: true, delta, cas: 0, vivify: None, touch: None };
+    s.arith(b"n", NOW, incr(1));
+    assert!(is_binary(b"n"));
+    s.arith(b"n", NOW, incr(1000));
+    assert!(!is_binary(b"n"));
+}
+
+#[test]
+fn rebuilt_items_start_fresh() {
+    let s = store();
+    set(&s, b"k", b"1");
+    read_state(&s, b"k", ReadOptions::default());
+    s.delete(b"k", NOW, DeleteRequest { invalidate: true, ..DeleteRequest::default() });
+    s.store(&StoreRequest::new(Mode::Append, b"k", b"0"), NOW);
+    let st = read_state(&s, b"k", ReadOptions::default()).unwrap();
+    assert!(!st.fetched && !st.stale);
+    // In place incr keeps the fetch mark; a longer number is a new, unfetched item.
+    let incr = |delta| ArithRequest { incr: true, delta, cas: 0, vivify: None, touch: None };
+    s.arith(b"k", NOW, incr(1));
+    assert!(read_state(&s, b"k", ReadOptions::default()).unwrap().fetched);
+    s.arith(b"k", NOW, incr(1000));
+    assert!(!read_state(&s, b"k", ReadOptions::default()).unwrap().fetched);
+}
+
+#[test]
+fn stale_cas_store_keeps_expiry_and_token() {
+    let s = store();
+    let mut req = StoreRequest::new(Mode::Set, b"k", b"v1");
+    req.exptime = NOW + 30;
+    let first = s.store(&req, NOW).cas;
+    s.delete(b"k", NOW, DeleteRequest { invalidate: true, ..DeleteRequest::default() });
+    assert!(read_state(&s, b"k", CLAIM).unwrap().win);
+    let mut late = StoreRequest::new(Mode::Cas, b"k", b"v2");
+    late.cas = first;
+    late.invalidate = true;
+    late.exptime = NOW + 500;
+    assert_eq!(s.store(&late, NOW).status, StoreStatus::Stored);
+    let (value, st) = s.read(b"k", NOW, ReadOptions::default(), |it, st| (it.value().to_vec(), st)).unwrap();
+    assert_eq!(value, b"v2");
+    assert!(st.stale && st.won_elsewhere && st.exptime == NOW + 30);
+    // A zero CAS is no CAS at all: it never matches and is never merely older.
+    late.cas = 0;
+    assert_eq!(s.store(&late, NOW).status, StoreStatus::Exists);
+}
+
+#[test]
+fn arith_reports_the_expiry_it_replaced() {
+    let s = store();
+    let mut req = StoreRequest::new(Mode::Set, b"n", b"1");
+    req.exptime = NOW + 50;
+    s.store(&req, NOW);
+    let touched = ArithRequest { incr: true, delta: 1, cas: 0, vivify: None, touch: Some(NOW + 9) };
+    assert!(matches!(
+        s.arith(b"n", NOW, touched),
+        ArithOutcome::Done { value: 2, exptime, prev_exptime, .. } if exptime == NOW + 9 && prev_exptime == NOW + 50
+    ));
+    // A number that outgrows its value is a new item, which keeps the expiry (memcached 1.6.18).
+    let grow = ArithRequest { delta: 100, touch: Some(NOW + 70), ..touched };
+    assert!(matches!(
+        s.arith(b"n", NOW, grow),
+        ArithOutcome::Done { value: 102, exptime, .. } if exptime == NOW + 9
+    ));
+}
+
+#[test]
+fn memcached_item_size_counts_header_key_value_and_cas() {
+    assert_eq!(memcached_item_size(5, 2, 0), 66);
+    assert_eq!(memcached_item_size(5, 2, 1), 70);
 }

@@ -79,8 +79,8 @@ fn numbers_follow_c_leniency() {
 #[test]
 fn oversized_values_are_swallowed_not_buffered() {
     match parse(b"set k 0 0 2000000\r\n", MAX) {
-        Parse::Swallow { reply, swallow, .. } => {
-            assert_eq!(reply, "SERVER_ERROR object too large for cache");
+        Parse::Swallow { req, swallow, .. } => {
+            assert_eq!(req, Request::TooLarge { key: b"k", mode: Mode::Set, noreply: false });
             assert_eq!(swallow, 2_000_002);
         }
         other => panic!("{other:?}"),

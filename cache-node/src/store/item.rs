@@ -23,6 +23,9 @@ pub struct Item {
     /// Key bytes followed by value bytes.
     data: Box<[u8]>,
     pub cas: u64,
+    /// When and where the item was last written ([`super::version`]): replication keeps the
+    /// newer of two versions.
+    pub version: u64,
     /// Relative expiry time, 0 for never.
     pub exptime: RelTime,
     /// Relative time of the last access (memcached's `it->time`).
@@ -46,7 +49,16 @@ impl Item {
         for p in parts {
             data.extend_from_slice(p);
         }
-        Self { data: data.into_boxed_slice(), cas: 0, exptime, time: now, flags, key_len: key.len() as u8, bits: 0 }
+        Self {
+            data: data.into_boxed_slice(),
+            cas: 0,
+            version: 0,
+            exptime,
+            time: now,
+            flags,
+            key_len: key.len() as u8,
+            bits: 0,
+        }
     }
 
     pub fn is_free(&self) -> bool {
@@ -102,5 +114,5 @@ mod tests {
     }
 
     // memcached spends ~56 bytes of metadata per item; stay at or below that.
-    const _: () = assert!(std::mem::size_of::<Item>() <= 40 && ITEM_OVERHEAD <= 64);
+    const _: () = assert!(std::mem::size_of::<Item>() <= 48 && ITEM_OVERHEAD <= 72);
 }

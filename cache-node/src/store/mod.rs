@@ -4,10 +4,13 @@
 
 pub mod clock;
 pub mod item;
+mod replica;
 mod shard;
 pub mod stats;
+pub mod version;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, MutexGuard};
 
@@ -16,8 +19,10 @@ use crate::number::parse_counter;
 pub use clock::{Clock, RelTime};
 pub use item::Item;
 use item::{BINARY_KEY, FETCHED, REFERENCED, STALE, WON, charge};
+pub use replica::{Change, ChangeSink, RemoteItem, TOMBSTONE_TTL};
 use shard::{Dead, FlushMark, KeyHasher, Shard, hash_key};
 pub use stats::{ShardStats, StoreStats};
+use version::Hlc;
 
 /// Longest key memcached accepts.
 pub const MAX_KEY_LEN: usize = 250;
@@ -213,6 +218,10 @@ pub struct Store {
     oldest_cas: AtomicU64,
     /// Where the background sweep resumes: shard index and position.
     sweep_at: Mutex<(usize, usize)>,
+    /// Versions for every write.
+    hlc: Hlc,
+    /// Set once replication starts: every local change is reported to it.
+    sink: OnceLock<Arc<dyn ChangeSink>>,
 }
 
 impl Store {
@@ -229,6 +238,28 @@ impl Store {
             oldest_live: AtomicU32::new(0),
             oldest_cas: AtomicU64::new(0),
             sweep_at: Mutex::new((0, 0)),
+            hlc: Hlc::new(0),
+            sink: OnceLock::new(),
+        }
+    }
+
+    /// The version clock (replication sets the node's tag and reads versions).
+    pub fn hlc(&self) -> &Hlc {
+        &self.hlc
+    }
+
+    /// Starts reporting every local change to `sink`; from then on deletes leave tombstones.
+    /// Can be set once.
+    pub fn set_change_sink(&self, sink: Arc<dyn ChangeSink>) -> Result<(), Arc<dyn ChangeSink>> {
+        self.sink.set(sink)
+    }
+
+    /// Stamps the item in slot `idx` with a new version and reports it.
+    fn changed(&self, shard: &mut Shard, idx: u32) {
+        let it = shard.item_mut(idx);
+        it.version = self.hlc.next();
+        if let Some(sink) = self.sink.get() {
+            sink.record(Change::Set(it));
         }
     }
 
@@ -350,9 +381,8 @@ impl Store {
                 if opts.claim_win {
                     item.bits |= WON;
                 }
-                let size = item.size();
-                let idx = shard.insert(&self.hasher, hash, item);
-                self.charge(size as isize);
+                let idx = self.link(shard, hash, None, item);
+                self.changed(shard, idx);
                 let state = ReadState { created: true, win: opts.claim_win, ..ReadState::default() };
                 let it = shard.item_mut(idx);
                 let r = f(it, state);
@@ -392,6 +422,9 @@ impl Store {
             it.bits |= REFERENCED | FETCHED;
             it.time = now;
         }
+        if opts.touch.is_some() {
+            self.changed(shard, idx);
+        }
         Some(r)
     }
 
@@ -415,6 +448,7 @@ impl Store {
                 it.time = now;
                 // memcached's touch fetches the item: it counts as read.
                 it.bits |= REFERENCED | FETCHED;
+                self.changed(shard, idx);
                 true
             }
             Err(_) => {
@@ -501,16 +535,22 @@ impl Store {
         }
         let cas = self.cas_id();
         item.cas = cas;
-        let delta = match existing {
-            Some(idx) => shard.replace(idx, item),
+        let idx = self.link(shard, hash, existing, item);
+        self.changed(shard, idx);
+        StoreOutcome { status: StoreStatus::Stored, cas }
+    }
+
+    /// Puts `item` into slot `existing` or a new one (room already made). Returns the slot.
+    fn link(&self, shard: &mut Shard, hash: u64, existing: Option<u32>, item: Item) -> u32 {
+        let (idx, delta) = match existing {
+            Some(idx) => (idx, shard.replace(idx, item)),
             None => {
                 let size = item.size() as isize;
-                shard.insert(&self.hasher, hash, item);
-                size
+                (shard.insert(&self.hasher, hash, item), size)
             }
         };
         self.charge(delta);
-        StoreOutcome { status: StoreStatus::Stored, cas }
+        idx
     }
 
     /// delete, and meta's invalidating and value-clearing forms.
@@ -536,14 +576,21 @@ impl Store {
             if let Some(exptime) = req.exptime {
                 it.exptime = exptime;
             }
+            self.changed(shard, idx);
         } else if req.clear_value {
             let mut empty = Item::new(key, b"", flags, exptime, now);
             empty.cas = self.cas_id();
             let delta = shard.replace(idx, empty);
             self.charge(delta);
+            self.changed(shard, idx);
         } else {
             let freed = shard.remove(hash, idx);
             self.used.fetch_sub(freed, Relaxed);
+            if let Some(sink) = self.sink.get() {
+                let version = self.hlc.next();
+                shard.tombstones.insert(key, version, now);
+                sink.record(Change::Delete { key, version });
+            }
         }
         DeleteStatus::Deleted
     }
@@ -606,6 +653,7 @@ impl Store {
             it.cas = cas;
             it.exptime = exptime;
             it.time = now;
+            self.changed(shard, idx);
             return ArithOutcome::Done { value, cas, exptime, prev_exptime: old_exptime };
         }
         // A longer number needs a new item, which starts with fresh bits as in memcached. It
@@ -623,10 +671,78 @@ impl Store {
     /// immediately). Items written after the flush survive even within the same second,
     /// because immediate flushes also mark the CAS horizon, as memcached 1.6 does.
     pub fn flush_all(&self, now: RelTime, when: RelTime) {
+        self.flush_locally(now, when);
+        if let Some(sink) = self.sink.get() {
+            sink.record(Change::Flush { when });
+        }
+    }
+
+    fn flush_locally(&self, now: RelTime, when: RelTime) {
         let oldest_live = when.max(1) - 1;
         self.oldest_live.store(oldest_live, Relaxed);
         if oldest_live <= now {
             self.oldest_cas.store(self.cas_id(), Relaxed);
+        }
+    }
+
+    /// A `flush_all` made on the peer: applied here without being reported back.
+    pub fn apply_flush(&self, now: RelTime, when: RelTime) {
+        self.flush_locally(now, when);
+    }
+
+    /// Applies an item or delete from the peer if it is newer than what this node has (item or
+    /// tombstone). Keeps the peer's CAS, so CAS values survive replication and failover.
+    /// Returns whether it was applied.
+    pub fn apply(&self, remote: &RemoteItem<'_>, now: RelTime) -> bool {
+        if remote.key.is_empty() || remote.key.len() > MAX_KEY_LEN {
+            return false;
+        }
+        let (hash, mut shard) = self.locate(remote.key);
+        let shard = &mut *shard;
+        let existing = self.live(shard, hash, remote.key, now).ok();
+        let local =
+            existing.map_or(0, |idx| shard.item(idx).version).max(shard.tombstones.version(remote.key).unwrap_or(0));
+        if remote.version <= local {
+            return false;
+        }
+        self.hlc.observe(remote.version);
+        self.next_cas.fetch_max(remote.cas, Relaxed);
+        if remote.deleted {
+            if let Some(idx) = existing {
+                let freed = shard.remove(hash, idx);
+                self.used.fetch_sub(freed, Relaxed);
+            }
+            shard.tombstones.insert(remote.key, remote.version, now);
+            return true;
+        }
+        let mut item = Item::new(remote.key, remote.value, remote.flags, remote.exptime, now);
+        item.cas = remote.cas;
+        item.version = remote.version;
+        // The peer may run with a larger -I or -m: what does not fit here is a cache miss.
+        if self.too_large(remote.key.len(), remote.value.len(), remote.flags)
+            || !self.make_room(shard, existing, item.size(), now)
+        {
+            return false;
+        }
+        shard.tombstones.remove(remote.key);
+        self.link(shard, hash, existing, item);
+        true
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Reports every live item and tombstone of one shard, holding only that shard's lock:
+    /// a full sync walks the shards one by one and never stops the whole store.
+    pub fn snapshot(&self, shard: usize, now: RelTime, mut f: impl FnMut(Change<'_>)) {
+        let flush = self.flush_mark();
+        let shard = self.shards[shard].lock();
+        for it in shard.live_items(now, flush) {
+            f(Change::Set(it));
+        }
+        for (key, version) in shard.tombstones.iter() {
+            f(Change::Delete { key, version });
         }
     }
 

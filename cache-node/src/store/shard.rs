@@ -8,6 +8,7 @@ use hashbrown::HashTable;
 
 use super::clock::RelTime;
 use super::item::{FETCHED, Item, REFERENCED};
+use super::replica::Tombstones;
 use super::stats::ShardStats;
 
 /// Hashes keys; one instance per store so every shard agrees.
@@ -26,7 +27,7 @@ pub struct FlushMark {
 }
 
 impl FlushMark {
-    fn flushes(&self, it: &Item, now: RelTime) -> bool {
+    pub fn flushes(&self, it: &Item, now: RelTime) -> bool {
         if self.oldest_live == 0 || self.oldest_live > now {
             return false;
         }
@@ -52,6 +53,8 @@ pub struct Shard {
     pub bytes: usize,
     pub items: usize,
     pub stats: ShardStats,
+    /// Recently deleted keys (only while replicating).
+    pub tombstones: Tombstones,
 }
 
 impl Shard {
@@ -194,6 +197,16 @@ impl Shard {
             }
         }
         let next = if end >= self.slots.len() { 0 } else { end };
+        if from == 0 {
+            self.tombstones.expire(now);
+        }
         (freed, next)
+    }
+
+    /// The items that are neither expired nor flushed (for snapshots).
+    pub fn live_items(&self, now: RelTime, flush: FlushMark) -> impl Iterator<Item = &Item> {
+        self.slots
+            .iter()
+            .filter(move |it| !(it.is_free() || flush.flushes(it, now) || it.exptime != 0 && it.exptime <= now))
     }
 }

@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use super::*;
 
 const NOW: RelTime = 100;
@@ -340,4 +342,89 @@ fn arith_reports_the_expiry_it_replaced() {
 fn memcached_item_size_counts_header_key_value_and_cas() {
     assert_eq!(memcached_item_size(5, 2, 0), 66);
     assert_eq!(memcached_item_size(5, 2, 1), 70);
+}
+
+/// Records what the store reports, as replication's backlog would.
+#[derive(Default)]
+struct Recorder(parking_lot::Mutex<Vec<String>>);
+
+impl ChangeSink for Recorder {
+    fn record(&self, change: Change<'_>) {
+        let line = match change {
+            Change::Set(it) => {
+                format!("set {} {}", String::from_utf8_lossy(it.key()), String::from_utf8_lossy(it.value()))
+            }
+            Change::Delete { key, .. } => format!("delete {}", String::from_utf8_lossy(key)),
+            Change::Flush { when } => format!("flush {when}"),
+        };
+        self.0.lock().push(line);
+    }
+}
+
+fn remote<'a>(key: &'a [u8], value: &'a [u8], version: u64) -> RemoteItem<'a> {
+    RemoteItem { key, value, flags: 3, exptime: 0, cas: 777, version, deleted: false }
+}
+
+#[test]
+fn every_local_write_is_reported_in_order() {
+    let s = store();
+    let rec = Arc::new(Recorder::default());
+    assert!(s.set_change_sink(rec.clone()).is_ok());
+    set(&s, b"k", b"1");
+    s.store(&StoreRequest::new(Mode::Append, b"k", b"2"), NOW);
+    s.arith(b"k", NOW, ArithRequest { incr: true, delta: 1, cas: 0, vivify: None, touch: None });
+    s.touch(b"k", NOW, NOW + 10);
+    s.delete(b"k", NOW, DeleteRequest::default());
+    s.flush_all(NOW, NOW);
+    assert_eq!(*rec.0.lock(), ["set k 1", "set k 12", "set k 13", "set k 13", "delete k", "flush 100"]);
+}
+
+#[test]
+fn remote_writes_apply_only_when_newer_and_keep_their_cas() {
+    let s = store();
+    let local = set(&s, b"k", b"local");
+    let local_version = s.get(b"k", NOW, |it| it.version).unwrap();
+    assert!(!s.apply(&remote(b"k", b"older", local_version - 1), NOW));
+    assert!(s.apply(&remote(b"k", b"newer", local_version + 1), NOW));
+    assert_eq!(s.get(b"k", NOW, |it| (it.value().to_vec(), it.cas, it.flags)), Some((b"newer".to_vec(), 777, 3)));
+    // Local writes after it order after it, and CAS values never go back.
+    assert!(set(&s, b"k", b"again").cas > 777.max(local.cas));
+    assert!(s.get(b"k", NOW, |it| it.version).unwrap() > local_version + 1);
+}
+
+#[test]
+fn deletes_are_remembered_against_older_writes() {
+    let s = store();
+    s.set_change_sink(Arc::new(Recorder::default())).ok();
+    set(&s, b"k", b"v");
+    let version = s.get(b"k", NOW, |it| it.version).unwrap();
+    s.delete(b"k", NOW, DeleteRequest::default());
+    // The peer's copy of the old value arrives late: it must not resurrect the key.
+    assert!(!s.apply(&remote(b"k", b"v", version), NOW));
+    assert!(s.get(b"k", NOW, |_| ()).is_none());
+    // A remote delete newer than the local item removes it.
+    set(&s, b"j", b"v");
+    let newer = s.hlc().next();
+    assert!(s.apply(&RemoteItem { deleted: true, ..remote(b"j", b"", newer) }, NOW));
+    assert!(s.get(b"j", NOW, |_| ()).is_none());
+}
+
+#[test]
+fn snapshots_hold_items_and_tombstones() {
+    let s = store();
+    s.set_change_sink(Arc::new(Recorder::default())).ok();
+    for i in 0..100 {
+        set(&s, format!("k{i}").as_bytes(), b"v");
+    }
+    s.delete(b"k7", NOW, DeleteRequest::default());
+    let mut seen = Vec::new();
+    for shard in 0..s.shard_count() {
+        s.snapshot(shard, NOW, |c| match c {
+            Change::Set(it) => seen.push(format!("set {}", String::from_utf8_lossy(it.key()))),
+            Change::Delete { key, .. } => seen.push(format!("delete {}", String::from_utf8_lossy(key))),
+            Change::Flush { .. } => unreachable!(),
+        });
+    }
+    assert_eq!(seen.len(), 100);
+    assert!(seen.contains(&"delete k7".to_string()) && !seen.contains(&"set k7".to_string()));
 }

@@ -48,8 +48,10 @@ fn start(config: &Config) -> Result<(), Fatal> {
     }
 
     let ctx = context(config);
+    // Connections run on their own -t worker threads (server::workers); this runtime only
+    // accepts, sweeps and serves UDP and the admin listener.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.threads.max(1))
+        .worker_threads(1)
         .enable_all()
         .build()
         .map_err(|e| Fatal::new(EX_OSERR, format!("cannot start the runtime: {e}")))?;

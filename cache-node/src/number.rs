@@ -35,8 +35,9 @@ pub fn parse_counter(s: &[u8]) -> Option<u64> {
         // strtoull converted nothing: safe_strtoull refuses that.
         return None;
     }
-    // memcached stores values with their trailing CRLF, so the end of the value reads as space.
-    if i < s.len() && !is_space(s[i]) {
+    // memcached stores values with their trailing CRLF, so the end of the value reads as space;
+    // C strings end at a NUL.
+    if i < s.len() && !is_space(s[i]) && s[i] != 0 {
         return None;
     }
     if negative {
@@ -66,7 +67,7 @@ pub fn parse_i32(s: &[u8]) -> Option<i64> {
         value = if negative { value.checked_sub(d)? } else { value.checked_add(d)? };
         i += 1;
     }
-    if i == digits_start || (i < s.len() && !is_space(s[i])) {
+    if i == digits_start || (i < s.len() && !is_space(s[i]) && s[i] != 0) {
         return None;
     }
     Some(i64::from(value as i32))
@@ -110,5 +111,6 @@ mod tests {
         assert_eq!(parse_counter(b""), None);
         assert_eq!(parse_counter(b"  "), None);
         assert_eq!(parse_counter(b"\rz"), None);
+        assert_eq!(parse_counter(b"0\x00\x01\xff"), Some(0));
     }
 }

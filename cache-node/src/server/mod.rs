@@ -4,6 +4,7 @@
 mod connection;
 pub mod conns;
 mod udp;
+mod workers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 use crate::engine::Context;
 pub use conns::Registry;
 use conns::{State, Transport};
+use workers::Workers;
 
 /// How often background expiry runs, and how many slots it visits each time.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
@@ -57,15 +59,16 @@ impl Listeners {
     }
 }
 
-/// Serves clients until `shutdown` completes, then stops accepting and returns; connections
-/// still open are left to the caller (they end with the runtime).
+/// Serves clients until `shutdown` completes, then stops accepting, closes the connections
+/// and returns. Connections are served by `-t` worker threads.
 pub async fn run(ctx: Arc<Context>, listeners: Listeners, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let workers = Arc::new(Workers::start(ctx.settings.threads)?);
     let mut tasks = JoinSet::new();
     tasks.spawn(sweep(ctx.clone()));
     for l in listeners.tcp {
         let listener = TcpListener::from_std(l)?;
         info!(addr = %listener.local_addr()?, "listening");
-        tasks.spawn(accept_loop(ctx.clone(), listener));
+        tasks.spawn(accept_loop(ctx.clone(), listener, workers.clone()));
     }
     for s in listeners.udp {
         let socket = UdpSocket::from_std(s)?;
@@ -77,10 +80,13 @@ pub async fn run(ctx: Arc<Context>, listeners: Listeners, shutdown: impl Future<
     ctx.stats.accepting_conns.store(false, Relaxed);
     // Aborting the accept loops closes the listening sockets.
     tasks.shutdown().await;
+    if let Ok(workers) = Arc::try_unwrap(workers) {
+        tokio::task::spawn_blocking(move || workers.stop()).await?;
+    }
     Ok(())
 }
 
-async fn accept_loop(ctx: Arc<Context>, listener: TcpListener) {
+async fn accept_loop(ctx: Arc<Context>, listener: TcpListener, workers: Arc<Workers>) {
     let local = listener.local_addr().ok();
     let _listening = local.map(|addr| {
         ctx.conns.register(listener.as_raw_fd(), Transport::Tcp, addr, None, State::Listening, ctx.clock.now())
@@ -114,20 +120,27 @@ async fn accept_loop(ctx: Arc<Context>, listener: TcpListener) {
             State::Waiting,
             ctx.clock.now(),
         );
-        let ctx = ctx.clone();
+        let conn_ctx = ctx.clone();
         // With -vv, every command logged for this connection names its peer.
         let span = debug_span!("conn", %peer);
-        tokio::spawn(
-            async move {
-                debug!("connection opened");
-                match connection::serve(ctx.clone(), stream, &conn).await {
-                    Ok(()) => debug!("connection closed"),
-                    Err(e) => debug!(error = %e, "connection ended"),
+        let serve = Box::new(move |stream| {
+            let ctx = conn_ctx;
+            Box::pin(
+                async move {
+                    debug!("connection opened");
+                    match connection::serve(ctx.clone(), stream, &conn).await {
+                        Ok(()) => debug!("connection closed"),
+                        Err(e) => debug!(error = %e, "connection ended"),
+                    }
+                    ctx.stats.curr_connections.fetch_sub(1, Relaxed);
                 }
-                ctx.stats.curr_connections.fetch_sub(1, Relaxed);
-            }
-            .instrument(span),
-        );
+                .instrument(span),
+            ) as _
+        });
+        if let Err(e) = workers.dispatch(stream, serve) {
+            warn!(%peer, error = %e, "cannot serve connection");
+            ctx.stats.curr_connections.fetch_sub(1, Relaxed);
+        }
     }
 }
 

@@ -11,9 +11,9 @@
 //! garbage on the port is refused before anything is buffered for it.
 //!
 //! The exchange on a new link: `Hello` (accepting side), `Auth` (connecting side), `AuthOk`
-//! (see [`super::auth`]); then `Sync` from the joiner, answered by `FullSync` (`Item`s, then
-//! `SnapshotEnd`, then `Op`s) or `Resume` (`Op`s from the backlog); `Ack`, `Ping`/`Pong` and
-//! `StepDown` at any time after that; `Error` before closing.
+//! (see [`super::auth`]); then `Sync` from the joiner, answered by `FullSync` (a snapshot of `Item`s
+//! closed by `SnapshotEnd`, then `Op`s) or `Resume` (`Op`s from the backlog); `Ack`,
+//! `Ping`/`Pong` and `StepDown` after that; `Error` before closing.
 
 use super::auth::{Nonce, Proof};
 use crate::store::MAX_KEY_LEN;
@@ -37,7 +37,8 @@ pub const fn max_frame(item_size_max: usize) -> usize {
     item_size_max.saturating_add(FRAME_ROOM)
 }
 
-/// Names one history of the replication stream; offsets count bytes within it.
+/// Names one history of the replication stream (Redis's replication id); offsets are
+/// positions within it.
 pub type ReplId = [u8; 16];
 
 /// A node's replication role, as it announces it.
@@ -314,7 +315,8 @@ fn decode_body(body: &[u8]) -> Result<Message<'_>, CodecError> {
         Kind::StepDown => Message::StepDown { offset: r.u64("offset")? },
         Kind::Error => {
             let message = r.bytes("message", MAX_ERROR_LEN)?;
-            let message = std::str::from_utf8(message).map_err(|_| r.err_not_utf8("message"))?;
+            let message =
+                std::str::from_utf8(message).map_err(|_| CodecError::NotUtf8 { kind: r.kind, field: "message" })?;
             Message::Error { message }
         }
     };
@@ -331,10 +333,6 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn truncated(&self, field: &'static str, needed: usize) -> CodecError {
         CodecError::Truncated { kind: self.kind, field, needed, left: self.buf.len() }
-    }
-
-    fn err_not_utf8(&self, field: &'static str) -> CodecError {
-        CodecError::NotUtf8 { kind: self.kind, field }
     }
 
     fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], CodecError> {

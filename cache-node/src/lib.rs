@@ -8,7 +8,8 @@
 //! - [`config`]: the memcached-compatible command line;
 //! - [`node`]: start-up order, signals and shutdown, with [`daemon`] (root, `-u`, `-d`, `-P`)
 //!   and [`logging`] (`-v`, the `verbosity` command);
-//! - [`admin`]: the HTTP listener for metrics and health checks.
+//! - [`admin`]: the HTTP listener for metrics and health checks;
+//! - [`replication`]: pair replication between two nodes.
 
 pub mod admin;
 pub mod config;
@@ -18,5 +19,6 @@ pub mod logging;
 pub mod node;
 pub mod number;
 pub mod protocol;
+pub mod replication;
 pub mod server;
 pub mod store;

@@ -1,0 +1,225 @@
+//! Mutual challenge/response on the replication port: both nodes prove that they hold the
+//! shared secret, which never crosses the wire.
+//!
+//! The exchange, in the link's messages:
+//! 1. the accepting side (server) sends `Hello` with a fresh nonce ([`ServerHandshake::new`]);
+//! 2. the connecting side (client) answers `Auth` with its own fresh nonce and a proof
+//!    ([`ClientHandshake::new`]);
+//! 3. the server checks that proof and answers `AuthOk` with its own
+//!    ([`ServerHandshake::verify_client`]), which the client checks
+//!    ([`ClientHandshake::verify_server`]).
+//!
+//! A proof is HMAC-SHA256 under the secret of a label naming its direction, both node ids and
+//! both nonces. So a recorded proof is useless on a new connection (the verifier's fresh nonce
+//! is in it), the client's proof cannot be reflected back as the server's (different labels),
+//! and a proof made for one pair of node ids does not pass for another. Each handshake value
+//! is consumed by its verification, so one nonce can never accept two proofs.
+//!
+//! What this does not give: secrecy or integrity of the stream after the handshake. The
+//! replication port belongs on a network only the pair can reach.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+/// Shorter secrets are refused: guessable, and the operator's generated ones are longer.
+pub const MIN_SECRET_LEN: usize = 16;
+pub const NONCE_LEN: usize = 32;
+pub const PROOF_LEN: usize = 32;
+
+/// A side's fresh random challenge to its peer.
+pub type Nonce = [u8; NONCE_LEN];
+/// An HMAC-SHA256 proof of holding the secret, bound to one exchange.
+pub type Proof = [u8; PROOF_LEN];
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Domain separation between the two proofs of an exchange (equal lengths, so the MAC input
+/// has one layout for both).
+const CLIENT_LABEL: &[u8] = b"cachepair repl v1 client proof";
+const SERVER_LABEL: &[u8] = b"cachepair repl v1 server proof";
+
+/// The shared secret, kept only as a keyed HMAC state: cheap to use per connection, and
+/// `Debug` shows nothing of it.
+#[derive(Clone)]
+pub struct Secret {
+    key: HmacSha256,
+}
+
+/// Why a secret was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read the replication secret from {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("the replication secret{} is empty", from_path(path))]
+    Empty { path: Option<PathBuf> },
+    #[error("the replication secret{} is {len} bytes long; at least {MIN_SECRET_LEN} are required", from_path(path))]
+    TooShort { path: Option<PathBuf>, len: usize },
+}
+
+fn from_path(path: &Option<PathBuf>) -> String {
+    path.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default()
+}
+
+impl Secret {
+    /// The secret exactly as given.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SecretError> {
+        Self::checked(bytes, None)
+    }
+
+    /// The contents of a file, less one trailing newline (`\n` or `\r\n`): files written by
+    /// `echo` or an editor, and Kubernetes Secrets made from them, end with one.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, SecretError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| SecretError::Read { path: path.to_owned(), source })?;
+        let bytes = bytes.strip_suffix(b"\n").map_or(&bytes[..], |b| b.strip_suffix(b"\r").unwrap_or(b));
+        Self::checked(bytes, Some(path))
+    }
+
+    fn checked(bytes: &[u8], path: Option<&Path>) -> Result<Self, SecretError> {
+        let path = || path.map(Path::to_owned);
+        if bytes.is_empty() {
+            return Err(SecretError::Empty { path: path() });
+        }
+        if bytes.len() < MIN_SECRET_LEN {
+            return Err(SecretError::TooShort { path: path(), len: bytes.len() });
+        }
+        let key = HmacSha256::new_from_slice(bytes).expect("HMAC takes keys of any length");
+        Ok(Self { key })
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Why a handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("the connecting peer's proof is wrong: it holds another replication secret, or replays an old exchange")]
+    BadClientProof,
+    #[error("the accepting peer's proof is wrong: it holds another replication secret, or replays an old exchange")]
+    BadServerProof,
+    #[error("no random bytes from the operating system for a nonce: {0}")]
+    Random(getrandom::Error),
+}
+
+fn fresh_nonce() -> Result<Nonce, AuthError> {
+    let mut nonce = [0; NONCE_LEN];
+    getrandom::fill(&mut nonce).map_err(AuthError::Random)?;
+    Ok(nonce)
+}
+
+/// Everything a proof is bound to.
+#[derive(Debug, Clone, Copy)]
+struct Transcript {
+    server_id: u64,
+    client_id: u64,
+    server_nonce: Nonce,
+    client_nonce: Nonce,
+}
+
+impl Transcript {
+    fn mac(&self, secret: &Secret, label: &[u8]) -> HmacSha256 {
+        let mut mac = secret.key.clone();
+        mac.update(label);
+        mac.update(&self.server_id.to_be_bytes());
+        mac.update(&self.client_id.to_be_bytes());
+        mac.update(&self.server_nonce);
+        mac.update(&self.client_nonce);
+        mac
+    }
+
+    fn proof(&self, secret: &Secret, label: &[u8]) -> Proof {
+        self.mac(secret, label).finalize().into_bytes().into()
+    }
+
+    /// Constant-time comparison, so that timing does not reveal how much of a guess matched.
+    fn verify(&self, secret: &Secret, label: &[u8], proof: &Proof) -> bool {
+        self.mac(secret, label).verify_slice(proof).is_ok()
+    }
+}
+
+/// The accepting side of one connection's handshake.
+#[derive(Debug)]
+pub struct ServerHandshake {
+    server_id: u64,
+    nonce: Nonce,
+}
+
+impl ServerHandshake {
+    /// Starts a handshake with a fresh nonce, for this connection only.
+    pub fn new(server_id: u64) -> Result<Self, AuthError> {
+        Ok(Self::with_nonce(server_id, fresh_nonce()?))
+    }
+
+    fn with_nonce(server_id: u64, nonce: Nonce) -> Self {
+        Self { server_id, nonce }
+    }
+
+    /// The nonce for `Hello`.
+    pub fn nonce(&self) -> Nonce {
+        self.nonce
+    }
+
+    /// Checks the fields of the client's `Auth`. On success, returns this side's proof for
+    /// `AuthOk`; the link must send nothing else to a peer that fails.
+    pub fn verify_client(
+        self,
+        secret: &Secret,
+        client_id: u64,
+        client_nonce: &Nonce,
+        proof: &Proof,
+    ) -> Result<Proof, AuthError> {
+        let transcript =
+            Transcript { server_id: self.server_id, client_id, server_nonce: self.nonce, client_nonce: *client_nonce };
+        if !transcript.verify(secret, CLIENT_LABEL, proof) {
+            return Err(AuthError::BadClientProof);
+        }
+        Ok(transcript.proof(secret, SERVER_LABEL))
+    }
+}
+
+/// The connecting side of one connection's handshake, made in answer to the server's `Hello`.
+#[derive(Debug)]
+pub struct ClientHandshake {
+    transcript: Transcript,
+    proof: Proof,
+}
+
+impl ClientHandshake {
+    /// Answers `Hello { node_id: server_id, nonce: server_nonce, .. }` as node `client_id`,
+    /// with a fresh nonce of its own.
+    pub fn new(secret: &Secret, client_id: u64, server_id: u64, server_nonce: &Nonce) -> Result<Self, AuthError> {
+        Ok(Self::with_nonce(secret, client_id, server_id, server_nonce, fresh_nonce()?))
+    }
+
+    fn with_nonce(secret: &Secret, client_id: u64, server_id: u64, server_nonce: &Nonce, nonce: Nonce) -> Self {
+        let transcript = Transcript { server_id, client_id, server_nonce: *server_nonce, client_nonce: nonce };
+        Self { proof: transcript.proof(secret, CLIENT_LABEL), transcript }
+    }
+
+    /// The nonce for `Auth`.
+    pub fn nonce(&self) -> Nonce {
+        self.transcript.client_nonce
+    }
+
+    /// The proof for `Auth`.
+    pub fn proof(&self) -> Proof {
+        self.proof
+    }
+
+    /// Checks the proof in the server's `AuthOk`. Until it passes, the peer is not known to
+    /// hold the secret: the link must neither send nor apply anything else.
+    pub fn verify_server(self, secret: &Secret, proof: &Proof) -> Result<(), AuthError> {
+        if self.transcript.verify(secret, SERVER_LABEL, proof) { Ok(()) } else { Err(AuthError::BadServerProof) }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,207 @@
+use std::path::PathBuf;
+
+use super::*;
+
+const SERVER: u64 = 1;
+const CLIENT: u64 = 2;
+const SERVER_NONCE: Nonce = [0x11; NONCE_LEN];
+const CLIENT_NONCE: Nonce = [0x22; NONCE_LEN];
+
+fn secret() -> Secret {
+    Secret::from_bytes(b"0123456789abcdef").unwrap()
+}
+
+fn other_secret() -> Secret {
+    Secret::from_bytes(b"0123456789abcdeF").unwrap()
+}
+
+fn unhex(s: &str) -> Proof {
+    let mut out = [0; PROOF_LEN];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
+    }
+    out
+}
+
+/// The client's answer to the fixed `Hello`.
+fn client(secret: &Secret) -> ClientHandshake {
+    ClientHandshake::with_nonce(secret, CLIENT, SERVER, &SERVER_NONCE, CLIENT_NONCE)
+}
+
+fn server() -> ServerHandshake {
+    ServerHandshake::with_nonce(SERVER, SERVER_NONCE)
+}
+
+#[test]
+fn proofs_are_pinned() {
+    // Computed independently (Python's hmac) over label || server id || client id || server
+    // nonce || client nonce: a change here breaks mixed-version pairs.
+    let client = client(&secret());
+    assert_eq!(client.proof(), unhex("252fbf40641f46c14c1e00a2a2f4893cefd95ff6c4cd79e5aeab34b8f67cdeca"));
+    let server_proof = server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &client.proof()).unwrap();
+    assert_eq!(server_proof, unhex("d484cfb4b1fdd0a2f3fe8c348bb5ff44969fb6bf274b47365a0737903ebb0e12"));
+}
+
+#[test]
+fn a_correct_exchange_verifies_both_ways() {
+    let secret = secret();
+    let server = ServerHandshake::new(SERVER).unwrap();
+    let client = ClientHandshake::new(&secret, CLIENT, SERVER, &server.nonce()).unwrap();
+    let server_proof = server.verify_client(&secret, CLIENT, &client.nonce(), &client.proof()).unwrap();
+    client.verify_server(&secret, &server_proof).unwrap();
+}
+
+#[test]
+fn fresh_nonces_differ() {
+    let a = ServerHandshake::new(SERVER).unwrap().nonce();
+    let b = ServerHandshake::new(SERVER).unwrap().nonce();
+    assert_ne!(a, b);
+    let c = ClientHandshake::new(&secret(), CLIENT, SERVER, &a).unwrap();
+    let d = ClientHandshake::new(&secret(), CLIENT, SERVER, &a).unwrap();
+    assert_ne!(c.nonce(), d.nonce());
+    assert_ne!(c.proof(), d.proof());
+}
+
+#[test]
+fn a_client_with_another_secret_is_refused() {
+    let client = client(&other_secret());
+    let err = server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &client.proof()).unwrap_err();
+    assert!(matches!(err, AuthError::BadClientProof));
+}
+
+#[test]
+fn a_server_with_another_secret_is_refused() {
+    let proof = server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &client(&secret()).proof()).unwrap();
+    let err = client(&other_secret()).verify_server(&other_secret(), &proof).unwrap_err();
+    assert!(matches!(err, AuthError::BadServerProof));
+}
+
+#[test]
+fn swapped_nonces_fail() {
+    let swapped = ClientHandshake::with_nonce(&secret(), CLIENT, SERVER, &CLIENT_NONCE, SERVER_NONCE);
+    assert!(server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &swapped.proof()).is_err());
+    // The client's nonce as the server would see it if they were swapped on the way.
+    let client = client(&secret());
+    assert!(server().verify_client(&secret(), CLIENT, &SERVER_NONCE, &client.proof()).is_err());
+}
+
+#[test]
+fn swapped_ids_fail() {
+    let client = ClientHandshake::with_nonce(&secret(), SERVER, CLIENT, &SERVER_NONCE, CLIENT_NONCE);
+    assert!(server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &client.proof()).is_err());
+    // A proof made for another pair of nodes.
+    let client = ClientHandshake::with_nonce(&secret(), 3, SERVER, &SERVER_NONCE, CLIENT_NONCE);
+    assert!(server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &client.proof()).is_err());
+}
+
+#[test]
+fn a_proof_cannot_be_reflected_to_the_other_role() {
+    // The server's own proof, sent back to it as a client's, fails: the labels differ.
+    let server_proof = server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &client(&secret()).proof()).unwrap();
+    assert!(server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &server_proof).is_err());
+    // And the client's proof does not pass as the server's.
+    let client = client(&secret());
+    let own = client.proof();
+    assert!(client.verify_server(&secret(), &own).is_err());
+    // Nor does a server's proof made with the roles swapped (the peer playing "server" with
+    // the client's nonce as its own).
+    let mirrored = ServerHandshake::with_nonce(CLIENT, CLIENT_NONCE);
+    let mirrored_client = ClientHandshake::with_nonce(&secret(), SERVER, CLIENT, &CLIENT_NONCE, SERVER_NONCE);
+    let mirrored_proof = mirrored.verify_client(&secret(), SERVER, &SERVER_NONCE, &mirrored_client.proof()).unwrap();
+    assert!(self::client(&secret()).verify_server(&secret(), &mirrored_proof).is_err());
+}
+
+#[test]
+fn a_replayed_client_answer_fails_against_a_new_nonce() {
+    let recorded = client(&secret());
+    let fresh = ServerHandshake::new(SERVER).unwrap();
+    assert!(fresh.verify_client(&secret(), CLIENT, &recorded.nonce(), &recorded.proof()).is_err());
+}
+
+#[test]
+fn a_replayed_server_answer_fails_against_a_new_nonce() {
+    let recorded = server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &client(&secret()).proof()).unwrap();
+    let fresh = ClientHandshake::new(&secret(), CLIENT, SERVER, &SERVER_NONCE).unwrap();
+    assert!(fresh.verify_server(&secret(), &recorded).is_err());
+}
+
+#[test]
+fn every_bit_of_a_proof_counts() {
+    let good = client(&secret()).proof();
+    for i in 0..PROOF_LEN * 8 {
+        let mut bad = good;
+        bad[i / 8] ^= 1 << (i % 8);
+        assert!(server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &bad).is_err(), "bit {i}");
+    }
+}
+
+#[test]
+fn debug_shows_no_secret() {
+    assert_eq!(format!("{:?}", secret()), "Secret(..)");
+}
+
+#[test]
+fn short_and_empty_secrets_are_refused() {
+    assert!(matches!(Secret::from_bytes(b""), Err(SecretError::Empty { path: None })));
+    let err = Secret::from_bytes(&[b'x'; MIN_SECRET_LEN - 1]).unwrap_err();
+    assert!(matches!(err, SecretError::TooShort { path: None, len: 15 }));
+    assert_eq!(err.to_string(), "the replication secret is 15 bytes long; at least 16 are required");
+    Secret::from_bytes(&[b'x'; MIN_SECRET_LEN]).unwrap();
+}
+
+/// A file under the system's temporary directory, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &[u8]) -> Self {
+        let path = std::env::temp_dir().join(format!("cache-node-auth-{}-{name}", std::process::id()));
+        std::fs::write(&path, contents).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Whether two secrets are the same key: one's proof passes the other's check.
+fn same(a: &Secret, b: &Secret) -> bool {
+    server().verify_client(b, CLIENT, &CLIENT_NONCE, &client(a).proof()).is_ok()
+}
+
+#[test]
+fn a_secret_file_loses_one_trailing_newline() {
+    let bare = Secret::from_bytes(b"0123456789abcdef").unwrap();
+    for (name, contents) in
+        [("lf", &b"0123456789abcdef\n"[..]), ("crlf", b"0123456789abcdef\r\n"), ("none", b"0123456789abcdef")]
+    {
+        let file = TempFile::new(name, contents);
+        assert!(same(&Secret::from_file(&file.0).unwrap(), &bare), "{name}");
+    }
+    // Only one: the rest is part of the secret.
+    let file = TempFile::new("two", b"0123456789abcdef\n\n");
+    assert!(!same(&Secret::from_file(&file.0).unwrap(), &bare));
+    // Nothing else is trimmed.
+    let file = TempFile::new("space", b" 0123456789abcdef \n");
+    assert!(!same(&Secret::from_file(&file.0).unwrap(), &bare));
+}
+
+#[test]
+fn bad_secret_files_are_refused_with_their_path() {
+    let empty = TempFile::new("empty", b"\n");
+    let err = Secret::from_file(&empty.0).unwrap_err();
+    assert!(matches!(err, SecretError::Empty { path: Some(_) }));
+    assert_eq!(err.to_string(), format!("the replication secret in {} is empty", empty.0.display()));
+
+    let short = TempFile::new("short", b"hunter2\n");
+    let err = Secret::from_file(&short.0).unwrap_err();
+    assert!(matches!(err, SecretError::TooShort { len: 7, .. }));
+    assert!(err.to_string().contains(&*short.0.to_string_lossy()), "{err}");
+
+    let missing = std::env::temp_dir().join(format!("cache-node-auth-{}-missing", std::process::id()));
+    let err = Secret::from_file(&missing).unwrap_err();
+    assert!(matches!(&err, SecretError::Read { source, .. } if source.kind() == io::ErrorKind::NotFound));
+    assert!(err.to_string().starts_with(&format!("cannot read the replication secret from {}: ", missing.display())));
+}

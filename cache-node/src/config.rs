@@ -72,12 +72,57 @@ pub struct Config {
     /// Largest item, in bytes with an optional k/m suffix (default 1m)
     #[arg(short = 'I', long = "max-item-size", default_value = "1m", value_parser = parse_size)]
     pub item_size_max: usize,
+
+    /// Replication peer (repcached's -x): join it as slave if it answers as master, otherwise
+    /// become master; HOST or HOST:PORT (default port: -X)
+    #[arg(short = 'x', long = "peer", value_name = "HOST[:PORT]")]
+    pub peer: Option<String>,
+
+    /// Replication port (repcached's -X), on the first -l address; 0 turns replication off
+    #[arg(short = 'X', long = "repl-port", default_value_t = 11212)]
+    pub repl_port: u16,
+
+    /// Replication backlog (repcached's -q): changes kept for a peer that reconnects, in
+    /// items of about 1 KiB; a peer further behind takes a full sync
+    #[arg(short = 'q', long = "repl-queue", default_value_t = 65536)]
+    pub repl_queue: usize,
+
+    /// File holding the replication secret (16 bytes or more) that both nodes share;
+    /// without it the pair uses a built-in secret and says so in the log
+    #[arg(long = "repl-secret-file", value_name = "FILE")]
+    pub repl_secret_file: Option<std::path::PathBuf>,
+
+    /// Heartbeat interval on the replication link, in milliseconds
+    #[arg(long = "repl-heartbeat-ms", default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    pub repl_heartbeat_ms: u64,
+
+    /// Missed heartbeats after which the peer counts as dead (the slave then promotes itself)
+    #[arg(long = "repl-misses", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repl_misses: u32,
 }
 
 impl Config {
     /// The TCP addresses to bind: each `-l` interface (default: all) on `-p`; none for `-p 0`.
     pub fn tcp_addrs(&self) -> anyhow::Result<Vec<SocketAddr>> {
         self.addrs(self.port)
+    }
+
+    /// Where this node listens for its peer when master: `-X` on the first `-l` address.
+    pub fn repl_listen(&self) -> anyhow::Result<Option<SocketAddr>> {
+        Ok(self.addrs(self.repl_port)?.into_iter().next())
+    }
+
+    /// The peer's replication address: `-x` with `-X` as the default port.
+    pub fn repl_peer(&self) -> Option<String> {
+        let peer = self.peer.as_deref()?.trim();
+        let has_port = peer.parse::<SocketAddr>().is_ok() || (peer.matches(':').count() == 1);
+        Some(if has_port {
+            peer.to_string()
+        } else if peer.contains(':') {
+            format!("[{}]:{}", peer.trim_start_matches('[').trim_end_matches(']'), self.repl_port)
+        } else {
+            format!("{peer}:{}", self.repl_port)
+        })
     }
 
     /// The UDP addresses to bind: each `-l` interface on `-U`; none for `-U 0`.

@@ -5,15 +5,17 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::admin;
 use crate::config::Config;
-use crate::daemon::{self, EX_CANTCREAT, EX_OSERR, Fatal, PidFile};
+use crate::daemon::{self, EX_CANTCREAT, EX_OSERR, EX_USAGE, Fatal, PidFile};
 use crate::engine::{Context, Settings};
 use crate::logging;
+use crate::replication::{self, Replicator, auth::Secret, codec};
 use crate::server::{self, Listeners};
 use crate::store::{self, Store};
 
@@ -35,6 +37,8 @@ fn start(config: &Config) -> Result<(), Fatal> {
     // Bound while still root, so that -u works with ports below 1024.
     let listeners = bind(config)?;
     let admin = config.admin_listen.map(bind_admin).transpose()?;
+    // Read before dropping privileges: the secret file may be readable by root only.
+    let replication = replication_config(config)?;
     if let Some(user) = &user {
         daemon::switch_to(user)?;
     }
@@ -55,7 +59,7 @@ fn start(config: &Config) -> Result<(), Fatal> {
         .enable_all()
         .build()
         .map_err(|e| Fatal::new(EX_OSERR, format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(serve(ctx, listeners, admin)).map_err(|e| Fatal::new(1, format!("{e:#}")))?;
+    runtime.block_on(serve(ctx, listeners, admin, replication)).map_err(|e| Fatal::new(1, format!("{e:#}")))?;
     // Connections still open end with the runtime, before the pid file goes.
     drop(runtime);
     info!("stopped");
@@ -65,6 +69,33 @@ fn start(config: &Config) -> Result<(), Fatal> {
 fn bind(config: &Config) -> Result<Listeners, Fatal> {
     let os_err = |e: anyhow::Error| Fatal::new(EX_OSERR, format!("{e:#}"));
     Listeners::bind(&config.tcp_addrs().map_err(os_err)?, &config.udp_addrs().map_err(os_err)?).map_err(os_err)
+}
+
+/// The shared secret a pair uses when none is configured: it keeps repcached's command lines
+/// working, and the log says that the replication port is then open to anyone who knows it.
+const DEFAULT_REPL_SECRET: &[u8] = b"cachepair-default-replication-secret";
+
+fn replication_config(config: &Config) -> Result<Option<replication::Config>, Fatal> {
+    let usage = |e: String| Fatal::new(EX_USAGE, e);
+    let Some(listen) = config.repl_listen().map_err(|e| usage(format!("{e:#}")))? else {
+        return Ok(None);
+    };
+    let secret = match &config.repl_secret_file {
+        Some(path) => Secret::from_file(path).map_err(|e| usage(e.to_string()))?,
+        None => {
+            warn!("no --repl-secret-file: the pair authenticates with the built-in secret");
+            Secret::from_bytes(DEFAULT_REPL_SECRET).map_err(|e| usage(e.to_string()))?
+        }
+    };
+    Ok(Some(replication::Config {
+        peer: config.repl_peer(),
+        listen,
+        secret,
+        heartbeat: Duration::from_millis(config.repl_heartbeat_ms),
+        misses: config.repl_misses,
+        backlog_bytes: config.repl_queue.saturating_mul(1024),
+        max_frame: codec::max_frame(config.item_size_max),
+    }))
 }
 
 fn bind_admin(addr: SocketAddr) -> Result<std::net::TcpListener, Fatal> {
@@ -90,7 +121,12 @@ fn context(config: &Config) -> Arc<Context> {
 }
 
 /// Serves until SIGTERM or SIGINT.
-async fn serve(ctx: Arc<Context>, listeners: Listeners, admin: Option<std::net::TcpListener>) -> anyhow::Result<()> {
+async fn serve(
+    ctx: Arc<Context>,
+    listeners: Listeners,
+    admin: Option<std::net::TcpListener>,
+    replication: Option<replication::Config>,
+) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     if let Some(listener) = admin {
@@ -109,5 +145,14 @@ async fn serve(ctx: Arc<Context>, listeners: Listeners, admin: Option<std::net::
         };
         info!(signal = name, "shutting down");
     };
-    server::run(ctx, listeners, shutdown).await
+    // A joining slave opens its client ports only once it holds a complete copy.
+    let ready = match replication {
+        Some(config) => {
+            let (repl, ready) = Replicator::new(config, ctx.clone())?;
+            tokio::spawn(repl.run());
+            Some(ready)
+        }
+        None => None,
+    };
+    server::run(ctx, listeners, ready, shutdown).await
 }

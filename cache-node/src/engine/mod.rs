@@ -34,6 +34,8 @@ pub struct Context {
     pub verbosity: AtomicU8,
     /// Open sockets, for `stats conns`.
     pub conns: crate::server::Registry,
+    /// Replication's state, once it runs (`stats replication`, `/metrics`).
+    pub replication: std::sync::OnceLock<Arc<crate::replication::Status>>,
 }
 
 impl Context {
@@ -45,6 +47,7 @@ impl Context {
             settings,
             verbosity: AtomicU8::new(verbosity),
             conns: Default::default(),
+            replication: Default::default(),
         })
     }
 

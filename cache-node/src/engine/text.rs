@@ -198,6 +198,10 @@ fn stats_command(ctx: &Context, mut args: crate::protocol::text::Tokens<'_>, out
             ctx.stats.reset();
             line(out, "RESET");
         }
+        (Some(b"replication"), None) => {
+            let pairs = ctx.replication.get().map(|r| r.stats()).unwrap_or_else(|| vec![("role".into(), "off".into())]);
+            stats::StatList(pairs).render_text(out);
+        }
         (Some(b"detail"), Some(b"on" | b"off")) => line(out, "OK"),
         (Some(b"detail"), Some(b"dump")) => line(out, "END"),
         (Some(b"detail"), _) => line(out, "CLIENT_ERROR usage: stats detail on|off|dump"),

@@ -134,10 +134,13 @@ pub enum Message<'a> {
     AuthOk {
         mac: Proof,
     },
-    /// The joiner asks to continue its copy of `repl_id` after `offset` ([`NO_HISTORY`]:
-    /// it has none).
+    /// Sent by both sides once authenticated: the sender's role and term (how many times the
+    /// pair failed over, as far as it knows: the higher term keeps the master role when both
+    /// are masters), and how far it has the other side's stream `repl_id` ([`NO_HISTORY`]:
+    /// not at all).
     Sync {
         role: Role,
+        term: u64,
         repl_id: ReplId,
         offset: u64,
     },
@@ -303,7 +306,12 @@ fn decode_body(body: &[u8]) -> Result<Message<'_>, CodecError> {
         },
         Kind::Auth => Message::Auth { node_id: r.u64("node id")?, nonce: r.array("nonce")?, mac: r.array("mac")? },
         Kind::AuthOk => Message::AuthOk { mac: r.array("mac")? },
-        Kind::Sync => Message::Sync { role: r.role()?, repl_id: r.array("repl id")?, offset: r.u64("offset")? },
+        Kind::Sync => Message::Sync {
+            role: r.role()?,
+            term: r.u64("term")?,
+            repl_id: r.array("repl id")?,
+            offset: r.u64("offset")?,
+        },
         Kind::FullSync => Message::FullSync { repl_id: r.array("repl id")?, offset: r.u64("offset")? },
         Kind::Resume => Message::Resume { repl_id: r.array("repl id")?, offset: r.u64("offset")? },
         Kind::Item => Message::Item(r.entry()?),
@@ -489,8 +497,9 @@ impl<'a> Message<'a> {
                 w.put(&mac);
             }
             Message::AuthOk { mac } => w.put(&mac),
-            Message::Sync { role, repl_id, offset } => {
+            Message::Sync { role, term, repl_id, offset } => {
                 w.put(&[role.code()]);
+                w.put(&term.to_be_bytes());
                 w.put(&repl_id);
                 w.put(&offset.to_be_bytes());
             }

@@ -1,9 +1,326 @@
-//! Pair replication, repcached-style: the link between the two nodes of a pair.
+//! Pair replication, repcached's semantics done right.
 //!
-//! - [`codec`]: frames and messages on the replication port;
-//! - [`auth`]: the shared-secret handshake that opens every link.
+//! - [`codec`]: frames and messages on the replication port; [`auth`]: the shared-secret
+//!   handshake that opens every link; [`roles`]: who is master, as a pure rule;
+//!   [`backlog`]: this node's own changes, addressed by stream offset;
+//! - [`link`]: one authenticated connection to the peer: handshake, sync, both streams;
+//! - this module: the node's replication state, the change feed the store reports to, and the
+//!   control loop (join the peer or become master, accept the peer, promote on master loss).
 //!
-//! Both are pure: no sockets, no store, no runtime.
+//! Both nodes serve reads and writes. Each streams its own local changes to the other; every
+//! item carries a version and the newer version wins, so both converge whatever the order.
+//! A link that resumes within the backlog continues from the peer's offset; otherwise the
+//! sender walks its store shard by shard (a snapshot) and then streams from the offset it
+//! noted before the snapshot began: nothing falls in between.
 
 pub mod auth;
+pub mod backlog;
 pub mod codec;
+mod link;
+pub mod roles;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
+
+use crate::engine::Context;
+use crate::store::{Change, ChangeSink, Clock};
+use auth::Secret;
+use backlog::Backlog;
+use codec::{Entry, Message, Op, ReplId, Role};
+
+/// Replication settings (from `-x`, `-X`, `-q` and the `--repl-*` options).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The peer's replication address (`-x`), if any.
+    pub peer: Option<String>,
+    /// Where this node listens when it is master (`-X` on the `-l` address).
+    pub listen: SocketAddr,
+    pub secret: Secret,
+    /// Heartbeat interval; the link is dead after `misses` intervals without a frame.
+    pub heartbeat: Duration,
+    pub misses: u32,
+    /// Bytes of own changes kept for partial resyncs.
+    pub backlog_bytes: usize,
+    /// Largest frame accepted (`-I` plus room).
+    pub max_frame: usize,
+}
+
+/// What `stats replication` and `/metrics` show; shared with the engine.
+#[derive(Debug, Default)]
+pub struct Status {
+    role: AtomicU8,
+    pub term: AtomicU64,
+    pub link_up: AtomicBool,
+    pub peer: Mutex<Option<SocketAddr>>,
+    pub full_syncs_sent: AtomicU64,
+    pub full_syncs_received: AtomicU64,
+    pub partial_syncs: AtomicU64,
+    pub failovers: AtomicU64,
+    pub ops_applied: AtomicU64,
+    pub auth_failures: AtomicU64,
+    /// End of this node's stream, and how far the peer acknowledged it.
+    pub stream_end: AtomicU64,
+    pub peer_acked: AtomicU64,
+}
+
+impl Status {
+    pub fn role(&self) -> Role {
+        match self.role.load(Relaxed) {
+            1 => Role::Master,
+            2 => Role::Slave,
+            _ => Role::Starting,
+        }
+    }
+
+    fn set_role(&self, role: Role) {
+        self.role.store(
+            match role {
+                Role::Master => 1,
+                Role::Slave => 2,
+                Role::Starting => 0,
+            },
+            Relaxed,
+        );
+    }
+
+    /// Name/value pairs for `stats replication`.
+    pub fn stats(&self) -> Vec<(String, String)> {
+        let role = match self.role() {
+            Role::Master => "master",
+            Role::Slave => "slave",
+            Role::Starting => "starting",
+        };
+        let peer = self.peer.lock().map_or_else(|| "none".to_string(), |p| p.to_string());
+        let end = self.stream_end.load(Relaxed);
+        let acked = self.peer_acked.load(Relaxed).min(end);
+        vec![
+            ("role".into(), role.into()),
+            ("term".into(), self.term.load(Relaxed).to_string()),
+            ("peer".into(), peer),
+            ("link".into(), if self.link_up.load(Relaxed) { "up" } else { "down" }.into()),
+            ("stream_offset".into(), end.to_string()),
+            ("lag_bytes".into(), (end - acked).to_string()),
+            ("full_syncs_sent".into(), self.full_syncs_sent.load(Relaxed).to_string()),
+            ("full_syncs_received".into(), self.full_syncs_received.load(Relaxed).to_string()),
+            ("partial_syncs".into(), self.partial_syncs.load(Relaxed).to_string()),
+            ("failovers".into(), self.failovers.load(Relaxed).to_string()),
+            ("ops_applied".into(), self.ops_applied.load(Relaxed).to_string()),
+            ("auth_failures".into(), self.auth_failures.load(Relaxed).to_string()),
+        ]
+    }
+}
+
+/// The store's change sink: encodes each local change into the backlog.
+pub struct Feed {
+    backlog: Mutex<Backlog>,
+    /// Off until a peer first links: a node alone records nothing and pays nothing.
+    recording: AtomicBool,
+    changed: Notify,
+    clock: Clock,
+    status: Arc<Status>,
+}
+
+impl Feed {
+    fn unix(&self, rel: crate::store::RelTime) -> u64 {
+        if rel == 0 { 0 } else { self.clock.to_unix(rel) }
+    }
+}
+
+impl ChangeSink for Feed {
+    fn record(&self, change: Change<'_>) {
+        if !self.recording.load(Relaxed) {
+            return;
+        }
+        let mut backlog = self.backlog.lock();
+        let offset = backlog.end();
+        let op = match change {
+            Change::Set(it) => Op::Set(Entry {
+                key: it.key(),
+                value: it.value(),
+                flags: it.flags,
+                exptime: self.unix(it.exptime),
+                cas: it.cas,
+                version: it.version,
+                deleted: false,
+            }),
+            Change::Delete { key, version } => Op::Delete { key, version },
+            Change::Flush { when } => Op::Flush { at: self.unix(when), version: 0 },
+        };
+        let mut frame = Vec::new();
+        if (Message::Op { offset, op }).encode(&mut frame).is_ok() {
+            let end = backlog.append(&frame);
+            self.status.stream_end.store(end, Relaxed);
+        }
+        drop(backlog);
+        self.changed.notify_waiters();
+    }
+}
+
+/// A node's replication: its state, its feed, and the control loop.
+pub struct Replicator {
+    config: Config,
+    ctx: Arc<Context>,
+    node_id: u64,
+    /// This node's stream id: a restarted node starts a new stream.
+    repl_id: ReplId,
+    feed: Arc<Feed>,
+    status: Arc<Status>,
+    /// How far this node has the peer's stream.
+    peer_stream: Mutex<(ReplId, u64)>,
+    /// True once client ports may open (see [`Replicator::start`]).
+    ready: watch::Sender<bool>,
+}
+
+impl Replicator {
+    /// Wires replication into the store. Returns the replicator and a receiver that turns true
+    /// when client ports may open: at once for a master, after the full copy for a joining
+    /// slave (repcached's `marugoto_end`).
+    pub fn new(config: Config, ctx: Arc<Context>) -> anyhow::Result<(Arc<Self>, watch::Receiver<bool>)> {
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).map_err(|e| anyhow::anyhow!("no randomness for the node id: {e}"))?;
+        let node_id = u64::from_be_bytes(id);
+        let mut repl_id = [0u8; 16];
+        getrandom::fill(&mut repl_id).map_err(|e| anyhow::anyhow!("no randomness for the stream id: {e}"))?;
+        let status = ctx.replication.get_or_init(|| Arc::new(Status::default())).clone();
+        let feed = Arc::new(Feed {
+            backlog: Mutex::new(Backlog::new(config.backlog_bytes)),
+            recording: AtomicBool::new(false),
+            changed: Notify::new(),
+            clock: ctx.clock.clone(),
+            status: status.clone(),
+        });
+        ctx.store.hlc().set_tag(node_id as u8);
+        if ctx.store.set_change_sink(feed.clone()).is_err() {
+            anyhow::bail!("replication is already running");
+        }
+        let (ready, ready_rx) = watch::channel(false);
+        let repl = Arc::new(Self {
+            config,
+            ctx,
+            node_id,
+            repl_id,
+            feed,
+            status,
+            peer_stream: Mutex::new((codec::NO_HISTORY, 0)),
+            ready,
+        });
+        Ok((repl, ready_rx))
+    }
+
+    pub fn status(&self) -> &Arc<Status> {
+        &self.status
+    }
+
+    /// The control loop: repcached's start-up rule, then master duty until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        if let Some(peer) = self.config.peer.clone() {
+            self.status.set_role(Role::Starting);
+            match self.connect(&peer).await {
+                Ok(stream) => {
+                    info!(%peer, "joining the peer");
+                    self.clone().link(stream, false).await;
+                }
+                Err(e) => info!(%peer, error = %e, "peer unreachable: starting as master"),
+            }
+        }
+        loop {
+            if self.status.role() == Role::Slave {
+                self.promote();
+            } else if self.status.role() == Role::Starting {
+                self.status.set_role(Role::Master);
+            }
+            self.ready.send_replace(true);
+            self.clone().serve_as_master().await;
+        }
+    }
+
+    /// The master was lost: take over. Clients keep being served throughout.
+    fn promote(&self) {
+        let term = self.status.term.fetch_add(1, Relaxed) + 1;
+        self.status.failovers.fetch_add(1, Relaxed);
+        self.status.set_role(Role::Master);
+        warn!(term, "master lost: this node is master now");
+    }
+
+    /// Listens for the peer (and probes it, to find a second master after a partition) until
+    /// a link ends with this node as slave.
+    async fn serve_as_master(self: Arc<Self>) {
+        let listener = loop {
+            match TcpListener::bind(self.config.listen).await {
+                Ok(l) => break l,
+                Err(e) => {
+                    warn!(addr = %self.config.listen, error = %e, "cannot listen for the peer yet; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        info!(addr = %self.config.listen, "master: listening for the peer");
+        let mut probe = tokio::time::interval(PROBE_INTERVAL);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, addr)) => {
+                        info!(%addr, "peer connected");
+                        self.clone().link(stream, true).await;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "accept failed on the replication port");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                _ = probe.tick(), if self.config.peer.is_some() && !self.peer_is_self() => {
+                    let peer = self.config.peer.clone().unwrap_or_default();
+                    if let Ok(stream) = self.connect(&peer).await {
+                        self.clone().link(stream, false).await;
+                    }
+                }
+            }
+            if self.status.role() == Role::Slave {
+                return;
+            }
+        }
+    }
+
+    /// repcached's one-host layout points both nodes at the same address: there, the master's
+    /// peer address is its own, and probing it would only reach itself.
+    fn peer_is_self(&self) -> bool {
+        let Some(Ok(peer)) = self.config.peer.as_deref().map(str::parse::<SocketAddr>) else {
+            return false;
+        };
+        let listen = self.config.listen;
+        peer.port() == listen.port()
+            && (peer.ip() == listen.ip() || listen.ip().is_unspecified() && peer.ip().is_loopback())
+    }
+
+    async fn connect(&self, peer: &str) -> std::io::Result<TcpStream> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    /// Runs one link to its end, keeping the status current.
+    async fn link(self: Arc<Self>, stream: TcpStream, accepted: bool) {
+        let peer = stream.peer_addr().ok();
+        *self.status.peer.lock() = peer;
+        match link::run(&self, stream, accepted).await {
+            Ok(()) => info!(peer = ?peer, "link closed"),
+            Err(e) => warn!(peer = ?peer, error = %e, "link ended"),
+        }
+        self.status.link_up.store(false, Relaxed);
+    }
+}
+
+/// How long a connection attempt to the peer may take, and how often a master looks for a
+/// second master at its peer's address.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);

@@ -61,10 +61,24 @@ impl Listeners {
 
 /// Serves clients until `shutdown` completes, then stops accepting, closes the connections
 /// and returns. Connections are served by `-t` worker threads.
-pub async fn run(ctx: Arc<Context>, listeners: Listeners, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// With `ready`, the client ports open only once it turns true (a joining slave's full copy);
+/// until then connections wait in the listen queue.
+pub async fn run(
+    ctx: Arc<Context>,
+    listeners: Listeners,
+    ready: Option<tokio::sync::watch::Receiver<bool>>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let workers = Arc::new(Workers::start(ctx.settings.threads)?);
     let mut tasks = JoinSet::new();
     tasks.spawn(sweep(ctx.clone()));
+    tokio::pin!(shutdown);
+    if let Some(mut ready) = ready {
+        tokio::select! {
+            r = ready.wait_for(|ready| *ready) => { r?; }
+            _ = &mut shutdown => return Ok(()),
+        }
+    }
     for l in listeners.tcp {
         let listener = TcpListener::from_std(l)?;
         info!(addr = %listener.local_addr()?, "listening");

@@ -30,8 +30,8 @@ fn samples() -> Vec<Message<'static>> {
         Message::Hello { proto: 0, node_id: u64::MAX, role: Role::Starting, nonce: [0xff; 32] },
         Message::Auth { node_id: 7, nonce: [1; 32], mac: [2; 32] },
         Message::AuthOk { mac: [3; 32] },
-        Message::Sync { role: Role::Starting, repl_id: NO_HISTORY, offset: 0 },
-        Message::Sync { role: Role::Master, repl_id: [9; 16], offset: u64::MAX },
+        Message::Sync { role: Role::Starting, term: 0, repl_id: NO_HISTORY, offset: 0 },
+        Message::Sync { role: Role::Master, term: 3, repl_id: [9; 16], offset: u64::MAX },
         Message::FullSync { repl_id: [4; 16], offset: 12 },
         Message::Resume { repl_id: [5; 16], offset: 13 },
         Message::Item(entry()),
@@ -87,8 +87,9 @@ fn golden_hello() {
 
 #[test]
 fn golden_sync_without_history() {
-    let message = Message::Sync { role: Role::Starting, repl_id: NO_HISTORY, offset: 0x0102 };
-    let mut expected = vec![0, 0, 0, 26, 0x04, 0x03];
+    let message = Message::Sync { role: Role::Starting, term: 5, repl_id: NO_HISTORY, offset: 0x0102 };
+    let mut expected = vec![0, 0, 0, 34, 0x04, 0x03];
+    expected.extend([0, 0, 0, 0, 0, 0, 0, 5]);
     expected.extend([0; 16]);
     expected.extend([0, 0, 0, 0, 0, 0, 1, 2]);
     assert_eq!(enc(&message), expected);
@@ -284,7 +285,7 @@ fn bad_enum_values_are_refused() {
     hello[LEN_PREFIX + 1 + 2 + 8] = 4;
     assert_eq!(decode_err(&hello), CodecError::BadValue { kind: "hello", field: "role", value: 4 });
 
-    let mut sync = enc(&Message::Sync { role: Role::Slave, repl_id: [0; 16], offset: 0 });
+    let mut sync = enc(&Message::Sync { role: Role::Slave, term: 0, repl_id: [0; 16], offset: 0 });
     sync[LEN_PREFIX + 1] = 0;
     assert_eq!(decode_err(&sync).to_string(), "sync: invalid role 0");
 

@@ -1,0 +1,400 @@
+//! One link between the two nodes of a pair: the handshake, the role decision, each side's
+//! stream for the other (a snapshot first when the peer cannot resume), and heartbeats.
+//! Reading and writing run concurrently: both sides may be sending a snapshot at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use super::Replicator;
+use super::auth::{ClientHandshake, ServerHandshake};
+use super::backlog::Gap;
+use super::codec::{self, Entry, Message, Op, PROTOCOL_VERSION, Role};
+use super::roles::{Side, after_meeting};
+use crate::store::{Change, RemoteItem};
+
+/// Time allowed for the handshake and the exchange of `Sync` messages.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much of the stream is copied out of the backlog per write.
+const WRITE_CHUNK: usize = 256 * 1024;
+
+/// State the reader shares with the writer and the watchdog.
+struct Shared {
+    started: Instant,
+    /// Milliseconds since `started` when the peer was last heard from.
+    heard: AtomicU64,
+    /// How far the peer's stream is applied here (acknowledged by the writer).
+    applied: AtomicU64,
+    /// Wakes the writer to send an ack.
+    wake: Notify,
+}
+
+impl Shared {
+    fn heard_now(&self) {
+        self.heard.store(self.started.elapsed().as_millis() as u64, Relaxed);
+    }
+}
+
+pub async fn run(repl: &Arc<Replicator>, stream: TcpStream, accepted: bool) -> anyhow::Result<()> {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut rbuf = BytesMut::with_capacity(64 * 1024);
+    let (peer_id, remote) = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let peer_id = handshake(repl, &mut rd, &mut wr, &mut rbuf, accepted).await?;
+        let remote = exchange_sync(repl, &mut rd, &mut wr, &mut rbuf, peer_id).await?;
+        anyhow::Ok((peer_id, remote))
+    })
+    .await
+    .context("handshake timed out")??;
+
+    let local = Side { role: repl.status.role(), term: repl.status.term.load(Relaxed), node_id: repl.node_id };
+    let role = after_meeting(local, Side { node_id: peer_id, ..remote.side }, accepted);
+    repl.status.set_role(role);
+    repl.status.term.fetch_max(remote.side.term, Relaxed);
+    let joining = local.role == Role::Starting && role == Role::Slave;
+    info!(peer_id = format_args!("{peer_id:016x}"), ?role, "link up");
+    repl.status.link_up.store(true, Relaxed);
+    // From now on this node's changes are kept for the peer.
+    repl.feed.recording.store(true, Relaxed);
+
+    let start = {
+        let backlog = repl.feed.backlog.lock();
+        let resumable = remote.repl_id == repl.repl_id && (backlog.start()..=backlog.end()).contains(&remote.offset);
+        resumable.then_some(remote.offset)
+    };
+    let shared = Shared {
+        started: Instant::now(),
+        heard: AtomicU64::new(0),
+        applied: AtomicU64::new(repl.peer_stream.lock().1),
+        wake: Notify::new(),
+    };
+    tokio::select! {
+        r = writer(repl, &mut wr, start, &shared) => r,
+        r = reader(repl, &mut rd, rbuf, &shared, joining) => r,
+        r = watchdog(repl, &shared) => r,
+    }
+}
+
+/// What the peer said in its `Sync`.
+struct Remote {
+    side: Side,
+    repl_id: codec::ReplId,
+    offset: u64,
+}
+
+async fn handshake(
+    repl: &Replicator,
+    rd: &mut OwnedReadHalf,
+    wr: &mut OwnedWriteHalf,
+    rbuf: &mut BytesMut,
+    accepted: bool,
+) -> anyhow::Result<u64> {
+    let secret = &repl.config.secret;
+    if accepted {
+        let hs = ServerHandshake::new(repl.node_id)?;
+        let hello = Message::Hello {
+            proto: PROTOCOL_VERSION,
+            node_id: repl.node_id,
+            role: repl.status.role(),
+            nonce: hs.nonce(),
+        };
+        send(wr, &hello).await?;
+        let (peer_id, nonce, mac) = match recv(repl, rd, rbuf).await? {
+            (Message::Auth { node_id, nonce, mac }, len) => {
+                rbuf.advance(len);
+                (node_id, nonce, mac)
+            }
+            (other, _) => bail!("expected auth, got {}", other.kind()),
+        };
+        match hs.verify_client(secret, peer_id, &nonce, &mac) {
+            Ok(proof) => send(wr, &Message::AuthOk { mac: proof }).await?,
+            Err(e) => {
+                repl.status.auth_failures.fetch_add(1, Relaxed);
+                let _ = send(wr, &Message::error("authentication failed")).await;
+                bail!("peer failed authentication: {e}");
+            }
+        }
+        check_not_self(repl, peer_id)?;
+        Ok(peer_id)
+    } else {
+        let (server_id, nonce) = match recv(repl, rd, rbuf).await? {
+            (Message::Hello { proto, node_id, nonce, .. }, len) => {
+                rbuf.advance(len);
+                if proto != PROTOCOL_VERSION {
+                    bail!("peer speaks replication protocol {proto}, this node {PROTOCOL_VERSION}");
+                }
+                (node_id, nonce)
+            }
+            (other, _) => bail!("expected hello, got {}", other.kind()),
+        };
+        check_not_self(repl, server_id)?;
+        let hs = ClientHandshake::new(secret, repl.node_id, server_id, &nonce)?;
+        send(wr, &Message::Auth { node_id: repl.node_id, nonce: hs.nonce(), mac: hs.proof() }).await?;
+        let mac = match recv(repl, rd, rbuf).await? {
+            (Message::AuthOk { mac }, len) => {
+                rbuf.advance(len);
+                mac
+            }
+            (Message::Error { message }, _) => {
+                repl.status.auth_failures.fetch_add(1, Relaxed);
+                bail!("peer refused the link: {message}")
+            }
+            (other, _) => bail!("expected auth_ok, got {}", other.kind()),
+        };
+        if let Err(e) = hs.verify_server(secret, &mac) {
+            repl.status.auth_failures.fetch_add(1, Relaxed);
+            bail!("peer failed authentication: {e}");
+        }
+        Ok(server_id)
+    }
+}
+
+fn check_not_self(repl: &Replicator, peer_id: u64) -> anyhow::Result<()> {
+    if peer_id == repl.node_id {
+        bail!("connected to itself: -x names this node");
+    }
+    Ok(())
+}
+
+async fn exchange_sync(
+    repl: &Replicator,
+    rd: &mut OwnedReadHalf,
+    wr: &mut OwnedWriteHalf,
+    rbuf: &mut BytesMut,
+    peer_id: u64,
+) -> anyhow::Result<Remote> {
+    let (repl_id, offset) = *repl.peer_stream.lock();
+    let sync = Message::Sync { role: repl.status.role(), term: repl.status.term.load(Relaxed), repl_id, offset };
+    send(wr, &sync).await?;
+    match recv(repl, rd, rbuf).await? {
+        (Message::Sync { role, term, repl_id, offset }, len) => {
+            rbuf.advance(len);
+            Ok(Remote { side: Side { role, term, node_id: peer_id }, repl_id, offset })
+        }
+        (other, _) => bail!("expected sync, got {}", other.kind()),
+    }
+}
+
+/// Sends this node's stream: a snapshot unless the peer can resume, then every change as it
+/// is made, with heartbeats and acknowledgements in between.
+async fn writer(repl: &Replicator, wr: &mut OwnedWriteHalf, start: Option<u64>, shared: &Shared) -> anyhow::Result<()> {
+    let mut out = Vec::with_capacity(WRITE_CHUNK);
+    let mut offset = match start {
+        Some(offset) => {
+            repl.status.partial_syncs.fetch_add(1, Relaxed);
+            send(wr, &Message::Resume { repl_id: repl.repl_id, offset }).await?;
+            offset
+        }
+        None => {
+            // Note the offset first: whatever changes during the snapshot is in the stream
+            // after it, so nothing falls in between (a change may arrive twice; the newer
+            // version wins either way).
+            let offset = repl.feed.backlog.lock().end();
+            repl.status.full_syncs_sent.fetch_add(1, Relaxed);
+            send(wr, &Message::FullSync { repl_id: repl.repl_id, offset }).await?;
+            let store = &repl.ctx.store;
+            let mut count = 0u64;
+            for shard in 0..store.shard_count() {
+                let now = repl.ctx.clock.now();
+                store.snapshot(shard, now, |change| {
+                    if let Some(entry) = snapshot_entry(repl, change)
+                        && Message::Item(entry).encode(&mut out).is_ok()
+                    {
+                        count += 1;
+                    }
+                });
+                wr.write_all(&out).await?;
+                out.clear();
+            }
+            send(wr, &Message::SnapshotEnd { count }).await?;
+            offset
+        }
+    };
+    let mut ping = tokio::time::interval(repl.config.heartbeat);
+    let mut acked = shared.applied.load(Relaxed);
+    loop {
+        let changed = repl.feed.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        loop {
+            let read = repl.feed.backlog.lock().read(offset, WRITE_CHUNK, &mut out);
+            match read {
+                Ok(0) => break,
+                Ok(n) => {
+                    offset += n as u64;
+                    wr.write_all(&out).await?;
+                    out.clear();
+                }
+                Err(Gap::Trimmed) => bail!("the peer fell behind the backlog: it takes a full sync on the next link"),
+                Err(Gap::Ahead) => bail!("the peer asked for offset {offset}, beyond this stream"),
+            }
+        }
+        let applied = shared.applied.load(Relaxed);
+        if applied != acked {
+            send(wr, &Message::Ack { offset: applied }).await?;
+            acked = applied;
+        }
+        tokio::select! {
+            _ = &mut changed => {}
+            _ = shared.wake.notified() => {}
+            _ = ping.tick() => send(wr, &Message::Ping { millis: unix_millis() }).await?,
+        }
+    }
+}
+
+/// A snapshot's items and tombstones as link entries.
+fn snapshot_entry<'a>(repl: &Replicator, change: Change<'a>) -> Option<Entry<'a>> {
+    Some(match change {
+        Change::Set(it) => Entry {
+            key: it.key(),
+            value: it.value(),
+            flags: it.flags,
+            exptime: repl.feed.unix(it.exptime),
+            cas: it.cas,
+            version: it.version,
+            deleted: false,
+        },
+        Change::Delete { key, version } => {
+            Entry { key, value: b"", flags: 0, exptime: 0, cas: 0, version, deleted: true }
+        }
+        Change::Flush { .. } => return None,
+    })
+}
+
+/// Applies the peer's stream.
+async fn reader(
+    repl: &Replicator,
+    rd: &mut OwnedReadHalf,
+    mut rbuf: BytesMut,
+    shared: &Shared,
+    joining: bool,
+) -> anyhow::Result<()> {
+    let max_frame = repl.config.max_frame;
+    loop {
+        let mut applied_any = false;
+        while let Some((msg, len)) = codec::decode(&rbuf, max_frame)? {
+            shared.heard_now();
+            let now = repl.ctx.clock.now();
+            match msg {
+                Message::FullSync { repl_id, offset } => {
+                    repl.status.full_syncs_received.fetch_add(1, Relaxed);
+                    *repl.peer_stream.lock() = (repl_id, offset);
+                    shared.applied.store(offset, Relaxed);
+                    info!("receiving the peer's snapshot");
+                }
+                Message::Resume { repl_id, offset } => {
+                    let (have, at) = *repl.peer_stream.lock();
+                    if have != repl_id || at != offset {
+                        bail!("the peer resumed a stream this node does not have");
+                    }
+                }
+                Message::Item(entry) => {
+                    apply(repl, &entry, now);
+                }
+                Message::SnapshotEnd { count } => {
+                    info!(count, "peer's snapshot applied");
+                    if joining {
+                        repl.ready.send_replace(true);
+                    }
+                }
+                Message::Op { offset, op } => {
+                    match op {
+                        Op::Set(entry) => apply(repl, &entry, now),
+                        Op::Delete { key, version } => apply(
+                            repl,
+                            &Entry { key, value: b"", flags: 0, exptime: 0, cas: 0, version, deleted: true },
+                            now,
+                        ),
+                        Op::Flush { at, .. } => {
+                            let when = if at == 0 { now } else { repl.ctx.clock.rel_exptime(at as i64, now) };
+                            repl.ctx.store.apply_flush(now, when);
+                        }
+                        Op::Touch { .. } => bail!("the peer sent a touch op, which this version never sends"),
+                    }
+                    let end = offset + len as u64;
+                    repl.peer_stream.lock().1 = end;
+                    shared.applied.store(end, Relaxed);
+                    repl.status.ops_applied.fetch_add(1, Relaxed);
+                    applied_any = true;
+                }
+                Message::Ack { offset } => repl.status.peer_acked.store(offset, Relaxed),
+                Message::Ping { .. } | Message::Pong { .. } => {}
+                Message::Error { message } => bail!("peer: {message}"),
+                other => bail!("unexpected {} on an open link", other.kind()),
+            }
+            rbuf.advance(len);
+        }
+        if applied_any {
+            shared.wake.notify_one();
+        }
+        if rbuf.capacity() - rbuf.len() < 16 * 1024 {
+            rbuf.reserve(64 * 1024);
+        }
+        if rd.read_buf(&mut rbuf).await? == 0 {
+            bail!("peer closed the link");
+        }
+    }
+}
+
+fn apply(repl: &Replicator, e: &Entry<'_>, now: crate::store::RelTime) {
+    let exptime = if e.exptime == 0 { 0 } else { repl.ctx.clock.rel_exptime(e.exptime as i64, now) };
+    let item = RemoteItem {
+        key: e.key,
+        value: e.value,
+        flags: e.flags,
+        exptime,
+        cas: e.cas,
+        version: e.version,
+        deleted: e.deleted,
+    };
+    repl.ctx.store.apply(&item, now);
+}
+
+/// Declares the link dead when the peer is silent for `misses` heartbeats.
+async fn watchdog(repl: &Replicator, shared: &Shared) -> anyhow::Result<()> {
+    let limit = repl.config.heartbeat * repl.config.misses;
+    loop {
+        tokio::time::sleep(repl.config.heartbeat).await;
+        let silent = shared.started.elapsed().saturating_sub(Duration::from_millis(shared.heard.load(Relaxed)));
+        if silent > limit {
+            warn!(?silent, "peer missed its heartbeats");
+            bail!("no heartbeat from the peer for {silent:?}");
+        }
+    }
+}
+
+async fn send(wr: &mut OwnedWriteHalf, msg: &Message<'_>) -> anyhow::Result<()> {
+    let mut out = Vec::new();
+    msg.encode(&mut out)?;
+    wr.write_all(&out).await?;
+    Ok(())
+}
+
+/// Reads one whole frame (during the handshake). The caller advances the buffer.
+async fn recv<'b>(
+    repl: &Replicator,
+    rd: &mut OwnedReadHalf,
+    rbuf: &'b mut BytesMut,
+) -> anyhow::Result<(Message<'b>, usize)> {
+    loop {
+        // Checked first without borrowing for the result, to keep the borrow checker happy.
+        if codec::decode(rbuf, repl.config.max_frame)?.is_some() {
+            break;
+        }
+        if rd.read_buf(rbuf).await? == 0 {
+            bail!("peer closed the link");
+        }
+    }
+    Ok(codec::decode(rbuf, repl.config.max_frame)?.expect("a whole frame was just seen"))
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

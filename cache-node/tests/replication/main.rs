@@ -1,0 +1,174 @@
+//! Pair replication with real processes on loopback: two nodes, writes both ways, SIGKILL of
+//! the master, the ex-master's return as slave, and strangers on the replication port.
+
+#[path = "../ops/common.rs"]
+#[allow(dead_code)]
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{Client, Node, TempDir, free_port, wait_for};
+use nix::sys::signal::Signal;
+
+/// A node of a pair: its client node and its replication port.
+struct Member {
+    node: Node,
+    repl_port: u16,
+}
+
+fn member(tag: &str, repl_port: u16, peer_port: u16, extra: &[&str]) -> Member {
+    let x = format!("127.0.0.1:{peer_port}");
+    let port = repl_port.to_string();
+    let mut args = vec!["-X", &port, "-x", &x];
+    args.extend_from_slice(extra);
+    Member { node: Node::start(tag, &args), repl_port }
+}
+
+/// Two nodes pointing at each other; the first becomes master.
+fn pair(extra: &[&str]) -> (Member, Member) {
+    let (pa, pb) = (free_port(), free_port());
+    let a = member("repl-a", pa, pb, extra);
+    wait_role(&a.node, "master");
+    let b = member("repl-b", pb, pa, extra);
+    wait_role(&b.node, "slave");
+    wait_for("the link", || (repl_stat(&a.node, "link") == "up").then_some(()));
+    (a, b)
+}
+
+fn repl_stat(node: &Node, name: &str) -> String {
+    let stats = node.client().stats("replication");
+    stats.into_iter().find(|(k, _)| k == name).map(|(_, v)| v).unwrap_or_default()
+}
+
+fn wait_role(node: &Node, role: &str) {
+    wait_for(&format!("role {role}"), || (repl_stat(node, "role") == role).then_some(()));
+}
+
+/// `gets` of one key as (flags, value, cas), waiting (bounded) until `want` holds.
+fn wait_item(node: &Node, key: &str, want: impl Fn(&Option<(u32, String, u64)>) -> bool) -> Option<(u32, String, u64)> {
+    let mut last = None;
+    let deadline = Instant::now() + common::WAIT;
+    while Instant::now() < deadline {
+        last = gets(&mut node.client(), key);
+        if want(&last) {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{key} on {}: still {last:?}", node.addr());
+}
+
+fn gets(c: &mut Client, key: &str) -> Option<(u32, String, u64)> {
+    let reply = c.call_until_end(&format!("gets {key}\r\n"));
+    let mut lines = reply.lines();
+    let header = lines.next()?;
+    let f: Vec<&str> = header.split(' ').collect();
+    if f[0] != "VALUE" {
+        return None;
+    }
+    Some((f[2].parse().ok()?, lines.next()?.to_string(), f[4].parse().ok()?))
+}
+
+#[test]
+fn every_write_reaches_the_peer_with_flags_expiry_and_cas() {
+    let (a, b) = pair(&[]);
+    let mut ca = a.node.client();
+    let mut cb = b.node.client();
+    assert_eq!(ca.call("set k1 7 0 5\r\nhello\r\n"), "STORED\r\n");
+    assert_eq!(cb.call("set k2 8 0 3\r\nbye\r\n"), "STORED\r\n");
+    assert_eq!(ca.call("set n 0 0 2\r\n10\r\n"), "STORED\r\n");
+    wait_item(&b.node, "n", Option::is_some);
+    assert_eq!(cb.call("incr n 5\r\n"), "15\r\n");
+    wait_item(&a.node, "k2", Option::is_some);
+    assert_eq!(ca.call("append k2 0 0 1\r\n!\r\n"), "STORED\r\n");
+    // Meta protocol on the slave, delete on the master.
+    assert_eq!(cb.call("ms m1 2 F9 T100\r\nmm\r\n"), "HD\r\n");
+    assert_eq!(ca.call("set gone 0 0 1\r\nx\r\n"), "STORED\r\n");
+    wait_item(&b.node, "gone", Option::is_some);
+    assert_eq!(cb.call("delete gone\r\n"), "DELETED\r\n");
+    assert_eq!(ca.call("touch k1 1000\r\n"), "TOUCHED\r\n");
+
+    for key in ["k1", "k2", "n", "m1"] {
+        let on_a = wait_item(&a.node, key, Option::is_some);
+        wait_item(&b.node, key, |b| *b == on_a);
+    }
+    assert_eq!(wait_item(&a.node, "k2", Option::is_some).unwrap().1, "bye!");
+    assert_eq!(wait_item(&a.node, "n", |v| v.as_ref().is_some_and(|v| v.1.trim() == "15")).unwrap().0, 0);
+    assert_eq!(wait_item(&a.node, "m1", Option::is_some).unwrap().0, 9);
+    wait_item(&a.node, "gone", Option::is_none);
+    // Expiry travels as an absolute time: both report the same remaining TTL.
+    let ttl = |n: &Node| n.client().call("mg k1 t\r\n");
+    wait_for("equal TTLs", || (ttl(&a.node) == ttl(&b.node)).then_some(()));
+}
+
+#[test]
+fn the_slave_takes_over_within_a_second_and_the_old_master_returns_as_slave() {
+    let (mut a, b) = pair(&[]);
+    assert_eq!(a.node.client().call("set before 0 0 3\r\nold\r\n"), "STORED\r\n");
+    let before = wait_item(&b.node, "before", Option::is_some);
+
+    a.node.signal(Signal::SIGKILL);
+    a.node.wait_exit();
+    let killed = Instant::now();
+    let mut cb = b.node.client();
+    wait_for("the slave to take over", || (repl_stat(&b.node, "role") == "master").then_some(()));
+    assert_eq!(cb.call("set after 0 0 3\r\nnew\r\n"), "STORED\r\n");
+    let takeover = killed.elapsed();
+    assert!(takeover < Duration::from_secs(1), "takeover took {takeover:?}");
+    assert_eq!(repl_stat(&b.node, "failovers"), "1");
+
+    // repcached's rule: the repaired ex-master is started with -x <new master>.
+    let a2 = member("repl-a2", a.repl_port, b.repl_port, &[]);
+    wait_role(&a2.node, "slave");
+    assert_eq!(wait_item(&a2.node, "before", Option::is_some), before, "CAS survives failover");
+    wait_item(&a2.node, "after", |v| v.as_ref().is_some_and(|v| v.1 == "new"));
+    // No pre-emption: it stays slave while the new master lives.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(repl_stat(&a2.node, "role"), "slave");
+    assert_eq!(repl_stat(&b.node, "role"), "master");
+}
+
+#[test]
+fn repcacheds_one_host_layout_works() {
+    // Both nodes: -x 127.0.0.1 -X <the same port>. The first becomes master, the second joins.
+    let port = free_port();
+    let a = member("same-a", port, port, &[]);
+    wait_role(&a.node, "master");
+    let b = member("same-b", port, port, &[]);
+    wait_role(&b.node, "slave");
+    assert_eq!(a.node.client().call("set k 0 0 1\r\nv\r\n"), "STORED\r\n");
+    wait_item(&b.node, "k", Option::is_some);
+}
+
+#[test]
+fn strangers_on_the_replication_port_get_nothing() {
+    let dir = TempDir::new("repl-secret");
+    let secret = dir.0.join("secret");
+    std::fs::write(&secret, "a-shared-secret-of-some-length\n").unwrap();
+    let secret = secret.to_str().unwrap().to_string();
+    let port = free_port();
+    let a = member("stranger", port, free_port(), &["--repl-secret-file", &secret]);
+    wait_role(&a.node, "master");
+    assert_eq!(a.node.client().call("set private 0 0 6\r\nsecret\r\n"), "STORED\r\n");
+
+    // A peer with the wrong secret is refused and learns no data.
+    let wrong = dir.0.join("wrong");
+    std::fs::write(&wrong, "not-the-shared-secret-at-all").unwrap();
+    let b = member("wrong-secret", free_port(), port, &["--repl-secret-file", wrong.to_str().unwrap()]);
+    wait_role(&b.node, "master");
+    assert_eq!(b.node.client().call_until_end("get private\r\n"), "END\r\n");
+    wait_for("an auth failure", || (repl_stat(&a.node, "auth_failures") != "0").then_some(()));
+
+    // Garbage on the port: the node drops the connection and keeps serving.
+    for garbage in [&b"GET / HTTP/1.0\r\n\r\n"[..], &[0xff; 64], &[0, 0, 0, 5, 2, 1, 2, 3, 4]] {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(common::WAIT)).unwrap();
+        let _ = s.write_all(garbage);
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        assert!(!String::from_utf8_lossy(&got).contains("secret"), "leaked: {got:?}");
+    }
+    assert_eq!(a.node.client().call_until_end("get private\r\n"), "VALUE private 0 6\r\nsecret\r\nEND\r\n");
+}

@@ -232,12 +232,36 @@ impl Replicator {
         }
         loop {
             if self.status.role() == Role::Slave {
+                self.clone().rejoin().await;
+            }
+            if self.status.role() == Role::Slave {
                 self.promote();
             } else if self.status.role() == Role::Starting {
                 self.status.set_role(Role::Master);
             }
             self.ready.send_replace(true);
             self.clone().serve_as_master().await;
+        }
+    }
+
+    /// A slave whose link ended tries its master again for as long as a heartbeat failure
+    /// would take to notice (`misses` heartbeats): a short network drop resumes from the
+    /// backlog and changes no role. A refused connection means the master process is gone, and
+    /// the slave takes over at once.
+    async fn rejoin(self: Arc<Self>) {
+        let Some(peer) = self.config.peer.clone() else { return };
+        let patience = self.config.heartbeat * self.config.misses;
+        let mut deadline = tokio::time::Instant::now() + patience;
+        while self.status.role() == Role::Slave && tokio::time::Instant::now() < deadline {
+            let attempt = tokio::time::timeout_at(deadline, self.connect(&peer)).await;
+            match attempt.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
+                Ok(stream) => {
+                    self.clone().link(stream, false).await;
+                    deadline = tokio::time::Instant::now() + patience;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+                Err(_) => tokio::time::sleep(self.config.heartbeat / 2).await,
+            }
         }
     }
 

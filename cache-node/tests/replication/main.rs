@@ -4,6 +4,7 @@
 #[path = "../ops/common.rs"]
 #[allow(dead_code)]
 mod common;
+mod proxy;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{Client, Node, TempDir, free_port, wait_for};
 use nix::sys::signal::Signal;
+use proxy::Proxy;
 
 /// A node of a pair: its client node and its replication port.
 struct Member {
@@ -171,4 +173,73 @@ fn strangers_on_the_replication_port_get_nothing() {
         assert!(!String::from_utf8_lossy(&got).contains("secret"), "leaked: {got:?}");
     }
     assert_eq!(a.node.client().call_until_end("get private\r\n"), "VALUE private 0 6\r\nsecret\r\nEND\r\n");
+}
+
+fn stat_num(node: &Node, name: &str) -> u64 {
+    repl_stat(node, name).parse().unwrap_or(0)
+}
+
+#[test]
+fn a_short_link_drop_resumes_from_the_backlog_without_a_failover() {
+    // B reaches A through a proxy that the test cuts for a moment.
+    let (pa, pb, via) = (free_port(), free_port(), free_port());
+    let a = member("drop-a", pa, pb, &[]);
+    wait_role(&a.node, "master");
+    let proxy = Proxy::start(via, ([127, 0, 0, 1], pa).into());
+    let b = member("drop-b", pb, via, &["--repl-heartbeat-ms", "200", "--repl-misses", "5"]);
+    wait_role(&b.node, "slave");
+    assert_eq!(a.node.client().call("set k1 0 0 1\r\n1\r\n"), "STORED\r\n");
+    wait_item(&b.node, "k1", Option::is_some);
+    let full_before = stat_num(&a.node, "full_syncs_sent");
+
+    proxy.cut();
+    // Written while the link is down: it must arrive through the backlog.
+    assert_eq!(a.node.client().call("set k2 0 0 1\r\n2\r\n"), "STORED\r\n");
+    std::thread::sleep(Duration::from_millis(150));
+    proxy.heal();
+
+    wait_item(&b.node, "k2", Option::is_some);
+    wait_for("a partial resync", || (stat_num(&a.node, "partial_syncs") >= 1).then_some(()));
+    assert_eq!(stat_num(&a.node, "full_syncs_sent"), full_before, "no second full sync");
+    assert_eq!(repl_stat(&b.node, "role"), "slave");
+    assert_eq!(stat_num(&b.node, "failovers"), 0);
+}
+
+#[test]
+fn two_masters_after_a_partition_merge_without_losing_writes() {
+    // Each node reaches the other only through a proxy; both proxies start cut, so both nodes
+    // start as masters and take writes on their own.
+    let (pa, pb, via_a, via_b) = (free_port(), free_port(), free_port(), free_port());
+    let to_a = Proxy::start(via_a, ([127, 0, 0, 1], pa).into());
+    let to_b = Proxy::start(via_b, ([127, 0, 0, 1], pb).into());
+    to_a.cut();
+    to_b.cut();
+    let a = member("split-a", pa, via_b, &[]);
+    let b = member("split-b", pb, via_a, &[]);
+    wait_role(&a.node, "master");
+    wait_role(&b.node, "master");
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        let (node, side) = if i % 2 == 0 { (&a.node, "a") } else { (&b.node, "b") };
+        let key = format!("{side}{i}");
+        assert_eq!(node.client().call(&format!("set {key} 0 0 1\r\n{}\r\n", i % 10)), "STORED\r\n");
+        acked.push(key);
+    }
+    // Both sides write the same key; the later write must win on both.
+    assert_eq!(a.node.client().call("set both 0 0 5\r\nfirst\r\n"), "STORED\r\n");
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(b.node.client().call("set both 0 0 6\r\nsecond\r\n"), "STORED\r\n");
+
+    to_a.heal();
+    to_b.heal();
+    wait_for("one master and one slave", || {
+        let roles = [repl_stat(&a.node, "role"), repl_stat(&b.node, "role")];
+        (roles.contains(&"master".to_string()) && roles.contains(&"slave".to_string())).then_some(())
+    });
+    for key in &acked {
+        wait_item(&a.node, key, Option::is_some);
+        wait_item(&b.node, key, Option::is_some);
+    }
+    wait_item(&a.node, "both", |v| v.as_ref().is_some_and(|v| v.1 == "second"));
+    wait_item(&b.node, "both", |v| v.as_ref().is_some_and(|v| v.1 == "second"));
 }

@@ -29,7 +29,8 @@ const WRITE_CHUNK: usize = 256 * 1024;
 /// State the reader shares with the writer and the watchdog.
 struct Shared {
     started: Instant,
-    /// Milliseconds since `started` when the peer was last heard from.
+    /// Milliseconds since `started` when the peer was last heard from, or last took bytes from
+    /// us: a peer busy applying a snapshot is alive while it keeps reading.
     heard: AtomicU64,
     /// How far the peer's stream is applied here (acknowledged by the writer).
     applied: AtomicU64,
@@ -39,7 +40,7 @@ struct Shared {
 
 impl Shared {
     fn heard_now(&self) {
-        self.heard.store(self.started.elapsed().as_millis() as u64, Relaxed);
+        self.heard.fetch_max(self.started.elapsed().as_millis() as u64, Relaxed);
     }
 }
 
@@ -211,6 +212,7 @@ async fn writer(repl: &Replicator, wr: &mut OwnedWriteHalf, start: Option<u64>, 
                     }
                 });
                 wr.write_all(&out).await?;
+                shared.heard_now();
                 out.clear();
             }
             send(wr, &Message::SnapshotEnd { count }).await?;
@@ -230,6 +232,7 @@ async fn writer(repl: &Replicator, wr: &mut OwnedWriteHalf, start: Option<u64>, 
                 Ok(n) => {
                     offset += n as u64;
                     wr.write_all(&out).await?;
+                    shared.heard_now();
                     out.clear();
                 }
                 Err(Gap::Trimmed) => bail!("the peer fell behind the backlog: it takes a full sync on the next link"),
@@ -277,6 +280,7 @@ async fn reader(
     joining: bool,
 ) -> anyhow::Result<()> {
     let max_frame = repl.config.max_frame;
+    let mut frames = 0u32;
     loop {
         let mut applied_any = false;
         while let Some((msg, len)) = codec::decode(&rbuf, max_frame)? {
@@ -330,6 +334,12 @@ async fn reader(
                 other => bail!("unexpected {} on an open link", other.kind()),
             }
             rbuf.advance(len);
+            frames = frames.wrapping_add(1);
+            // Applying a snapshot is a long run of work without a pause: let the writer send
+            // its heartbeats in between.
+            if frames % 512 == 0 {
+                tokio::task::yield_now().await;
+            }
         }
         if applied_any {
             shared.wake.notify_one();

@@ -243,3 +243,89 @@ fn two_masters_after_a_partition_merge_without_losing_writes() {
     wait_item(&a.node, "both", |v| v.as_ref().is_some_and(|v| v.1 == "second"));
     wait_item(&b.node, "both", |v| v.as_ref().is_some_and(|v| v.1 == "second"));
 }
+
+/// Stores `count` items `prefix{i}` with a pipelined writer; returns when all are acknowledged.
+fn fill(node: &Node, prefix: &str, count: usize, value: &[u8]) {
+    let mut c = node.client();
+    for chunk in (0..count).collect::<Vec<_>>().chunks(10_000) {
+        let mut batch = Vec::new();
+        for i in chunk {
+            batch.extend_from_slice(format!("set {prefix}{i} 0 0 {} noreply\r\n", value.len()).as_bytes());
+            batch.extend_from_slice(value);
+            batch.extend_from_slice(b"\r\n");
+        }
+        // A no-op after each batch keeps the writer within reach of the server.
+        batch.extend_from_slice(b"mn\r\n");
+        assert_eq!(c.call(std::str::from_utf8(&batch).unwrap()), "MN\r\n");
+    }
+}
+
+/// Every key's value on a node, fetched in multigets of 100.
+fn contents(node: &Node, keys: &[String]) -> Vec<Option<String>> {
+    let mut c = node.client();
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(100) {
+        let reply = c.call_until_end(&format!("get {}\r\n", chunk.join(" ")));
+        let mut found = std::collections::HashMap::new();
+        let mut lines = reply.lines();
+        while let Some(line) = lines.next() {
+            if let Some(rest) = line.strip_prefix("VALUE ") {
+                let key = rest.split(' ').next().unwrap().to_string();
+                found.insert(key, lines.next().unwrap().to_string());
+            }
+        }
+        out.extend(chunk.iter().map(|k| found.remove(k)));
+    }
+    out
+}
+
+#[test]
+fn a_full_sync_of_a_million_items_under_writes_leaves_identical_copies() {
+    const ITEMS: usize = 1_000_000;
+    let (pa, pb) = (free_port(), free_port());
+    let a = member("big-a", pa, pb, &["-m", "1024"]);
+    wait_role(&a.node, "master");
+    fill(&a.node, "item:", ITEMS, b"0123456789abcdef");
+
+    // The master keeps taking writes while the slave joins and takes its full sync.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, addr) = (stop.clone(), a.node.addr());
+        std::thread::spawn(move || {
+            let mut c = Client::connect(addr);
+            let mut n = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && n < 200_000 {
+                // New keys, and rewrites of keys the snapshot is walking over.
+                assert_eq!(c.call(&format!("set live:{n} 0 0 1\r\n{}\r\n", n % 10)), "STORED\r\n");
+                assert_eq!(c.call(&format!("set item:{} 0 0 3\r\nnew\r\n", n * 7919 % ITEMS)), "STORED\r\n");
+                n += 1;
+            }
+            n
+        })
+    };
+    let b = member("big-b", pb, pa, &["-m", "1024"]);
+    // Its client port opens once the copy is complete: the first reply waits for that.
+    let synced = Instant::now();
+    let mut first = TcpStream::connect(b.node.addr()).unwrap();
+    first.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+    first.write_all(b"version\r\n").unwrap();
+    let mut byte = [0u8; 1];
+    first.read_exact(&mut byte).unwrap();
+    eprintln!("full sync of {ITEMS} items done after {:?}", synced.elapsed());
+    wait_role(&b.node, "slave");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    assert!(written > 0);
+    wait_for("the slave to catch up", || (repl_stat(&a.node, "lag_bytes") == "0").then_some(()));
+
+    let items = |n: &Node| n.client().stat("curr_items");
+    wait_for("equal item counts", || (items(&a.node) == items(&b.node)).then_some(()));
+    assert_eq!(items(&a.node), (ITEMS + written).to_string());
+    let mut keys: Vec<String> = (0..ITEMS).map(|i| format!("item:{i}")).collect();
+    keys.extend((0..written).map(|n| format!("live:{n}")));
+    let (on_a, on_b) = (contents(&a.node, &keys), contents(&b.node, &keys));
+    let differ = on_a.iter().zip(&on_b).filter(|(x, y)| x != y).count();
+    assert_eq!(differ, 0, "{differ} keys differ between master and slave");
+    assert!(on_a.iter().all(Option::is_some));
+}

@@ -337,7 +337,7 @@ async fn reader(
             frames = frames.wrapping_add(1);
             // Applying a snapshot is a long run of work without a pause: let the writer send
             // its heartbeats in between.
-            if frames % 512 == 0 {
+            if frames.is_multiple_of(512) {
                 tokio::task::yield_now().await;
             }
         }

@@ -23,6 +23,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::engine::{Context, stats};
+use crate::replication::codec::Role;
 
 struct Admin {
     ctx: Arc<Context>,
@@ -38,6 +39,8 @@ pub async fn serve(ctx: Arc<Context>, listener: std::net::TcpListener) -> std::i
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/role", get(role))
+        .route("/master", get(master))
         .with_state(Arc::new(Admin { ctx, registry }));
     axum::serve(listener, app).await
 }
@@ -61,6 +64,28 @@ async fn readyz(State(admin): State<Arc<Admin>>) -> (StatusCode, &'static str) {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// This node's replication role: `master`, `slave`, `starting`, or `standalone` (`-X 0`).
+async fn role(State(admin): State<Arc<Admin>>) -> String {
+    format!("{}\n", role_name(&admin.ctx))
+}
+
+/// 200 only on the master: a readiness probe on this path keeps a Service's endpoints on the
+/// current master, and follows a failover without any controller.
+async fn master(State(admin): State<Arc<Admin>>) -> (StatusCode, String) {
+    let role = role_name(&admin.ctx);
+    let status = if role == "master" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, format!("{role}\n"))
+}
+
+fn role_name(ctx: &Context) -> &'static str {
+    match ctx.replication.get().map(|r| r.role()) {
+        None => "standalone",
+        Some(Role::Master) => "master",
+        Some(Role::Slave) => "slave",
+        Some(Role::Starting) => "starting",
     }
 }
 
@@ -182,6 +207,72 @@ impl Collector for StatsCollector {
             "memcached_items_reclaimed",
             "Total number of times an entry was stored using memory from an expired entry.",
             c.reclaimed,
+        )?;
+        self.encode_replication(&mut out)
+    }
+}
+
+impl StatsCollector {
+    fn encode_replication(&self, out: &mut Out<'_>) -> fmt::Result {
+        let Some(r) = self.0.replication.get() else {
+            return Ok(());
+        };
+        let mut family = out.0.encode_descriptor(
+            "cachepair_replication_role",
+            "1 for this node's current replication role.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for name in ["master", "slave", "starting"] {
+            let value = i64::from(role_name(&self.0) == name);
+            ConstGauge::new(value).encode(family.encode_family(&[("role", name)])?)?;
+        }
+        let end = r.stream_end.load(Relaxed);
+        out.gauge(
+            "cachepair_replication_term",
+            "Failovers of the pair as this node knows them.",
+            r.term.load(Relaxed) as i64,
+        )?;
+        out.gauge(
+            "cachepair_replication_link_up",
+            "1 while the link to the peer is up.",
+            i64::from(r.link_up.load(Relaxed)),
+        )?;
+        out.gauge("cachepair_replication_offset_bytes", "End of this node's replication stream.", end as i64)?;
+        out.gauge(
+            "cachepair_replication_lag_bytes",
+            "Bytes of this node's stream the peer has not acknowledged.",
+            end.saturating_sub(r.peer_acked.load(Relaxed)) as i64,
+        )?;
+        out.counter(
+            "cachepair_replication_full_syncs_sent",
+            "Snapshots sent to the peer.",
+            r.full_syncs_sent.load(Relaxed),
+        )?;
+        out.counter(
+            "cachepair_replication_full_syncs_received",
+            "Snapshots received from the peer.",
+            r.full_syncs_received.load(Relaxed),
+        )?;
+        out.counter(
+            "cachepair_replication_partial_syncs",
+            "Links resumed from the backlog.",
+            r.partial_syncs.load(Relaxed),
+        )?;
+        out.counter(
+            "cachepair_replication_failovers",
+            "Times this node took over as master.",
+            r.failovers.load(Relaxed),
+        )?;
+        out.counter(
+            "cachepair_replication_ops_applied",
+            "Changes applied from the peer's stream.",
+            r.ops_applied.load(Relaxed),
+        )?;
+        out.counter(
+            "cachepair_replication_auth_failures",
+            "Links refused because a side failed authentication.",
+            r.auth_failures.load(Relaxed),
         )
     }
 }

@@ -329,3 +329,36 @@ fn a_full_sync_of_a_million_items_under_writes_leaves_identical_copies() {
     assert_eq!(differ, 0, "{differ} keys differ between master and slave");
     assert!(on_a.iter().all(Option::is_some));
 }
+
+/// `GET path` on an admin listener: (status code, body).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(common::WAIT)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let code = reply.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, reply.split("\r\n\r\n").nth(1).unwrap_or_default().to_string())
+}
+
+#[test]
+fn the_admin_listener_tells_the_master_apart_and_follows_a_failover() {
+    let (pa, pb, admin_a, admin_b) = (free_port(), free_port(), free_port(), free_port());
+    let (aa, ab) = (format!("127.0.0.1:{admin_a}"), format!("127.0.0.1:{admin_b}"));
+    let mut a = member("admin-a", pa, pb, &["--admin-listen", &aa]);
+    wait_role(&a.node, "master");
+    let b = member("admin-b", pb, pa, &["--admin-listen", &ab]);
+    wait_role(&b.node, "slave");
+    assert_eq!(http_get(admin_a, "/master"), (200, "master\n".into()));
+    assert_eq!(http_get(admin_b, "/master"), (503, "slave\n".into()));
+    assert_eq!(http_get(admin_b, "/role").1, "slave\n");
+    let metrics = http_get(admin_a, "/metrics").1;
+    assert!(metrics.contains("cachepair_replication_role{role=\"master\"} 1"), "{metrics}");
+    assert!(metrics.contains("cachepair_replication_link_up 1"), "{metrics}");
+
+    a.node.signal(Signal::SIGKILL);
+    a.node.wait_exit();
+    wait_for("the slave's /master to turn ready", || (http_get(admin_b, "/master").0 == 200).then_some(()));
+    let metrics = http_get(admin_b, "/metrics").1;
+    assert!(metrics.contains("cachepair_replication_failovers_total 1"), "{metrics}");
+}

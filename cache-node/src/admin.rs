@@ -12,7 +12,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeMetric, prometheus_text,
@@ -41,6 +41,7 @@ pub async fn serve(ctx: Arc<Context>, listener: std::net::TcpListener) -> std::i
         .route("/readyz", get(readyz))
         .route("/role", get(role))
         .route("/master", get(master))
+        .route("/switchover", post(switchover))
         .with_state(Arc::new(Admin { ctx, registry }));
     axum::serve(listener, app).await
 }
@@ -79,6 +80,19 @@ async fn master(State(admin): State<Arc<Admin>>) -> (StatusCode, String) {
     let status = if role == "master" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, format!("{role}\n"))
 }
+
+/// Planned switchover (on the master): zero-loss hand-over of the master role to the slave.
+async fn switchover(State(admin): State<Arc<Admin>>) -> (StatusCode, String) {
+    let Some(r) = admin.ctx.replication.get() else {
+        return (StatusCode::CONFLICT, "replication is off\n".into());
+    };
+    match r.switchover(SWITCHOVER_TIMEOUT).await {
+        Ok(()) => (StatusCode::OK, "switched over: this node is slave now\n".into()),
+        Err(e) => (StatusCode::CONFLICT, format!("{e}\n")),
+    }
+}
+
+const SWITCHOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn role_name(ctx: &Context) -> &'static str {
     match ctx.replication.get().map(|r| r.role()) {

@@ -96,9 +96,24 @@ pub struct Config {
     #[arg(long = "repl-heartbeat-ms", default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=10_000))]
     pub repl_heartbeat_ms: u64,
 
+    /// An administrative command for a running node instead of serving
+    #[command(subcommand)]
+    pub command: Option<AdminCommand>,
+
     /// Missed heartbeats after which the peer counts as dead (the slave then promotes itself)
     #[arg(long = "repl-misses", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub repl_misses: u32,
+}
+
+/// Commands sent to a running node's admin listener.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Planned switchover: the master hands its role to the slave with no write lost
+    Switchover {
+        /// The master's admin listener (its --admin-listen)
+        #[arg(long = "admin", value_name = "ADDR:PORT")]
+        admin: SocketAddr,
+    },
 }
 
 impl Config {

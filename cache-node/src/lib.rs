@@ -12,6 +12,7 @@
 //! - [`replication`]: pair replication between two nodes.
 
 pub mod admin;
+pub mod admin_client;
 pub mod config;
 pub mod daemon;
 pub mod engine;

@@ -2,8 +2,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cache_node::config::Config;
+use cache_node::admin_client;
+use cache_node::config::{AdminCommand, Config};
 
 fn main() -> ExitCode {
-    cache_node::node::run(&Config::parse())
+    let config = Config::parse();
+    match &config.command {
+        Some(AdminCommand::Switchover { admin }) => admin_client::switchover(*admin),
+        None => cache_node::node::run(&config),
+    }
 }

@@ -36,6 +36,8 @@ struct Shared {
     applied: AtomicU64,
     /// Wakes the writer to send an ack.
     wake: Notify,
+    /// The offset of a hand-over this node accepted, to confirm to the old master (+1; 0: none).
+    confirm_stepdown: AtomicU64,
 }
 
 impl Shared {
@@ -75,6 +77,7 @@ pub async fn run(repl: &Arc<Replicator>, stream: TcpStream, accepted: bool) -> a
         heard: AtomicU64::new(0),
         applied: AtomicU64::new(repl.peer_stream.lock().1),
         wake: Notify::new(),
+        confirm_stepdown: AtomicU64::new(0),
     };
     tokio::select! {
         r = writer(repl, &mut wr, start, &shared) => r,
@@ -244,10 +247,31 @@ async fn writer(repl: &Replicator, wr: &mut OwnedWriteHalf, start: Option<u64>, 
             send(wr, &Message::Ack { offset: applied }).await?;
             acked = applied;
         }
+        let confirm = shared.confirm_stepdown.swap(0, Relaxed);
+        if confirm != 0 {
+            send(wr, &Message::StepDown { offset: confirm - 1 }).await?;
+        }
         tokio::select! {
             _ = &mut changed => {}
             _ = shared.wake.notified() => {}
             _ = ping.tick() => send(wr, &Message::Ping { millis: unix_millis() }).await?,
+            _ = repl.status.stepdown.notified(), if repl.status.role() == Role::Master => {
+                // Everything written so far goes first; the slave takes over where it ends.
+                loop {
+                    let read = repl.feed.backlog.lock().read(offset, WRITE_CHUNK, &mut out);
+                    match read {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            offset += n as u64;
+                            wr.write_all(&out).await?;
+                            out.clear();
+                        }
+                        Err(gap) => bail!("cannot hand over: backlog {gap:?} at offset {offset}"),
+                    }
+                }
+                info!(offset, "handing the master role over");
+                send(wr, &Message::StepDown { offset }).await?;
+            }
         }
     }
 }
@@ -329,6 +353,7 @@ async fn reader(
                     applied_any = true;
                 }
                 Message::Ack { offset } => repl.status.peer_acked.store(offset, Relaxed),
+                Message::StepDown { offset } => step_down(repl, shared, offset)?,
                 Message::Ping { .. } | Message::Pong { .. } => {}
                 Message::Error { message } => bail!("peer: {message}"),
                 other => bail!("unexpected {} on an open link", other.kind()),
@@ -351,6 +376,31 @@ async fn reader(
             bail!("peer closed the link");
         }
     }
+}
+
+/// A hand-over: as slave, take the master role once everything before `offset` is applied
+/// (the stream is ordered, so it is) and confirm; as master, the slave's confirmation.
+fn step_down(repl: &Replicator, shared: &Shared, offset: u64) -> anyhow::Result<()> {
+    match repl.status.role() {
+        Role::Slave => {
+            let applied = shared.applied.load(Relaxed);
+            if applied != offset {
+                bail!("hand-over at offset {offset}, but {applied} is applied here");
+            }
+            let term = repl.status.term.fetch_add(1, Relaxed) + 1;
+            repl.status.switchovers.fetch_add(1, Relaxed);
+            repl.status.set_role(Role::Master);
+            info!(term, "took over the master role (switchover)");
+            shared.confirm_stepdown.store(offset + 1, Relaxed);
+            shared.wake.notify_one();
+        }
+        Role::Master => {
+            repl.status.set_role(Role::Slave);
+            info!("handed the master role over (switchover)");
+        }
+        Role::Starting => bail!("hand-over while starting"),
+    }
+    Ok(())
 }
 
 fn apply(repl: &Replicator, e: &Entry<'_>, now: crate::store::RelTime) {

@@ -63,11 +63,14 @@ pub struct Status {
     pub full_syncs_received: AtomicU64,
     pub partial_syncs: AtomicU64,
     pub failovers: AtomicU64,
+    pub switchovers: AtomicU64,
     pub ops_applied: AtomicU64,
     pub auth_failures: AtomicU64,
     /// End of this node's stream, and how far the peer acknowledged it.
     pub stream_end: AtomicU64,
     pub peer_acked: AtomicU64,
+    /// Asks the link to hand the master role over (see [`Status::switchover`]).
+    stepdown: Notify,
 }
 
 impl Status {
@@ -88,6 +91,27 @@ impl Status {
             },
             Relaxed,
         );
+    }
+
+    /// Planned switchover: the master streams everything it has, tells the slave to take over
+    /// at that offset, and becomes slave once the peer confirms. Both keep serving throughout
+    /// and the link stays up, so no write is lost. Waits up to `timeout` for the hand-over.
+    pub async fn switchover(&self, timeout: Duration) -> Result<(), String> {
+        if self.role() != Role::Master {
+            return Err("this node is not the master".into());
+        }
+        if !self.link_up.load(Relaxed) {
+            return Err("no slave is linked".into());
+        }
+        self.stepdown.notify_one();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.role() == Role::Master {
+            if tokio::time::Instant::now() >= deadline {
+                return Err("the slave did not take over in time".into());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
     }
 
     /// Name/value pairs for `stats replication`.
@@ -111,6 +135,7 @@ impl Status {
             ("full_syncs_received".into(), self.full_syncs_received.load(Relaxed).to_string()),
             ("partial_syncs".into(), self.partial_syncs.load(Relaxed).to_string()),
             ("failovers".into(), self.failovers.load(Relaxed).to_string()),
+            ("switchovers".into(), self.switchovers.load(Relaxed).to_string()),
             ("ops_applied".into(), self.ops_applied.load(Relaxed).to_string()),
             ("auth_failures".into(), self.auth_failures.load(Relaxed).to_string()),
         ]

@@ -362,3 +362,46 @@ fn the_admin_listener_tells_the_master_apart_and_follows_a_failover() {
     let metrics = http_get(admin_b, "/metrics").1;
     assert!(metrics.contains("cachepair_replication_failovers_total 1"), "{metrics}");
 }
+
+#[test]
+fn a_planned_switchover_under_load_swaps_roles_and_loses_nothing() {
+    let (pa, pb, admin_a) = (free_port(), free_port(), free_port());
+    let aa = format!("127.0.0.1:{admin_a}");
+    let a = member("switch-a", pa, pb, &["--admin-listen", &aa]);
+    wait_role(&a.node, "master");
+    let b = member("switch-b", pb, pa, &[]);
+    wait_role(&b.node, "slave");
+
+    // Writes keep flowing to the old master during the hand-over; all acknowledged ones count.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, addr) = (stop.clone(), a.node.addr());
+        std::thread::spawn(move || {
+            let mut c = Client::connect(addr);
+            let mut acked = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && acked < 100_000 {
+                assert_eq!(c.call(&format!("set w{acked} 0 0 1\r\nx\r\n")), "STORED\r\n");
+                acked += 1;
+            }
+            acked
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let out = std::process::Command::new(common::BIN).args(["switchover", "--admin", &aa]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(repl_stat(&a.node, "role"), "slave");
+    wait_role(&b.node, "master");
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acked = writer.join().unwrap();
+
+    let keys: Vec<String> = (0..acked).map(|i| format!("w{i}")).collect();
+    wait_for("the new master to hold every acknowledged write", || {
+        contents(&b.node, &keys).iter().all(Option::is_some).then_some(())
+    });
+    assert_eq!(repl_stat(&b.node, "switchovers"), "1");
+    assert_eq!(repl_stat(&b.node, "failovers"), "0");
+    // A second request on the node that is now slave is refused.
+    let again = std::process::Command::new(common::BIN).args(["switchover", "--admin", &aa]).output().unwrap();
+    assert!(!again.status.success());
+}

@@ -96,6 +96,16 @@ pub struct Config {
     #[arg(long = "repl-heartbeat-ms", default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=10_000))]
     pub repl_heartbeat_ms: u64,
 
+    /// Replication mode: `async` acknowledges writes at once; `sync` only once the peer
+    /// applied them (see --repl-sync-timeout-ms for what happens when it does not)
+    #[arg(long = "repl-mode", value_enum, default_value_t = ReplMode::Async)]
+    pub repl_mode: ReplMode,
+
+    /// In sync mode, how long a write waits for the peer before it is acknowledged anyway
+    /// (counted as sync_degraded in `stats replication`, and logged)
+    #[arg(long = "repl-sync-timeout-ms", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub repl_sync_timeout_ms: u64,
+
     /// An administrative command for a running node instead of serving
     #[command(subcommand)]
     pub command: Option<AdminCommand>,
@@ -103,6 +113,12 @@ pub struct Config {
     /// Missed heartbeats after which the peer counts as dead (the slave then promotes itself)
     #[arg(long = "repl-misses", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub repl_misses: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReplMode {
+    Async,
+    Sync,
 }
 
 /// Commands sent to a running node's admin listener.

@@ -11,7 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::admin;
-use crate::config::Config;
+use crate::config::{Config, ReplMode};
 use crate::daemon::{self, EX_CANTCREAT, EX_OSERR, EX_USAGE, Fatal, PidFile};
 use crate::engine::{Context, Settings};
 use crate::logging;
@@ -95,6 +95,7 @@ fn replication_config(config: &Config) -> Result<Option<replication::Config>, Fa
         misses: config.repl_misses,
         backlog_bytes: config.repl_queue.saturating_mul(1024),
         max_frame: codec::max_frame(config.item_size_max),
+        sync_timeout: (config.repl_mode == ReplMode::Sync).then(|| Duration::from_millis(config.repl_sync_timeout_ms)),
     }))
 }
 

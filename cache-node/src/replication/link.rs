@@ -352,7 +352,10 @@ async fn reader(
                     repl.status.ops_applied.fetch_add(1, Relaxed);
                     applied_any = true;
                 }
-                Message::Ack { offset } => repl.status.peer_acked.store(offset, Relaxed),
+                Message::Ack { offset } => {
+                    repl.status.peer_acked.store(offset, Relaxed);
+                    repl.status.acked.notify_waiters();
+                }
                 Message::StepDown { offset } => step_down(repl, shared, offset)?,
                 Message::Ping { .. } | Message::Pong { .. } => {}
                 Message::Error { message } => bail!("peer: {message}"),

@@ -50,6 +50,8 @@ pub struct Config {
     pub backlog_bytes: usize,
     /// Largest frame accepted (`-I` plus room).
     pub max_frame: usize,
+    /// Synchronous mode: a write is acknowledged once the peer applied it, or after this long.
+    pub sync_timeout: Option<Duration>,
 }
 
 /// What `stats replication` and `/metrics` show; shared with the engine.
@@ -71,6 +73,12 @@ pub struct Status {
     pub peer_acked: AtomicU64,
     /// Asks the link to hand the master role over (see [`Status::switchover`]).
     stepdown: Notify,
+    /// Synchronous mode: how long a write waits for the peer (milliseconds; 0: asynchronous).
+    sync_timeout_ms: AtomicU64,
+    /// Writes acknowledged without the peer's confirmation in synchronous mode.
+    pub sync_degraded: AtomicU64,
+    /// Signalled when the peer acknowledges more of this node's stream.
+    acked: Notify,
 }
 
 impl Status {
@@ -91,6 +99,45 @@ impl Status {
             },
             Relaxed,
         );
+    }
+
+    /// The end of this node's stream: a write made before reading it is at or before it.
+    pub fn stream_end(&self) -> u64 {
+        self.stream_end.load(Relaxed)
+    }
+
+    /// Synchronous mode: returns once the peer has applied this node's stream up to `offset`.
+    /// The degrade policy: with no peer linked, or after the timeout, it returns anyway (the
+    /// write is acknowledged as asynchronous), counts it in `sync_degraded` and logs it.
+    pub async fn wait_replicated(&self, offset: u64) {
+        let timeout = self.sync_timeout_ms.load(Relaxed);
+        if timeout == 0 {
+            return;
+        }
+        if !self.link_up.load(Relaxed) {
+            self.degraded("no peer linked");
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout);
+        loop {
+            let acked = self.acked.notified();
+            tokio::pin!(acked);
+            acked.as_mut().enable();
+            if self.peer_acked.load(Relaxed) >= offset {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, acked).await.is_err() {
+                self.degraded("the peer did not confirm in time");
+                return;
+            }
+        }
+    }
+
+    fn degraded(&self, why: &str) {
+        // One line per 1024 degraded writes: enough to notice, not a flood.
+        if self.sync_degraded.fetch_add(1, Relaxed).is_multiple_of(1024) {
+            warn!(why, "synchronous replication degraded: write acknowledged without the peer");
+        }
     }
 
     /// Planned switchover: the master streams everything it has, tells the slave to take over
@@ -136,6 +183,8 @@ impl Status {
             ("partial_syncs".into(), self.partial_syncs.load(Relaxed).to_string()),
             ("failovers".into(), self.failovers.load(Relaxed).to_string()),
             ("switchovers".into(), self.switchovers.load(Relaxed).to_string()),
+            ("mode".into(), if self.sync_timeout_ms.load(Relaxed) == 0 { "async" } else { "sync" }.into()),
+            ("sync_degraded".into(), self.sync_degraded.load(Relaxed).to_string()),
             ("ops_applied".into(), self.ops_applied.load(Relaxed).to_string()),
             ("auth_failures".into(), self.auth_failures.load(Relaxed).to_string()),
         ]
@@ -214,6 +263,8 @@ impl Replicator {
         let mut repl_id = [0u8; 16];
         getrandom::fill(&mut repl_id).map_err(|e| anyhow::anyhow!("no randomness for the stream id: {e}"))?;
         let status = ctx.replication.get_or_init(|| Arc::new(Status::default())).clone();
+        let sync_ms = config.sync_timeout.map_or(0, |t| t.as_millis().max(1) as u64);
+        status.sync_timeout_ms.store(sync_ms, Relaxed);
         let feed = Arc::new(Feed {
             backlog: Mutex::new(Backlog::new(config.backlog_bytes)),
             recording: AtomicBool::new(false),

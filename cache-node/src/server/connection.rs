@@ -56,10 +56,19 @@ pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream, conn: &Conn) -> std
             Some(&REQUEST_MAGIC) => Protocol::Binary,
             _ => Protocol::Text,
         });
+        let repl = ctx.replication.get();
+        let stream_before = repl.map(|r| r.stream_end());
         let progress: Progress = match proto {
             Protocol::Text => text::process(&ctx, &rbuf, &mut out),
             Protocol::Binary => binary::process(&ctx, &rbuf, &mut out),
         };
+        // Synchronous replication: the replies to writes wait until the peer applied them.
+        if let (Some(r), Some(before)) = (repl, stream_before) {
+            let end = r.stream_end();
+            if end > before {
+                r.wait_replicated(end).await;
+            }
+        }
         if progress.consumed > 0 {
             conn.touch(ctx.clock.now());
         }

@@ -22,7 +22,7 @@ use super::roles::{Side, after_meeting};
 use crate::store::{Change, RemoteItem};
 
 /// Time allowed for the handshake and the exchange of `Sync` messages.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How much of the stream is copied out of the backlog per write.
 const WRITE_CHUNK: usize = 256 * 1024;
 

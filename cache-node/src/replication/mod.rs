@@ -71,6 +71,8 @@ pub struct Status {
     /// End of this node's stream, and how far the peer acknowledged it.
     pub stream_end: AtomicU64,
     pub peer_acked: AtomicU64,
+    /// Bytes the backlog holds (bounded by -q).
+    pub backlog_bytes: AtomicU64,
     /// Asks the link to hand the master role over (see [`Status::switchover`]).
     stepdown: Notify,
     /// Synchronous mode: how long a write waits for the peer (milliseconds; 0: asynchronous).
@@ -178,6 +180,7 @@ impl Status {
             ("link".into(), if self.link_up.load(Relaxed) { "up" } else { "down" }.into()),
             ("stream_offset".into(), end.to_string()),
             ("lag_bytes".into(), (end - acked).to_string()),
+            ("backlog_bytes".into(), self.backlog_bytes.load(Relaxed).to_string()),
             ("full_syncs_sent".into(), self.full_syncs_sent.load(Relaxed).to_string()),
             ("full_syncs_received".into(), self.full_syncs_received.load(Relaxed).to_string()),
             ("partial_syncs".into(), self.partial_syncs.load(Relaxed).to_string()),
@@ -231,6 +234,7 @@ impl ChangeSink for Feed {
         if (Message::Op { offset, op }).encode(&mut frame).is_ok() {
             let end = backlog.append(&frame);
             self.status.stream_end.store(end, Relaxed);
+            self.status.backlog_bytes.store(end - backlog.start(), Relaxed);
         }
         drop(backlog);
         self.changed.notify_waiters();
@@ -362,9 +366,10 @@ impl Replicator {
             }
         };
         info!(addr = %self.config.listen, "master: listening for the peer");
-        let mut probe = tokio::time::interval(PROBE_INTERVAL);
-        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Jittered, so that two masters probing each other do not stay in step (each would
+            // wait for the other's listener while neither accepts).
+            let probe = tokio::time::sleep(PROBE_INTERVAL / 2 + jitter(PROBE_INTERVAL));
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, addr)) => {
@@ -376,7 +381,7 @@ impl Replicator {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
-                _ = probe.tick(), if self.config.peer.is_some() && !self.peer_is_self() => {
+                _ = probe, if self.config.peer.is_some() && !self.peer_is_self() => {
                     let peer = self.config.peer.clone().unwrap_or_default();
                     if let Ok(stream) = self.connect(&peer).await {
                         self.clone().link(stream, false).await;
@@ -424,3 +429,10 @@ impl Replicator {
 /// second master at its peer's address.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A random duration below `max`.
+fn jitter(max: Duration) -> Duration {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    Duration::from_millis(u64::from_be_bytes(bytes) % (max.as_millis() as u64).max(1))
+}

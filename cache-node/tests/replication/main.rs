@@ -457,3 +457,36 @@ fn in_asynchronous_mode_the_writes_lost_with_the_master_are_counted() {
     assert!(acked > 100, "too few writes to mean anything: {acked}");
     assert!(lost < acked / 10, "{lost} of {acked} lost");
 }
+
+#[test]
+fn a_stalled_slave_costs_the_master_bounded_memory_and_catches_up_afterwards() {
+    let (pa, pb, via) = (free_port(), free_port(), free_port());
+    // A 256 KiB backlog (-q counts KiB-sized items).
+    let a = member("stall-a", pa, pb, &["-q", "256"]);
+    wait_role(&a.node, "master");
+    let proxy = Proxy::start(via, ([127, 0, 0, 1], pa).into());
+    let b = member("stall-b", pb, via, &[]);
+    wait_role(&b.node, "slave");
+    let full_before = stat_num(&a.node, "full_syncs_sent");
+
+    proxy.pause();
+    // 20 MiB of writes while the slave reads nothing: the master must neither block nor hoard.
+    let value = "v".repeat(100 * 1024);
+    let mut c = a.node.client();
+    for i in 0..200 {
+        assert_eq!(c.call(&format!("set big{} 0 0 {}\r\n{value}\r\n", i % 50, value.len())), "STORED\r\n");
+        assert!(stat_num(&a.node, "backlog_bytes") <= 256 * 1024 + value.len() as u64 + 1024);
+    }
+    assert_eq!(c.call("set last 0 0 4\r\ndone\r\n"), "STORED\r\n");
+    proxy.resume();
+
+    // Past the backlog: the slave takes a full sync and ends up with everything.
+    wait_item(&b.node, "last", Option::is_some);
+    for i in 0..50 {
+        let key = format!("big{i}");
+        let on_a = wait_item(&a.node, &key, Option::is_some);
+        wait_item(&b.node, &key, |v| *v == on_a);
+    }
+    assert!(stat_num(&a.node, "full_syncs_sent") > full_before);
+    assert_eq!(repl_stat(&b.node, "role"), "slave");
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 pub struct Proxy {
     open: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
 }
@@ -22,7 +23,8 @@ impl Proxy {
         let open = Arc::new(AtomicBool::new(true));
         let conns = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (o, c, s) = (open.clone(), conns.clone(), stop.clone());
+        let paused = Arc::new(AtomicBool::new(false));
+        let (o, c, s, p) = (open.clone(), conns.clone(), stop.clone(), paused.clone());
         std::thread::spawn(move || {
             while !s.load(SeqCst) {
                 let Ok((client, _)) = listener.accept() else {
@@ -41,9 +43,15 @@ impl Proxy {
                 client.set_nonblocking(false).unwrap();
                 for (from, to) in [(&client, &upstream), (&upstream, &client)] {
                     let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
+                    let p = p.clone();
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 64 * 1024];
-                        while let Ok(n) = from.read(&mut buf) {
+                        loop {
+                            // A stalled network: nothing moves, nothing closes.
+                            while p.load(SeqCst) {
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                            let Ok(n) = from.read(&mut buf) else { break };
                             if n == 0 || to.write_all(&buf[..n]).is_err() {
                                 break;
                             }
@@ -54,7 +62,7 @@ impl Proxy {
                 c.lock().unwrap().extend([client, upstream]);
             }
         });
-        Self { open, conns, stop }
+        Self { open, paused, conns, stop }
     }
 
     /// Drops every connection and refuses new ones.
@@ -67,6 +75,15 @@ impl Proxy {
 
     pub fn heal(&self) {
         self.open.store(true, SeqCst);
+    }
+
+    /// Stops moving bytes, keeping every connection open (a stalled peer or network).
+    pub fn pause(&self) {
+        self.paused.store(true, SeqCst);
+    }
+
+    pub fn resume(&self) {
+        self.paused.store(false, SeqCst);
     }
 }
 

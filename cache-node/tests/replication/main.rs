@@ -91,14 +91,24 @@ fn every_write_reaches_the_peer_with_flags_expiry_and_cas() {
     wait_item(&b.node, "gone", Option::is_some);
     assert_eq!(cb.call("delete gone\r\n"), "DELETED\r\n");
     assert_eq!(ca.call("touch k1 1000\r\n"), "TOUCHED\r\n");
+    // The binary protocol on the slave: SET bin (flags 5) = "binary".
+    let mut frame = vec![0x80, 0x01, 0, 3, 8, 0, 0, 0, 0, 0, 0, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    frame.extend_from_slice(&[0, 0, 0, 5, 0, 0, 0, 0]);
+    frame.extend_from_slice(b"binbinary");
+    let mut raw = TcpStream::connect(b.node.addr()).unwrap();
+    raw.write_all(&frame).unwrap();
+    let mut header = [0u8; 24];
+    raw.read_exact(&mut header).unwrap();
+    assert_eq!((header[0], header[6], header[7]), (0x81, 0, 0), "binary set succeeded");
 
-    for key in ["k1", "k2", "n", "m1"] {
+    for key in ["k1", "k2", "n", "m1", "bin"] {
         let on_a = wait_item(&a.node, key, Option::is_some);
         wait_item(&b.node, key, |b| *b == on_a);
     }
     assert_eq!(wait_item(&a.node, "k2", Option::is_some).unwrap().1, "bye!");
     assert_eq!(wait_item(&a.node, "n", |v| v.as_ref().is_some_and(|v| v.1.trim() == "15")).unwrap().0, 0);
     assert_eq!(wait_item(&a.node, "m1", Option::is_some).unwrap().0, 9);
+    assert_eq!(wait_item(&a.node, "bin", Option::is_some).unwrap().0, 5);
     wait_item(&a.node, "gone", Option::is_none);
     // Expiry travels as an absolute time: both report the same remaining TTL.
     let ttl = |n: &Node| n.client().call("mg k1 t\r\n");
@@ -489,4 +499,31 @@ fn a_stalled_slave_costs_the_master_bounded_memory_and_catches_up_afterwards() {
     }
     assert!(stat_num(&a.node, "full_syncs_sent") > full_before);
     assert_eq!(repl_stat(&b.node, "role"), "slave");
+}
+
+#[test]
+fn concurrent_conflicting_writes_on_both_nodes_converge() {
+    let (a, b) = pair(&[]);
+    let keys: Vec<String> = (0..20).map(|i| format!("hot{i}")).collect();
+    // Both nodes write the same keys at the same time, with different values.
+    let writers: Vec<_> = [(a.node.addr(), "a"), (b.node.addr(), "b")]
+        .into_iter()
+        .map(|(addr, side)| {
+            let keys = keys.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for round in 0..300 {
+                    let key = &keys[round % keys.len()];
+                    let value = format!("{side}{round}");
+                    let reply = c.call(&format!("set {key} 0 0 {}\r\n{value}\r\n", value.len()));
+                    assert_eq!(reply, "STORED\r\n");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    wait_for("both copies identical", || (contents(&a.node, &keys) == contents(&b.node, &keys)).then_some(()));
+    assert!(contents(&a.node, &keys).iter().all(Option::is_some));
 }

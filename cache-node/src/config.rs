@@ -106,6 +106,11 @@ pub struct Config {
     #[arg(long = "repl-sync-timeout-ms", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub repl_sync_timeout_ms: u64,
 
+    /// Open the client ports at once, even while joining a master (by default a joining
+    /// slave serves clients only once it holds the master's full copy)
+    #[arg(long = "serve-while-syncing")]
+    pub serve_while_syncing: bool,
+
     /// An administrative command for a running node instead of serving
     #[command(subcommand)]
     pub command: Option<AdminCommand>,

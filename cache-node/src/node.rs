@@ -96,6 +96,7 @@ fn replication_config(config: &Config) -> Result<Option<replication::Config>, Fa
         backlog_bytes: config.repl_queue.saturating_mul(1024),
         max_frame: codec::max_frame(config.item_size_max),
         sync_timeout: (config.repl_mode == ReplMode::Sync).then(|| Duration::from_millis(config.repl_sync_timeout_ms)),
+        serve_while_syncing: config.serve_while_syncing,
     }))
 }
 

@@ -20,6 +20,8 @@ pub enum Gap {
 #[derive(Debug)]
 pub struct Backlog {
     bytes: VecDeque<u8>,
+    /// Where each frame held ends, for counting ops.
+    ends: VecDeque<u64>,
     /// Stream offset of `bytes[0]`.
     start: u64,
     capacity: usize,
@@ -27,7 +29,7 @@ pub struct Backlog {
 
 impl Backlog {
     pub fn new(capacity: usize) -> Self {
-        Self { bytes: VecDeque::new(), start: 0, capacity: capacity.max(1) }
+        Self { bytes: VecDeque::new(), ends: VecDeque::new(), start: 0, capacity: capacity.max(1) }
     }
 
     /// Offset just past the last byte written.
@@ -40,11 +42,12 @@ impl Backlog {
         self.start
     }
 
-    /// Appends whole frames (each a big-endian `u32` length, then that many bytes, as the link
-    /// codec writes them), dropping the oldest whole frames that no longer fit, so the ring
-    /// never starts mid-frame. Returns the new end offset.
-    pub fn append(&mut self, frames: &[u8]) -> u64 {
-        self.bytes.extend(frames);
+    /// Appends one frame (a big-endian `u32` length, then that many bytes, as the link codec
+    /// writes it), dropping the oldest whole frames that no longer fit, so the ring never
+    /// starts mid-frame. Returns the new end offset.
+    pub fn append(&mut self, frame: &[u8]) -> u64 {
+        self.bytes.extend(frame);
+        self.ends.push_back(self.end());
         while self.bytes.len() > self.capacity {
             let mut prefix = [0u8; 4];
             for (dst, src) in prefix.iter_mut().zip(self.bytes.iter()) {
@@ -53,8 +56,14 @@ impl Backlog {
             let n = (4 + u32::from_be_bytes(prefix) as usize).min(self.bytes.len());
             self.bytes.drain(..n);
             self.start += n as u64;
+            self.ends.pop_front();
         }
         self.end()
+    }
+
+    /// How many frames end after `offset`: the ops a peer at `offset` has yet to apply.
+    pub fn frames_after(&self, offset: u64) -> usize {
+        self.ends.len() - self.ends.partition_point(|&end| end <= offset)
     }
 
     /// Copies up to `max` bytes from `offset` into `out`; returns how many.
@@ -112,6 +121,8 @@ mod tests {
         assert_eq!(b.read(8, 100, &mut out), Ok(16));
         assert_eq!(out, [frame(b"efgh"), frame(b"ijkl")].concat());
         assert_eq!(b.read(24, 100, &mut Vec::new()), Ok(0));
+        assert_eq!((b.frames_after(8), b.frames_after(16), b.frames_after(24)), (2, 1, 0));
+        assert_eq!(b.frames_after(0), 2, "trimmed frames are not counted");
     }
 
     #[test]

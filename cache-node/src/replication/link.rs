@@ -355,6 +355,8 @@ async fn reader(
                 Message::Ack { offset } => {
                     repl.status.peer_acked.store(offset, Relaxed);
                     repl.status.acked.notify_waiters();
+                    let behind = repl.feed.backlog.lock().frames_after(offset) as u64;
+                    repl.status.lag_ops.store(behind, Relaxed);
                 }
                 Message::StepDown { offset } => step_down(repl, shared, offset)?,
                 Message::Ping { .. } | Message::Pong { .. } => {}

@@ -52,6 +52,8 @@ pub struct Config {
     pub max_frame: usize,
     /// Synchronous mode: a write is acknowledged once the peer applied it, or after this long.
     pub sync_timeout: Option<Duration>,
+    /// Open the client ports at once instead of after a joining slave's full copy.
+    pub serve_while_syncing: bool,
 }
 
 /// What `stats replication` and `/metrics` show; shared with the engine.
@@ -73,6 +75,8 @@ pub struct Status {
     pub peer_acked: AtomicU64,
     /// Bytes the backlog holds (bounded by -q).
     pub backlog_bytes: AtomicU64,
+    /// Ops of this node's stream the peer had not acknowledged at its last ack.
+    pub lag_ops: AtomicU64,
     /// Asks the link to hand the master role over (see [`Status::switchover`]).
     stepdown: Notify,
     /// Synchronous mode: how long a write waits for the peer (milliseconds; 0: asynchronous).
@@ -180,6 +184,7 @@ impl Status {
             ("link".into(), if self.link_up.load(Relaxed) { "up" } else { "down" }.into()),
             ("stream_offset".into(), end.to_string()),
             ("lag_bytes".into(), (end - acked).to_string()),
+            ("lag_ops".into(), self.lag_ops.load(Relaxed).to_string()),
             ("backlog_bytes".into(), self.backlog_bytes.load(Relaxed).to_string()),
             ("full_syncs_sent".into(), self.full_syncs_sent.load(Relaxed).to_string()),
             ("full_syncs_received".into(), self.full_syncs_received.load(Relaxed).to_string()),
@@ -300,6 +305,9 @@ impl Replicator {
 
     /// The control loop: repcached's start-up rule, then master duty until the process ends.
     pub async fn run(self: Arc<Self>) {
+        if self.config.serve_while_syncing {
+            self.ready.send_replace(true);
+        }
         if let Some(peer) = self.config.peer.clone() {
             self.status.set_role(Role::Starting);
             match self.connect(&peer).await {

@@ -499,6 +499,9 @@ fn a_stalled_slave_costs_the_master_bounded_memory_and_catches_up_afterwards() {
     }
     assert!(stat_num(&a.node, "full_syncs_sent") > full_before);
     assert_eq!(repl_stat(&b.node, "role"), "slave");
+    wait_for("no lag left", || {
+        (repl_stat(&a.node, "lag_ops") == "0" && repl_stat(&a.node, "lag_bytes") == "0").then_some(())
+    });
 }
 
 #[test]
@@ -526,4 +529,18 @@ fn concurrent_conflicting_writes_on_both_nodes_converge() {
     }
     wait_for("both copies identical", || (contents(&a.node, &keys) == contents(&b.node, &keys)).then_some(()));
     assert!(contents(&a.node, &keys).iter().all(Option::is_some));
+}
+
+#[test]
+fn serve_while_syncing_opens_the_client_port_before_the_copy() {
+    // A "peer" that accepts and then says nothing keeps the joiner in its handshake.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = silent.local_addr().unwrap().port();
+    let joiner = member("eager", free_port(), peer, &["--serve-while-syncing"]);
+    let started = Instant::now();
+    let mut c = joiner.node.client();
+    assert!(c.call("version\r\n").starts_with("VERSION "));
+    assert!(started.elapsed() < Duration::from_secs(1), "answered only after {:?}", started.elapsed());
+    assert_eq!(repl_stat(&joiner.node, "role"), "starting");
+    drop(silent);
 }

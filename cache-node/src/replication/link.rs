@@ -228,20 +228,7 @@ async fn writer(repl: &Replicator, wr: &mut OwnedWriteHalf, start: Option<u64>, 
         let changed = repl.feed.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        loop {
-            let read = repl.feed.backlog.lock().read(offset, WRITE_CHUNK, &mut out);
-            match read {
-                Ok(0) => break,
-                Ok(n) => {
-                    offset += n as u64;
-                    wr.write_all(&out).await?;
-                    shared.heard_now();
-                    out.clear();
-                }
-                Err(Gap::Trimmed) => bail!("the peer fell behind the backlog: it takes a full sync on the next link"),
-                Err(Gap::Ahead) => bail!("the peer asked for offset {offset}, beyond this stream"),
-            }
-        }
+        drain(repl, wr, &mut offset, &mut out, shared).await?;
         let applied = shared.applied.load(Relaxed);
         if applied != acked {
             send(wr, &Message::Ack { offset: applied }).await?;
@@ -257,21 +244,34 @@ async fn writer(repl: &Replicator, wr: &mut OwnedWriteHalf, start: Option<u64>, 
             _ = ping.tick() => send(wr, &Message::Ping { millis: unix_millis() }).await?,
             _ = repl.status.stepdown.notified(), if repl.status.role() == Role::Master => {
                 // Everything written so far goes first; the slave takes over where it ends.
-                loop {
-                    let read = repl.feed.backlog.lock().read(offset, WRITE_CHUNK, &mut out);
-                    match read {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            offset += n as u64;
-                            wr.write_all(&out).await?;
-                            out.clear();
-                        }
-                        Err(gap) => bail!("cannot hand over: backlog {gap:?} at offset {offset}"),
-                    }
-                }
+                drain(repl, wr, &mut offset, &mut out, shared).await?;
                 info!(offset, "handing the master role over");
                 send(wr, &Message::StepDown { offset }).await?;
             }
+        }
+    }
+}
+
+/// Sends the stream from `offset` up to the current end of the backlog.
+async fn drain(
+    repl: &Replicator,
+    wr: &mut OwnedWriteHalf,
+    offset: &mut u64,
+    out: &mut Vec<u8>,
+    shared: &Shared,
+) -> anyhow::Result<()> {
+    loop {
+        let read = repl.feed.backlog.lock().read(*offset, WRITE_CHUNK, out);
+        match read {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                *offset += n as u64;
+                wr.write_all(out).await?;
+                shared.heard_now();
+                out.clear();
+            }
+            Err(Gap::Trimmed) => bail!("the peer fell behind the backlog: it takes a full sync on the next link"),
+            Err(Gap::Ahead) => bail!("the peer asked for offset {offset}, beyond this stream"),
         }
     }
 }
@@ -457,7 +457,7 @@ async fn recv<'b>(
             bail!("peer closed the link");
         }
     }
-    Ok(codec::decode(rbuf, repl.config.max_frame)?.expect("a whole frame was just seen"))
+    codec::decode(rbuf, repl.config.max_frame)?.context("a whole frame was just seen")
 }
 
 fn unix_millis() -> u64 {

@@ -382,6 +382,10 @@ impl Replicator {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, addr)) => {
                         info!(%addr, "peer connected");
+                        // Small frames must not wait for Nagle and delayed acks (40 ms).
+                        if let Err(e) = stream.set_nodelay(true) {
+                            warn!(error = %e, "cannot set TCP_NODELAY on the link");
+                        }
                         self.clone().link(stream, true).await;
                     }
                     Err(e) => {

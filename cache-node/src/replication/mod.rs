@@ -343,9 +343,12 @@ impl Replicator {
         while self.status.role() == Role::Slave && tokio::time::Instant::now() < deadline {
             let attempt = tokio::time::timeout_at(deadline, self.connect(&peer)).await;
             match attempt.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
+                // Only a link that came up earns more patience: a peer address that accepts
+                // and then fails every handshake is as good as dead.
                 Ok(stream) => {
-                    self.clone().link(stream, false).await;
-                    deadline = tokio::time::Instant::now() + patience;
+                    if self.clone().link(stream, false).await {
+                        deadline = tokio::time::Instant::now() + patience;
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
                 Err(_) => tokio::time::sleep(self.config.heartbeat / 2).await,
@@ -425,15 +428,16 @@ impl Replicator {
         Ok(stream)
     }
 
-    /// Runs one link to its end, keeping the status current.
-    async fn link(self: Arc<Self>, stream: TcpStream, accepted: bool) {
+    /// Runs one link to its end, keeping the status current. Returns whether the link came
+    /// up (authenticated and synced), as opposed to failing on the way.
+    async fn link(self: Arc<Self>, stream: TcpStream, accepted: bool) -> bool {
         let peer = stream.peer_addr().ok();
         *self.status.peer.lock() = peer;
         match link::run(&self, stream, accepted).await {
             Ok(()) => info!(peer = ?peer, "link closed"),
             Err(e) => warn!(peer = ?peer, error = %e, "link ended"),
         }
-        self.status.link_up.store(false, Relaxed);
+        self.status.link_up.swap(false, Relaxed)
     }
 }
 

@@ -544,3 +544,21 @@ fn serve_while_syncing_opens_the_client_port_before_the_copy() {
     assert_eq!(repl_stat(&joiner.node, "role"), "starting");
     drop(silent);
 }
+
+#[test]
+fn a_master_that_stops_answering_is_replaced_by_heartbeat() {
+    // The master stays up but the network to it breaks: existing connections drop and new ones
+    // are accepted by the proxy and closed at once, as a half-dead path would.
+    let (pa, pb, via) = (free_port(), free_port(), free_port());
+    let a = member("silent-a", pa, pb, &[]);
+    wait_role(&a.node, "master");
+    let proxy = Proxy::start(via, ([127, 0, 0, 1], pa).into());
+    let b = member("silent-b", pb, via, &[]);
+    wait_role(&b.node, "slave");
+    let cut = Instant::now();
+    proxy.cut();
+    wait_role(&b.node, "master");
+    let takeover = cut.elapsed();
+    assert!(takeover < Duration::from_secs(1), "takeover took {takeover:?}");
+    assert_eq!(stat_num(&b.node, "failovers"), 1);
+}

@@ -90,12 +90,6 @@ pub enum Op<'a> {
         key: &'a [u8],
         version: u64,
     },
-    /// `exptime` as in [`Entry`].
-    Touch {
-        key: &'a [u8],
-        exptime: u64,
-        version: u64,
-    },
     /// `flush_all`, taking effect at unix second `at`.
     Flush {
         at: u64,
@@ -108,7 +102,7 @@ impl Op<'_> {
         match self {
             Op::Set(_) => 1,
             Op::Delete { .. } => 2,
-            Op::Touch { .. } => 3,
+            // 3 was a touch op: touches travel as the item's new state (`Set`).
             Op::Flush { .. } => 4,
         }
     }
@@ -415,7 +409,6 @@ impl<'a> Reader<'a> {
         Ok(match self.u8("op type")? {
             1 => Op::Set(self.entry()?),
             2 => Op::Delete { key: self.key()?, version: self.u64("version")? },
-            3 => Op::Touch { key: self.key()?, exptime: self.u64("exptime")?, version: self.u64("version")? },
             4 => Op::Flush { at: self.u64("at")?, version: self.u64("version")? },
             value => return Err(CodecError::BadValue { kind: self.kind, field: "op type", value }),
         })
@@ -515,11 +508,6 @@ impl<'a> Message<'a> {
                     Op::Set(ref entry) => w.entry(entry)?,
                     Op::Delete { key, version } => {
                         w.bytes("key", key, MAX_KEY_LEN)?;
-                        w.put(&version.to_be_bytes());
-                    }
-                    Op::Touch { key, exptime, version } => {
-                        w.bytes("key", key, MAX_KEY_LEN)?;
-                        w.put(&exptime.to_be_bytes());
                         w.put(&version.to_be_bytes());
                     }
                     Op::Flush { at, version } => {

@@ -344,7 +344,6 @@ async fn reader(
                             let when = if at == 0 { now } else { repl.ctx.clock.rel_exptime(at as i64, now) };
                             repl.ctx.store.apply_flush(now, when);
                         }
-                        Op::Touch { .. } => bail!("the peer sent a touch op, which this version never sends"),
                     }
                     let end = offset + len as u64;
                     repl.peer_stream.lock().1 = end;

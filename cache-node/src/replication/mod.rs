@@ -202,6 +202,9 @@ impl Status {
 /// The store's change sink: encodes each local change into the backlog.
 pub struct Feed {
     backlog: Mutex<Backlog>,
+    /// Where a change is encoded before it joins the backlog; reused, so that recording a
+    /// change allocates nothing.
+    scratch: Mutex<Vec<u8>>,
     /// Off until a peer first links: a node alone records nothing and pays nothing.
     recording: AtomicBool,
     changed: Notify,
@@ -235,7 +238,8 @@ impl ChangeSink for Feed {
             Change::Delete { key, version } => Op::Delete { key, version },
             Change::Flush { when } => Op::Flush { at: self.unix(when), version: 0 },
         };
-        let mut frame = Vec::new();
+        let mut frame = self.scratch.lock();
+        frame.clear();
         if (Message::Op { offset, op }).encode(&mut frame).is_ok() {
             let end = backlog.append(&frame);
             self.status.stream_end.store(end, Relaxed);
@@ -276,6 +280,7 @@ impl Replicator {
         status.sync_timeout_ms.store(sync_ms, Relaxed);
         let feed = Arc::new(Feed {
             backlog: Mutex::new(Backlog::new(config.backlog_bytes)),
+            scratch: Mutex::new(Vec::new()),
             recording: AtomicBool::new(false),
             changed: Notify::new(),
             clock: ctx.clock.clone(),

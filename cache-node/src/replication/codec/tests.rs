@@ -43,7 +43,6 @@ fn samples() -> Vec<Message<'static>> {
         Message::Op { offset: 9, op: Op::Set(tombstone) },
         Message::Op { offset: 1, op: Op::Delete { key: b"ab", version: 3 } },
         Message::Op { offset: 2, op: Op::Delete { key: &LONG_KEY, version: 0 } },
-        Message::Op { offset: 3, op: Op::Touch { key: b"t", exptime: 1_700_000_000, version: 4 } },
         Message::Op { offset: 4, op: Op::Flush { at: 0, version: 5 } },
         Message::Ack { offset: 100 },
         Message::Ping { millis: 0x1122 },
@@ -312,7 +311,7 @@ fn a_long_key_is_refused() {
     assert_eq!(err, CodecError::TooLong { kind: "item", field: "key", len: u32::MAX.into(), max: 250 });
 
     let mut out = vec![1, 2, 3];
-    let op = Message::Op { offset: 0, op: Op::Touch { key: &key, exptime: 0, version: 0 } };
+    let op = Message::Op { offset: 0, op: Op::Delete { key: &key, version: 0 } };
     assert_eq!(op.encode(&mut out), Err(CodecError::TooLong { kind: "op", field: "key", len: 251, max: 250 }));
     assert_eq!(out, [1, 2, 3], "a failed encode leaves the buffer as it was");
     let item = Message::Item(Entry { key: &key, ..entry() });

@@ -437,7 +437,11 @@ def test_edge_cases(pair, name):
 
 PLAIN_KEYS = [b"foo", b"bar", b"num", b"long-" + b"x" * 150]
 BINARY_KEYS = [b"\x00\x01\xfe", b"k y"]
-VALUES = [b"", b"hi", b"0", b"12", b"99", b"18446744073709551615", b"abc\r\ndef", b"x" * 100]
+# No stored value of 2^63 or more: memcached 1.6.18 parses a counter past the end of the value
+# (it is not NUL-terminated) and then refuses any number it reads as negative, so whether such a
+# value counts as numeric depends on the bytes that follow it in memory. Wrapping at 2^64 is
+# covered by the store's unit tests and by the text differential, which allows for this.
+VALUES = [b"", b"hi", b"0", b"12", b"99", b"9223372036854775807", b"abc\r\ndef", b"x" * 100]
 
 
 def _opaque(rng: random.Random) -> bytes:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian 12 machine (run as root, or with sudo rights):
 # memcached 1.6.18 (the reference server), libmemcached-tools (memccapable), the Python test
-# packages and cargo-fuzz. Skips whatever is already there.
+# packages, cargo-fuzz and helm (for the chart tests). Skips whatever is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,5 +13,29 @@ if ! command -v memcached >/dev/null || ! command -v memccapable >/dev/null; the
     $sudo apt-get install -y -qq --no-install-recommends memcached libmemcached-tools >/dev/null
 fi
 python3 -m pip install -q --disable-pip-version-check \
-    -r tests/integration/requirements.txt -r tests/bench/requirements.txt
+    -r tests/integration/requirements.txt -r tests/bench/requirements.txt \
+    -r tests/manifests/requirements.txt
 command -v cargo-fuzz >/dev/null || cargo install -q --locked cargo-fuzz
+
+# helm, for tests/manifests: built once from the Go module proxy into a cache outside the repo,
+# one folder per version (tests/manifests/helm-version), where the tests look for it. The
+# ldflags are those of helm's release build: its version, and as default Kubernetes version the
+# minor of the client-go it is built with (v0.37 → 1.37), as its Makefile does.
+helm_version="$(cat tests/manifests/helm-version)"
+helm_dir="${XDG_CACHE_HOME:-$HOME/.cache}/cachepair/tools/helm-$helm_version"
+if [ ! -x "$helm_dir/helm" ]; then
+    command -v go >/dev/null || { echo "setup: go is needed to build helm" >&2; exit 1; }
+    helm_gomod="$(go mod download -json "helm.sh/helm/v3@$helm_version" |
+        sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')"
+    k8s_minor="$(sed -n 's/^[[:space:]]*k8s\.io\/client-go v0\.\([0-9]*\)\..*/\1/p' "$helm_gomod")"
+    [ -n "$k8s_minor" ] || { echo "setup: no k8s.io/client-go in $helm_gomod" >&2; exit 1; }
+    rm -rf "$helm_dir.tmp"
+    CGO_ENABLED=0 GOBIN="$helm_dir.tmp" go install -trimpath -ldflags "-w -s \
+        -X helm.sh/helm/v3/internal/version.version=$helm_version \
+        -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
+        -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$k8s_minor \
+        -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 \
+        -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$k8s_minor" \
+        "helm.sh/helm/v3/cmd/helm@$helm_version"
+    rm -rf "$helm_dir" && mv "$helm_dir.tmp" "$helm_dir"
+fi

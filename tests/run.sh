@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project: lint, unit and integration tests, black-box tests against
-# memcached 1.6.18, a short smoke run of each fuzz target and of the benchmark tooling.
+# memcached 1.6.18, the Kubernetes packaging tests, a short smoke run of each fuzz target and of
+# the benchmark tooling.
 # Installs its dependencies first (tests/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,9 +18,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "unit and Rust integration tests"
 cargo test --workspace
 
-step "black-box tests (memccapable, pymemcache, differential against memcached 1.6.18)"
+step "black-box tests (memccapable, pymemcache, differential against memcached 1.6.18);" \
+    "Kubernetes packaging (helm lint and template, deploy/, CRD samples, Dockerfiles)"
 cargo build -p cache-node
-python3 -m pytest -q tests/integration
+python3 -m pytest -q tests/integration tests/manifests
 
 step "fuzz smoke runs"
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}" tests/fuzz-smoke.sh

@@ -365,6 +365,15 @@ fn the_admin_listener_tells_the_master_apart_and_follows_a_failover() {
     let metrics = http_get(admin_a, "/metrics").1;
     assert!(metrics.contains("cachepair_replication_role{role=\"master\"} 1"), "{metrics}");
     assert!(metrics.contains("cachepair_replication_link_up 1"), "{metrics}");
+    // A write's trip to the peer and back is measured, in `stats replication` and `/metrics`.
+    assert_eq!(a.node.client().call("set lag 0 0 1\r\nx\r\n"), "STORED\r\n");
+    wait_for("a lag sample", || (repl_stat(&a.node, "lag_samples") != "0").then_some(()));
+    let p99: u64 = repl_stat(&a.node, "lag_p99_us").parse().unwrap();
+    assert!((1..common::WAIT.as_micros() as u64).contains(&p99), "lag p99 {p99} µs");
+    let metrics = http_get(admin_a, "/metrics").1;
+    assert!(metrics.contains("cachepair_replication_lag_seconds_count 1"), "{metrics}");
+    assert_eq!(a.node.client().call("stats reset\r\n"), "RESET\r\n");
+    assert_eq!(repl_stat(&a.node, "lag_samples"), "0");
 
     a.node.signal(Signal::SIGKILL);
     a.node.wait_exit();

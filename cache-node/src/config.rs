@@ -137,6 +137,13 @@ pub enum AdminCommand {
         #[arg(long = "admin", value_name = "ADDR:PORT")]
         admin: SocketAddr,
     },
+    /// Exits 0 if the node at this admin listener is master, 1 if not, 2 if it cannot be
+    /// reached: a check for keepalived's vrrp_script, so the virtual IP follows the master
+    IsMaster {
+        /// The node's admin listener (its --admin-listen)
+        #[arg(long = "admin", value_name = "ADDR:PORT")]
+        admin: SocketAddr,
+    },
 }
 
 impl Config {

@@ -362,6 +362,16 @@ fn the_admin_listener_tells_the_master_apart_and_follows_a_failover() {
     assert_eq!(http_get(admin_a, "/master"), (200, "master\n".into()));
     assert_eq!(http_get(admin_b, "/master"), (503, "slave\n".into()));
     assert_eq!(http_get(admin_b, "/role").1, "slave\n");
+    // keepalived's check: `cache-node is-master` exits 0 on the master only.
+    let is_master = |admin: &str| {
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_cache-node"))
+            .args(["is-master", "--admin", admin])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        status.code()
+    };
+    assert_eq!((is_master(&aa), is_master(&ab)), (Some(0), Some(1)));
     let metrics = http_get(admin_a, "/metrics").1;
     assert!(metrics.contains("cachepair_replication_role{role=\"master\"} 1"), "{metrics}");
     assert!(metrics.contains("cachepair_replication_link_up 1"), "{metrics}");
@@ -380,6 +390,7 @@ fn the_admin_listener_tells_the_master_apart_and_follows_a_failover() {
     wait_for("the slave's /master to turn ready", || (http_get(admin_b, "/master").0 == 200).then_some(()));
     let metrics = http_get(admin_b, "/metrics").1;
     assert!(metrics.contains("cachepair_replication_failovers_total 1"), "{metrics}");
+    assert_eq!((is_master(&aa), is_master(&ab)), (Some(2), Some(0)), "a dead node cannot be asked");
 }
 
 #[test]

@@ -35,9 +35,6 @@ use crate::{Error, Result};
 pub const FINALIZER: &str = "cachepair.io/cleanup";
 /// The one field manager of everything the operator writes.
 pub const MANAGER: &str = "cachepair-operator";
-/// The label that names a member's current role, for people and dashboards (routing does not
-/// depend on it: see `render::pod`).
-pub const ROLE_LABEL: &str = "cachepair.io/role";
 
 pub struct Context {
     pub client: Client,
@@ -306,9 +303,11 @@ impl CachePair {
                 Err(e) => return Err(e.into()),
             }
         } else {
+            // Without the API (404) or without the chart's permission for it (403) there is
+            // nothing this operator could have created.
             match monitors.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 403 => {}
                 Err(e) => return Err(e.into()),
             }
         }
@@ -454,8 +453,12 @@ impl CachePair {
             if matches!(view.state, PodState::Exited | PodState::Terminating) {
                 continue;
             }
-            let patch = json!({"metadata": {"labels": {ROLE_LABEL: role}}});
-            match pods.patch(&member.pod_name(&self.name()), &PatchParams::default(), &Patch::Merge(&patch)).await {
+            if view.role_label.as_deref() == Some(role) {
+                continue;
+            }
+            let patch = json!({"metadata": {"labels": {labels::ROLE: role}}});
+            let params = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+            match pods.patch(&member.pod_name(&self.name()), &params, &Patch::Merge(&patch)).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => return Err(e.into()),

@@ -204,6 +204,7 @@ mod tests {
             role,
             synced: true,
             node_lost_for: None,
+            role_label: None,
         }
     }
 

@@ -61,6 +61,8 @@ pub struct MemberView {
     pub synced: bool,
     /// How long its node has been unreachable (NotReady, Unknown or gone); `None` if healthy.
     pub node_lost_for: Option<Duration>,
+    /// The role label the operator last put on the pod.
+    pub role_label: Option<String>,
 }
 
 impl MemberView {
@@ -88,6 +90,7 @@ pub fn member_view(pod: &Pod, node: Option<&Node>, now: &Time) -> MemberView {
         state,
         ip: status.and_then(|s| s.pod_ip.clone()).filter(|ip| !ip.is_empty()),
         revision: pod.metadata.labels.as_ref().and_then(|l| l.get(labels::REVISION).cloned()),
+        role_label: pod.metadata.labels.as_ref().and_then(|l| l.get(labels::ROLE).cloned()),
         node_lost_for: node_name.as_ref().and_then(|_| node_lost_for(node, now)),
         node: node_name,
         role: None,

@@ -61,6 +61,9 @@ pub mod labels {
     pub const PAIR: &str = "cachepair.io/pair";
     pub const MEMBER: &str = "cachepair.io/member";
     pub const REVISION: &str = "cachepair.io/revision";
+    /// A member's current role, for people and dashboards (routing does not depend on it: see
+    /// `render::pod`).
+    pub const ROLE: &str = "cachepair.io/role";
 }
 
 /// The labels every object of a pair carries; `pair` alone selects its member pods.

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeMetric, prometheus_text,
+    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeMetric, NoLabelSet, prometheus_text,
 };
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
@@ -287,7 +287,15 @@ impl StatsCollector {
             "cachepair_replication_auth_failures",
             "Links refused because a side failed authentication.",
             r.auth_failures.load(Relaxed),
-        )
+        )?;
+        let lag = r.lag.summary();
+        let mut metric = out.0.encode_descriptor(
+            "cachepair_replication_lag_seconds",
+            "From a change made here to the peer's acknowledgement that it applied it.",
+            None,
+            MetricType::Histogram,
+        )?;
+        metric.encode_histogram::<NoLabelSet>(lag.sum_seconds, lag.samples, &lag.buckets, None)
     }
 }
 

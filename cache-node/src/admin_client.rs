@@ -1,4 +1,4 @@
-//! The client side of the admin listener, for `cache-node switchover`.
+//! The client side of the admin listener, for `cache-node switchover` and `cache-node is-master`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -10,7 +10,7 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Asks the master at `admin` to hand its role over; prints its answer.
 pub fn switchover(admin: SocketAddr) -> ExitCode {
-    match post(admin, "/switchover") {
+    match request(admin, "POST", "/switchover", TIMEOUT) {
         Ok((200, body)) => {
             print!("{body}");
             ExitCode::SUCCESS
@@ -26,11 +26,29 @@ pub fn switchover(admin: SocketAddr) -> ExitCode {
     }
 }
 
-/// A bodyless HTTP/1.0 POST: (status code, body).
-fn post(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, TIMEOUT)?;
-    s.set_read_timeout(Some(TIMEOUT))?;
-    s.write_all(format!("POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n").as_bytes())?;
+/// Whether the node at `admin` is master (`/master` answers 200): exit 0 if so, 1 if not, 2
+/// if it cannot be asked. Quick, since keepalived runs it every interval.
+pub fn is_master(admin: SocketAddr) -> ExitCode {
+    match request(admin, "GET", "/master", CHECK_TIMEOUT) {
+        Ok((200, _)) => ExitCode::SUCCESS,
+        Ok((_, body)) => {
+            eprint!("not master: {body}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("cannot reach the admin listener at {admin}: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A bodyless HTTP/1.0 request: (status code, body).
+fn request(addr: SocketAddr, method: &str, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n").as_bytes())?;
     let mut reply = String::new();
     s.read_to_string(&mut reply)?;
     let code = reply.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);

@@ -65,8 +65,10 @@ pub struct Config {
     #[arg(long = "allow-root")]
     pub allow_root: bool,
 
-    /// Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this address; off by default
-    #[arg(long = "admin-listen", value_name = "ADDR:PORT")]
+    /// Serve /metrics (Prometheus), /healthz, /readyz, /role and /master over HTTP on this
+    /// address (an IPv6 address may come without brackets: the port follows the last colon);
+    /// off by default
+    #[arg(long = "admin-listen", value_name = "ADDR:PORT", value_parser = parse_socket_addr)]
     pub admin_listen: Option<SocketAddr>,
 
     /// Largest item, in bytes with an optional k/m suffix (default 1m)
@@ -135,6 +137,13 @@ pub enum AdminCommand {
         #[arg(long = "admin", value_name = "ADDR:PORT")]
         admin: SocketAddr,
     },
+    /// Exits 0 if the node at this admin listener is master, 1 if not, 2 if it cannot be
+    /// reached: a check for keepalived's vrrp_script, so the virtual IP follows the master
+    IsMaster {
+        /// The node's admin listener (its --admin-listen)
+        #[arg(long = "admin", value_name = "ADDR:PORT")]
+        admin: SocketAddr,
+    },
 }
 
 impl Config {
@@ -197,6 +206,16 @@ fn resolve(spec: &str, port: u16) -> anyhow::Result<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
+/// `ADDR:PORT`, also with an unbracketed IPv6 address (as `$(POD_IP):9150` expands to).
+fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    let bad = || format!("{s:?} is not ADDR:PORT");
+    let (ip, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    Ok(SocketAddr::new(ip.parse().map_err(|_| bad())?, port.parse().map_err(|_| bad())?))
+}
+
 /// Sizes as memcached's -I takes them: bytes, or a number with k or m.
 pub fn parse_size(s: &str) -> Result<usize, String> {
     let s = s.trim();
@@ -244,6 +263,16 @@ mod tests {
         let c = Config::try_parse_from(["cache-node", "-p", "1", "-U", "2", "-l", "127.0.0.1,127.0.0.2"]).unwrap();
         let addrs: Vec<String> = c.udp_addrs().unwrap().iter().map(|a| a.to_string()).collect();
         assert_eq!(addrs, ["127.0.0.1:2", "127.0.0.2:2"]);
+    }
+
+    #[test]
+    fn the_admin_address_may_be_an_unbracketed_ipv6_address() {
+        let parse = |a: &str| Config::try_parse_from(["cache-node", "--admin-listen", a]).map(|c| c.admin_listen);
+        assert_eq!(parse("10.1.2.3:9150").unwrap(), Some("10.1.2.3:9150".parse().unwrap()));
+        assert_eq!(parse("[fd00::5]:9150").unwrap(), Some("[fd00::5]:9150".parse().unwrap()));
+        assert_eq!(parse("fd00::5:9150").unwrap(), Some("[fd00::5]:9150".parse().unwrap()));
+        assert!(parse("fd00::5").is_err());
+        assert!(parse("host:x").is_err());
     }
 
     #[test]

@@ -189,8 +189,7 @@ fn stat(ctx: &Context, h: &Header, group: &[u8], out: &mut Vec<u8>) {
     let list = if group.is_empty() {
         stats::general(ctx)
     } else if group.starts_with(b"reset") {
-        ctx.store.reset_stats();
-        ctx.stats.reset();
+        ctx.reset_stats();
         StatList::default()
     } else if group.starts_with(b"settings") {
         stats::settings(ctx)

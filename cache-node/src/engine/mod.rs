@@ -51,6 +51,16 @@ impl Context {
         })
     }
 
+    /// `stats reset`: zeroes the counters (and the replication lag distribution); state such as
+    /// item counts stays.
+    pub fn reset_stats(&self) {
+        self.store.reset_stats();
+        self.stats.reset();
+        if let Some(replication) = self.replication.get() {
+            replication.lag.reset();
+        }
+    }
+
     pub fn verbosity(&self) -> u8 {
         self.verbosity.load(Relaxed)
     }

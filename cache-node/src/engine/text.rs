@@ -194,8 +194,7 @@ fn stats_command(ctx: &Context, mut args: crate::protocol::text::Tokens<'_>, out
         (Some(b"slabs"), None) => stats::slabs(ctx).render_text(out),
         (Some(b"conns"), None) => stats::conns(ctx).render_text(out),
         (Some(b"reset"), None) => {
-            ctx.store.reset_stats();
-            ctx.stats.reset();
+            ctx.reset_stats();
             line(out, "RESET");
         }
         (Some(b"replication"), None) => {

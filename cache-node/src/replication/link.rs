@@ -64,6 +64,7 @@ pub async fn run(repl: &Arc<Replicator>, stream: TcpStream, accepted: bool) -> a
     let joining = local.role == Role::Starting && role == Role::Slave;
     info!(peer_id = format_args!("{peer_id:016x}"), ?role, "link up");
     repl.status.link_up.store(true, Relaxed);
+    repl.status.lag.link_reset();
     // From now on this node's changes are kept for the peer.
     repl.feed.recording.store(true, Relaxed);
 
@@ -261,14 +262,16 @@ async fn drain(
     shared: &Shared,
 ) -> anyhow::Result<()> {
     loop {
-        let read = repl.feed.backlog.lock().read(*offset, WRITE_CHUNK, out);
-        match read {
-            Ok(0) => return Ok(()),
-            Ok(n) => {
+        match repl.feed.read(*offset, WRITE_CHUNK, out) {
+            Ok((0, _)) => return Ok(()),
+            Ok((n, since)) => {
                 *offset += n as u64;
                 wr.write_all(out).await?;
                 shared.heard_now();
                 out.clear();
+                if let Some(since) = since {
+                    repl.status.lag.sent(*offset, since);
+                }
             }
             Err(Gap::Trimmed) => bail!("the peer fell behind the backlog: it takes a full sync on the next link"),
             Err(Gap::Ahead) => bail!("the peer asked for offset {offset}, beyond this stream"),
@@ -353,6 +356,7 @@ async fn reader(
                 }
                 Message::Ack { offset } => {
                     repl.status.peer_acked.store(offset, Relaxed);
+                    repl.status.lag.acked(offset);
                     repl.status.acked.notify_waiters();
                     let behind = repl.feed.backlog.lock().frames_after(offset) as u64;
                     repl.status.lag_ops.store(behind, Relaxed);

@@ -16,13 +16,14 @@
 pub mod auth;
 pub mod backlog;
 pub mod codec;
+mod lag;
 mod link;
 pub mod roles;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
@@ -85,6 +86,8 @@ pub struct Status {
     pub sync_degraded: AtomicU64,
     /// Signalled when the peer acknowledges more of this node's stream.
     acked: Notify,
+    /// How long this node's changes take to be applied by the peer.
+    pub lag: lag::Lag,
 }
 
 impl Status {
@@ -177,6 +180,7 @@ impl Status {
         let peer = self.peer.lock().map_or_else(|| "none".to_string(), |p| p.to_string());
         let end = self.stream_end.load(Relaxed);
         let acked = self.peer_acked.load(Relaxed).min(end);
+        let lag = self.lag.summary();
         vec![
             ("role".into(), role.into()),
             ("term".into(), self.term.load(Relaxed).to_string()),
@@ -185,6 +189,11 @@ impl Status {
             ("stream_offset".into(), end.to_string()),
             ("lag_bytes".into(), (end - acked).to_string()),
             ("lag_ops".into(), self.lag_ops.load(Relaxed).to_string()),
+            ("lag_samples".into(), lag.samples.to_string()),
+            ("lag_p50_us".into(), lag.p50_us.to_string()),
+            ("lag_p99_us".into(), lag.p99_us.to_string()),
+            ("lag_p999_us".into(), lag.p999_us.to_string()),
+            ("lag_max_us".into(), lag.max_us.to_string()),
             ("backlog_bytes".into(), self.backlog_bytes.load(Relaxed).to_string()),
             ("full_syncs_sent".into(), self.full_syncs_sent.load(Relaxed).to_string()),
             ("full_syncs_received".into(), self.full_syncs_received.load(Relaxed).to_string()),
@@ -208,6 +217,10 @@ pub struct Feed {
     /// Off until a peer first links: a node alone records nothing and pays nothing.
     recording: AtomicBool,
     changed: Notify,
+    /// When the oldest change the link has not read yet was recorded, for the lag measurement
+    /// (nanoseconds since `epoch`, plus one; 0: none). Set and taken under the backlog's lock.
+    unsent_since: AtomicU64,
+    epoch: Instant,
     clock: Clock,
     status: Arc<Status>,
 }
@@ -215,6 +228,18 @@ pub struct Feed {
 impl Feed {
     fn unix(&self, rel: crate::store::RelTime) -> u64 {
         if rel == 0 { 0 } else { self.clock.to_unix(rel) }
+    }
+
+    /// Copies up to `max` bytes of the stream from `offset` into `out`. When that reaches the
+    /// end, it also returns when the oldest change among them was recorded.
+    fn read(&self, offset: u64, max: usize, out: &mut Vec<u8>) -> Result<(usize, Option<Instant>), backlog::Gap> {
+        let backlog = self.backlog.lock();
+        let n = backlog.read(offset, max, out)?;
+        let since = match offset + n as u64 == backlog.end() {
+            true => self.unsent_since.swap(0, Relaxed).checked_sub(1),
+            false => None,
+        };
+        Ok((n, since.map(|ns| self.epoch + Duration::from_nanos(ns))))
     }
 }
 
@@ -244,6 +269,9 @@ impl ChangeSink for Feed {
             let end = backlog.append(&frame);
             self.status.stream_end.store(end, Relaxed);
             self.status.backlog_bytes.store(end - backlog.start(), Relaxed);
+            if self.unsent_since.load(Relaxed) == 0 {
+                self.unsent_since.store(self.epoch.elapsed().as_nanos() as u64 + 1, Relaxed);
+            }
         }
         drop(backlog);
         self.changed.notify_waiters();
@@ -283,6 +311,8 @@ impl Replicator {
             scratch: Mutex::new(Vec::new()),
             recording: AtomicBool::new(false),
             changed: Notify::new(),
+            unsent_since: AtomicU64::new(0),
+            epoch: Instant::now(),
             clock: ctx.clock.clone(),
             status: status.clone(),
         });

@@ -362,15 +362,35 @@ fn the_admin_listener_tells_the_master_apart_and_follows_a_failover() {
     assert_eq!(http_get(admin_a, "/master"), (200, "master\n".into()));
     assert_eq!(http_get(admin_b, "/master"), (503, "slave\n".into()));
     assert_eq!(http_get(admin_b, "/role").1, "slave\n");
+    // keepalived's check: `cache-node is-master` exits 0 on the master only.
+    let is_master = |admin: &str| {
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_cache-node"))
+            .args(["is-master", "--admin", admin])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        status.code()
+    };
+    assert_eq!((is_master(&aa), is_master(&ab)), (Some(0), Some(1)));
     let metrics = http_get(admin_a, "/metrics").1;
     assert!(metrics.contains("cachepair_replication_role{role=\"master\"} 1"), "{metrics}");
     assert!(metrics.contains("cachepair_replication_link_up 1"), "{metrics}");
+    // A write's trip to the peer and back is measured, in `stats replication` and `/metrics`.
+    assert_eq!(a.node.client().call("set lag 0 0 1\r\nx\r\n"), "STORED\r\n");
+    wait_for("a lag sample", || (repl_stat(&a.node, "lag_samples") != "0").then_some(()));
+    let p99: u64 = repl_stat(&a.node, "lag_p99_us").parse().unwrap();
+    assert!((1..common::WAIT.as_micros() as u64).contains(&p99), "lag p99 {p99} µs");
+    let metrics = http_get(admin_a, "/metrics").1;
+    assert!(metrics.contains("cachepair_replication_lag_seconds_count 1"), "{metrics}");
+    assert_eq!(a.node.client().call("stats reset\r\n"), "RESET\r\n");
+    assert_eq!(repl_stat(&a.node, "lag_samples"), "0");
 
     a.node.signal(Signal::SIGKILL);
     a.node.wait_exit();
     wait_for("the slave's /master to turn ready", || (http_get(admin_b, "/master").0 == 200).then_some(()));
     let metrics = http_get(admin_b, "/metrics").1;
     assert!(metrics.contains("cachepair_replication_failovers_total 1"), "{metrics}");
+    assert_eq!((is_master(&aa), is_master(&ab)), (Some(2), Some(0)), "a dead node cannot be asked");
 }
 
 #[test]

@@ -1,0 +1,595 @@
+//! The reconcile loop: read the cluster, let `decide` say what to do, do it, and write the
+//! status. Every object is written by server-side apply under one field manager; a finalizer
+//! lets a deleted pair say goodbye; Events tell people what happened.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::crd::{CachePair, CachePairStatus, Phase};
+use crate::decide::{self, Decision, Input};
+use crate::member::MemberClient;
+use crate::metrics::{ErrorLabels, Metrics, PairLabels, RoleLabels};
+use crate::observe::{self, MemberView, PodState, Role};
+use crate::render::{self, Member, labels};
+use crate::{Error, Result};
+
+pub const FINALIZER: &str = "cachepair.io/cleanup";
+/// The one field manager of everything the operator writes.
+pub const MANAGER: &str = "cachepair-operator";
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub members: MemberClient,
+    /// Consecutive failures per pair, for the error backoff.
+    failures: Mutex<HashMap<ObjectRef<CachePair>, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, identity: &str) -> Self {
+        let reporter = Reporter { controller: MANAGER.into(), instance: Some(identity.into()) };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            members: MemberClient::default(),
+            failures: Mutex::default(),
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` resolves; `namespace` limits it to one namespace.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let (pairs, pods, services) = match &namespace {
+        Some(ns) => (
+            Api::<CachePair>::namespaced(client.clone(), ns),
+            Api::<Pod>::namespaced(client.clone(), ns),
+            Api::<Service>::namespaced(client, ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
+    };
+    let owned = watcher::Config::default().labels(labels::PAIR);
+    Controller::new(pairs, watcher::Config::default().any_semantic())
+        .owns(pods, owned.clone())
+        .owns(services, owned)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "reconcile failed");
+            }
+        })
+        .await;
+}
+
+async fn reconcile(cp: Arc<CachePair>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    ctx.metrics.reconciles.inc();
+    let ns = cp.namespace().ok_or_else(|| Error::Other("a CachePair without a namespace".into()))?;
+    let api: Api<CachePair> = Api::namespaced(ctx.client.clone(), &ns);
+    let key = ObjectRef::from_obj(&*cp);
+    let result = finalizer(&api, FINALIZER, cp, |event| async {
+        match event {
+            Finalizer::Apply(cp) => cp.reconcile(&ctx).await,
+            Finalizer::Cleanup(cp) => cp.cleanup(&ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.failures.lock().remove(&key);
+    }
+    result
+}
+
+/// Retries with exponential backoff per pair: 1 s, 2 s, 4 s … up to 5 minutes.
+fn error_policy(cp: Arc<CachePair>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.errors.get_or_create(&ErrorLabels { error: error.metric_label().into() }).inc();
+    let failures = {
+        let mut failures = ctx.failures.lock();
+        let n = failures.entry(ObjectRef::from_obj(&*cp)).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let delay = Duration::from_secs(1 << failures.min(9).saturating_sub(1)).min(Duration::from_secs(300));
+    warn!(pair = %cp.name_any(), namespace = cp.namespace().unwrap_or_default(), error = %error, ?delay, "will retry");
+    Action::requeue(delay)
+}
+
+/// Things in the spec that the schema cannot check (they refer to other objects).
+struct SpecProblems(Vec<String>);
+
+impl CachePair {
+    fn api<K>(&self, ctx: &Context) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(ctx.client.clone(), self.metadata.namespace.as_deref().unwrap_or("default"))
+    }
+
+    fn labels_for_metrics(&self) -> PairLabels {
+        PairLabels { namespace: self.namespace().unwrap_or_default(), pair: self.name() }
+    }
+
+    async fn reconcile(&self, ctx: &Context) -> Result<Action> {
+        let problems = self.check_references(ctx).await?;
+        if !problems.0.is_empty() {
+            let message = problems.0.join("; ");
+            warn!(pair = %self.name(), %message, "the spec cannot be realised");
+            self.event(ctx, EventType::Warning, "InvalidSpec", "Validate", &message).await;
+            let mut status = self.status.clone().unwrap_or_default();
+            status.phase = Some(Phase::Invalid);
+            set_condition(&mut status.conditions, self, "SpecValid", false, "InvalidReference", &message);
+            self.write_status(ctx, status).await?;
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+        let monitoring_note = self.apply_owned(ctx).await?;
+
+        let views = self.observe(ctx).await?;
+        let status = self.status.clone().unwrap_or_default();
+        let last_master = status.master.as_deref().and_then(|m| Member::of_pod(&self.name(), m));
+        let requested = self.spec.switchover.as_deref().filter(|s| status.switchover.as_deref() != Some(*s));
+        let revision = render::revision(self);
+        let input = Input {
+            a: views.get(&Member::A),
+            b: views.get(&Member::B),
+            revision: &revision,
+            last_master,
+            switchover_requested: requested,
+            replication_port: self.spec.replication.port,
+            node_lost_timeout: Duration::from_secs(self.spec.node_lost_timeout_seconds.into()),
+        };
+        let mut decision = decide::decide(&input);
+        let mut switched = None;
+        for action in decision.actions.clone() {
+            if let Some(token) = self.act(ctx, &action, &views, &decision, requested).await? {
+                switched = Some(token);
+                // The roles swapped: the status follows at once, so this is not a failover.
+                decision.master = decision.master.map(Member::other);
+                decision.slave = decision.slave.map(Member::other);
+            }
+        }
+        if decision.failover
+            && let (Some(new), Some(old)) = (decision.master, last_master)
+        {
+            ctx.metrics.failovers.get_or_create(&self.labels_for_metrics()).inc();
+            let note =
+                format!("{} took over as master from {}", new.pod_name(&self.name()), old.pod_name(&self.name()));
+            info!(pair = %self.name(), %note, "failover");
+            self.event(ctx, EventType::Warning, "Failover", "Failover", &note).await;
+        }
+        self.label_roles(ctx, &views, &decision).await?;
+        let status = self.next_status(status, &decision, &revision, switched, monitoring_note);
+        self.write_status(ctx, status).await?;
+        Ok(Action::requeue(decision.requeue))
+    }
+
+    async fn cleanup(&self, ctx: &Context) -> Result<Action> {
+        info!(pair = %self.name(), "deleted: its objects go with it (owner references)");
+        self.event(ctx, EventType::Normal, "Deleting", "Delete", "deleting the pair's members and services").await;
+        for member in Member::BOTH {
+            for role in ["master", "slave", "starting", "down"] {
+                ctx.metrics.roles.remove(&RoleLabels {
+                    namespace: self.namespace().unwrap_or_default(),
+                    pair: self.name(),
+                    member: member.suffix().into(),
+                    role: role.into(),
+                });
+            }
+        }
+        Ok(Action::await_change())
+    }
+
+    /// Secrets the spec names must exist with the keys the pods read; VRRP nodes must exist.
+    async fn check_references(&self, ctx: &Context) -> Result<SpecProblems> {
+        let mut problems = Vec::new();
+        let secrets: Api<Secret> = self.api(ctx);
+        if let Some(name) = &self.spec.replication.secret_name {
+            match secrets.get_opt(name).await? {
+                None => problems.push(format!("spec.replication.secretName: Secret {name} not found")),
+                Some(s) if !has_key(&s, render::SECRET_KEY) => problems
+                    .push(format!("spec.replication.secretName: Secret {name} has no key `{}`", render::SECRET_KEY)),
+                Some(_) => {}
+            }
+        }
+        if let Some(vrrp) = &self.spec.exposure.vrrp {
+            if let Some(name) = &vrrp.auth_secret_name {
+                match secrets.get_opt(name).await? {
+                    None => problems.push(format!("spec.exposure.vrrp.authSecretName: Secret {name} not found")),
+                    Some(s) => match secret_value(&s, "password") {
+                        None => problems.push(format!("spec.exposure.vrrp.authSecretName: Secret {name} has no key `password`")),
+                        Some(p) if p.is_empty() || p.len() > 8 => problems.push(format!(
+                            "spec.exposure.vrrp.authSecretName: the password in Secret {name} must be 1 to 8 characters (VRRPv2 PASS)"
+                        )),
+                        Some(_) => {}
+                    },
+                }
+            }
+            let nodes: Api<Node> = Api::all(ctx.client.clone());
+            for (i, node) in vrrp.nodes.iter().enumerate() {
+                if nodes.get_opt(node).await?.is_none() {
+                    problems.push(format!("spec.exposure.vrrp.nodes[{i}]: node {node} not found"));
+                }
+            }
+        }
+        Ok(SpecProblems(problems))
+    }
+
+    /// Applies the Services, budget, policy and Secrets. Returns a note when a ServiceMonitor
+    /// was asked for but the cluster has no such API.
+    async fn apply_owned(&self, ctx: &Context) -> Result<Option<String>> {
+        let params = PatchParams::apply(MANAGER).force();
+        let name = self.name();
+        let services: Api<Service> = self.api(ctx);
+        services.patch(&name, &params, &Patch::Apply(typed(render::client_service(self)))).await?;
+        services
+            .patch(&self.members_service_name(), &params, &Patch::Apply(typed(render::members_service(self))))
+            .await?;
+        let policies: Api<NetworkPolicy> = self.api(ctx);
+        let policy = render::network_policy(self);
+        policies.patch(&format!("{name}-replication"), &params, &Patch::Apply(typed(policy))).await?;
+        let budgets: Api<PodDisruptionBudget> = self.api(ctx);
+        if self.spec.pod_disruption_budget {
+            budgets.patch(&name, &params, &Patch::Apply(typed(render::pod_disruption_budget(self)))).await?;
+        } else {
+            delete_if_present(&budgets, &name).await?;
+        }
+
+        let secrets: Api<Secret> = self.api(ctx);
+        if self.spec.replication.secret_name.is_none()
+            && secrets.get_opt(&self.replication_secret_name()).await?.is_none()
+        {
+            let mut random = [0u8; 32];
+            getrandom::fill(&mut random).map_err(|e| Error::Other(format!("no randomness for the secret: {e}")))?;
+            let secret = render::replication_secret(self, &random);
+            match secrets
+                .create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &secret)
+                .await
+            {
+                Ok(_) => info!(pair = %name, "generated the replication secret"),
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(vrrp) = &self.spec.exposure.vrrp {
+            let password = match &vrrp.auth_secret_name {
+                Some(s) => secrets.get_opt(s).await?.and_then(|s| secret_value(&s, "password")),
+                None => None,
+            };
+            let secret = render::vrrp_secret(self, vrrp, password.as_deref());
+            secrets.patch(&format!("{name}-vrrp"), &params, &Patch::Apply(typed(secret))).await?;
+        }
+
+        let monitors: Api<DynamicObject> = Api::namespaced_with(
+            ctx.client.clone(),
+            self.metadata.namespace.as_deref().unwrap_or("default"),
+            &service_monitor_resource(),
+        );
+        if self.spec.monitoring.service_monitor {
+            match monitors.patch(&name, &params, &Patch::Apply(self.service_monitor())).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    return Ok(Some(
+                        "spec.monitoring.serviceMonitor: this cluster has no ServiceMonitor API (prometheus-operator); not created"
+                            .into(),
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            // Without the API (404) or without the chart's permission for it (403) there is
+            // nothing this operator could have created.
+            match monitors.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 403 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
+    }
+
+    fn service_monitor(&self) -> serde_json::Value {
+        let meta = render::owned_meta(self, self.name());
+        json!({
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "ServiceMonitor",
+            "metadata": meta,
+            "spec": {
+                "selector": {"matchLabels": render::pair_labels(self)},
+                "endpoints": [{"port": "admin", "path": "/metrics", "interval": "15s"}],
+            },
+        })
+    }
+
+    /// Each member's pod, node and admin listener.
+    async fn observe(&self, ctx: &Context) -> Result<BTreeMap<Member, MemberView>> {
+        let pods: Api<Pod> = self.api(ctx);
+        let nodes: Api<Node> = Api::all(ctx.client.clone());
+        let list = pods.list(&ListParams::default().labels(&format!("{}={}", labels::PAIR, self.name()))).await?;
+        let now = Time(Timestamp::now());
+        let mut views = BTreeMap::new();
+        for pod in &list.items {
+            let Some(member) = Member::of_pod(&self.name(), &pod.name_any()) else { continue };
+            let node = match pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+                Some(n) => nodes.get_opt(n).await?,
+                None => None,
+            };
+            let mut view = observe::member_view(pod, node.as_ref(), &now);
+            if view.state == PodState::Running
+                && let Some(ip) = &view.ip
+            {
+                match ctx.members.probe(ip, self.spec.admin_port).await {
+                    Some((role, synced)) => (view.role, view.synced) = (Some(role), synced),
+                    // Unreachable from here: the kubelet's probe still says who is master.
+                    None if pod_ready(pod) => (view.role, view.synced) = (Some(Role::Master), true),
+                    None => {}
+                }
+            }
+            views.insert(member, view);
+        }
+        Ok(views)
+    }
+
+    /// Carries out one action; returns the switchover token (or "") when roles were swapped.
+    async fn act(
+        &self,
+        ctx: &Context,
+        action: &decide::Action,
+        views: &BTreeMap<Member, MemberView>,
+        decision: &Decision,
+        requested: Option<&str>,
+    ) -> Result<Option<String>> {
+        let pods: Api<Pod> = self.api(ctx);
+        let pair = self.name();
+        match action {
+            decide::Action::Create { member, peer } => {
+                let pod = render::member_pod(self, *member, peer.as_deref());
+                let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+                match pods.create(&params, &pod).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 409 => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                }
+                let name = member.pod_name(&pair);
+                let reseed = self.status.as_ref().is_some_and(|s| s.master.is_some());
+                let (reason, note) = match (peer, reseed) {
+                    (Some(peer), true) => ("Reseeded", format!("{name} re-created as a slave of the master at {peer}")),
+                    (Some(peer), false) => ("Created", format!("{name} created as a slave of the master at {peer}")),
+                    (None, _) => ("Created", format!("{name} created; it starts as master")),
+                };
+                if reseed && peer.is_some() {
+                    ctx.metrics.reseeds.get_or_create(&self.labels_for_metrics()).inc();
+                }
+                info!(pair = %pair, %note, "member created");
+                self.event(ctx, EventType::Normal, reason, "CreateMember", &note).await;
+            }
+            decide::Action::Delete { member, reason } => {
+                let name = member.pod_name(&pair);
+                delete_if_present(&pods, &name).await?;
+                info!(pair = %pair, member = %name, reason, "member deleted");
+                self.event(ctx, EventType::Normal, "MemberDeleted", "DeleteMember", &format!("{name}: {reason}")).await;
+            }
+            decide::Action::ForceDelete { member } => {
+                let name = member.pod_name(&pair);
+                let node = views.get(member).and_then(|v| v.node.clone()).unwrap_or_default();
+                let params = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+                match pods.delete(&name, &params).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+                let note = format!(
+                    "{name} force-deleted: node {node} unreachable for over {}s",
+                    self.spec.node_lost_timeout_seconds
+                );
+                warn!(pair = %pair, %note, "node lost");
+                self.event(ctx, EventType::Warning, "NodeLost", "ForceDeleteMember", &note).await;
+            }
+            decide::Action::Switchover { from, reason } => {
+                let name = from.pod_name(&pair);
+                let ip = views
+                    .get(from)
+                    .and_then(|v| v.ip.clone())
+                    .ok_or_else(|| Error::Member { member: name.clone(), message: "no pod IP".into() })?;
+                let answer = ctx.members.switchover(&name, &ip, self.spec.admin_port).await?;
+                ctx.metrics.switchovers.get_or_create(&self.labels_for_metrics()).inc();
+                let note = format!("{} is master now ({reason}); {name}: {answer}", from.other().pod_name(&pair));
+                info!(pair = %pair, %note, "switchover");
+                self.event(ctx, EventType::Normal, "Switchover", "Switchover", &note).await;
+                let token = if *reason == "requested" { requested.unwrap_or_default() } else { "" };
+                debug_assert!(decision.master == Some(*from));
+                return Ok(Some(token.to_string()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// `cachepair.io/role` on each member's pod.
+    async fn label_roles(&self, ctx: &Context, views: &BTreeMap<Member, MemberView>, d: &Decision) -> Result<()> {
+        let pods: Api<Pod> = self.api(ctx);
+        for (member, view) in views {
+            let role = if d.master == Some(*member) {
+                "master"
+            } else if d.slave == Some(*member) {
+                view.role.map_or("starting", Role::as_str)
+            } else {
+                "down"
+            };
+            for r in ["master", "slave", "starting", "down"] {
+                let labels = RoleLabels {
+                    namespace: self.namespace().unwrap_or_default(),
+                    pair: self.name(),
+                    member: member.suffix().into(),
+                    role: r.into(),
+                };
+                ctx.metrics.roles.get_or_create(&labels).set(i64::from(r == role));
+            }
+            if matches!(view.state, PodState::Exited | PodState::Terminating) {
+                continue;
+            }
+            if view.role_label.as_deref() == Some(role) {
+                continue;
+            }
+            let patch = json!({"metadata": {"labels": {labels::ROLE: role}}});
+            let params = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+            match pods.patch(&member.pod_name(&self.name()), &params, &Patch::Merge(&patch)).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn next_status(
+        &self,
+        mut status: CachePairStatus,
+        d: &Decision,
+        revision: &str,
+        switched: Option<String>,
+        monitoring_note: Option<String>,
+    ) -> CachePairStatus {
+        let pair = self.name();
+        if d.failover {
+            status.failover_count += 1;
+            status.last_failover_time = Some(Time(Timestamp::now()));
+        }
+        if let Some(token) = switched.filter(|t| !t.is_empty()) {
+            status.switchover = Some(token);
+        }
+        status.phase = Some(d.phase);
+        status.master = d.master.map(|m| m.pod_name(&pair));
+        status.slave = d.slave.map(|m| m.pod_name(&pair));
+        status.revision = Some(revision.into());
+        status.observed_generation = self.metadata.generation;
+        let serving = d.master.is_some();
+        let c = &mut status.conditions;
+        let why = if d.message.is_empty() { "the slave follows the master".to_string() } else { d.message.clone() };
+        set_condition(c, self, "Ready", serving, if serving { "MasterServing" } else { "NoMaster" }, &why);
+        set_condition(c, self, "Replicating", d.replicating, if d.replicating { "InSync" } else { "NotInSync" }, &why);
+        set_condition(
+            c,
+            self,
+            "Degraded",
+            !d.replicating,
+            if d.replicating { "PairWhole" } else { "PairNotWhole" },
+            &why,
+        );
+        match monitoring_note {
+            Some(note) => set_condition(c, self, "SpecValid", false, "ServiceMonitorUnavailable", &note),
+            None => set_condition(c, self, "SpecValid", true, "Valid", "the spec is realised"),
+        }
+        status
+    }
+
+    async fn write_status(&self, ctx: &Context, status: CachePairStatus) -> Result<()> {
+        let api: Api<CachePair> = self.api(ctx);
+        let patch = json!({
+            "apiVersion": CachePair::api_version(&()),
+            "kind": CachePair::kind(&()),
+            "status": status,
+        });
+        api.patch_status(&self.name(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
+        Ok(())
+    }
+
+    async fn event(&self, ctx: &Context, type_: EventType, reason: &str, action: &str, note: &str) {
+        let event =
+            Event { type_, reason: reason.into(), note: Some(note.into()), action: action.into(), secondary: None };
+        if let Err(e) = ctx.recorder.publish(&event, &self.object_ref(&())).await {
+            warn!(error = %e, reason, "could not record an event");
+        }
+    }
+}
+
+/// Sets a condition, keeping its transition time while its status holds.
+fn set_condition(conditions: &mut Vec<Condition>, cp: &CachePair, type_: &str, ok: bool, reason: &str, message: &str) {
+    let status = if ok { "True" } else { "False" };
+    let now = Time(Timestamp::now());
+    let since = conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or(now, |c| c.last_transition_time.clone());
+    conditions.retain(|c| c.type_ != type_);
+    conditions.push(Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: since,
+        observed_generation: cp.metadata.generation,
+    });
+}
+
+/// An object as server-side apply wants it: with its apiVersion and kind.
+fn typed<K: Resource<DynamicType = ()> + Serialize>(obj: K) -> serde_json::Value {
+    let mut value = serde_json::to_value(&obj).expect("a Kubernetes object serializes");
+    value["apiVersion"] = K::api_version(&()).into();
+    value["kind"] = K::kind(&()).into();
+    value
+}
+
+async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn service_monitor_resource() -> ApiResource {
+    ApiResource {
+        group: "monitoring.coreos.com".into(),
+        version: "v1".into(),
+        api_version: "monitoring.coreos.com/v1".into(),
+        kind: "ServiceMonitor".into(),
+        plural: "servicemonitors".into(),
+    }
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
+        return String::from_utf8(v.0.clone()).ok();
+    }
+    secret.string_data.as_ref().and_then(|d| d.get(key).cloned())
+}
+
+fn has_key(secret: &Secret, key: &str) -> bool {
+    secret_value(secret, key).is_some_and(|v| !v.is_empty())
+}

@@ -1,0 +1,379 @@
+//! The `CachePair` resource: a replicated pair of cache-node pods (group `cachepair.io`,
+//! version `v1alpha1`). Defaults and validation live in the schema, so the API server rejects
+//! a bad spec with the field's name before the operator ever sees it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The image the operator runs when the spec names none.
+pub const DEFAULT_IMAGE: &str = "ghcr.io/cachepair/cache-node:0.1.0";
+
+/// A highly available memcached: two cache-node members with pair replication. Writes to either
+/// reach the other; when the master dies the slave takes over within a second, and the failed
+/// member comes back as a slave (no pre-emption).
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "cachepair.io",
+    version = "v1alpha1",
+    kind = "CachePair",
+    plural = "cachepairs",
+    shortname = "cp",
+    doc = "A CachePair: two cache-node members with pair replication, the client Service that follows the master, and their bookkeeping.",
+    namespaced,
+    status = "CachePairStatus",
+    printcolumn = r#"{"name":"Master","type":"string","jsonPath":".status.master"}"#,
+    printcolumn = r#"{"name":"Slave","type":"string","jsonPath":".status.slave"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Failovers","type":"integer","jsonPath":".status.failoverCount","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CachePairSpec {
+    /// The cache-node image.
+    #[serde(default = "default_image")]
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// Image pull policy of the members (Kubernetes' default when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+    /// Item memory per member, in megabytes (`-m`).
+    #[serde(default = "default_memory_mb", rename = "memoryMB")]
+    #[schemars(range(min = 1, max = 1048576))]
+    pub memory_mb: u32,
+    /// Client connections per member (`-c`).
+    #[serde(default = "default_max_connections")]
+    #[schemars(range(min = 1, max = 1048576))]
+    pub max_connections: u32,
+    /// Worker threads per member (`-t`).
+    #[serde(default = "default_threads")]
+    #[schemars(range(min = 1, max = 256))]
+    pub threads: u32,
+    /// The client port (`-p`).
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// The admin listener's port: metrics, health and role (`--admin-listen`).
+    #[serde(default = "default_admin_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub admin_port: u16,
+    #[serde(default)]
+    pub replication: Replication,
+    #[serde(default)]
+    pub exposure: Exposure,
+    /// Requests and limits of the cache-node container. Give the memory limit room above
+    /// `memoryMB` for connections and the replication backlog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Extra scheduling constraints; the members' anti-affinity is added per `antiAffinity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// How strictly the two members are kept on different nodes.
+    #[serde(default)]
+    pub anti_affinity: AntiAffinity,
+    /// Whether a PodDisruptionBudget keeps voluntary disruptions from taking the master.
+    #[serde(default = "default_true")]
+    pub pod_disruption_budget: bool,
+    #[serde(default)]
+    pub monitoring: Monitoring,
+    /// Seconds a member's pod may sit on an unreachable node before the operator force-deletes
+    /// it and re-seeds the member elsewhere.
+    #[serde(default = "default_node_lost_timeout")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub node_lost_timeout_seconds: u32,
+    /// Set to a new value to request a planned switchover: the slave takes the master role with
+    /// no write lost. The operator records the value it acted on in `status.switchover`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub switchover: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+/// Pair replication between the members.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Replication {
+    /// The replication port (`-X`).
+    #[serde(default = "default_repl_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// `async` acknowledges a write at once; `sync` waits for the slave (up to
+    /// `syncTimeoutMillis`), so that a failover loses no acknowledged write.
+    #[serde(default)]
+    pub mode: ReplicationMode,
+    /// Heartbeat period on the link (`--repl-heartbeat-ms`).
+    #[serde(default = "default_heartbeat")]
+    #[schemars(range(min = 10, max = 10000))]
+    pub heartbeat_millis: u32,
+    /// Heartbeats missed before the peer is declared dead (`--repl-misses`).
+    #[serde(default = "default_misses")]
+    #[schemars(range(min = 1, max = 100))]
+    pub misses: u32,
+    /// How long a write waits for the slave in sync mode (`--repl-sync-timeout-ms`).
+    #[serde(default = "default_sync_timeout")]
+    #[schemars(range(min = 1, max = 60000))]
+    pub sync_timeout_millis: u32,
+    /// Replication backlog, in KiB (`-q`): how far the slave may fall behind and still resume.
+    #[serde(default = "default_backlog", rename = "backlogKiB")]
+    #[schemars(range(min = 64, max = 16777216))]
+    pub backlog_kib: u32,
+    /// A Secret whose key `secret` holds the shared replication secret. When unset, the
+    /// operator generates `<name>-replication`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMode {
+    #[default]
+    Async,
+    Sync,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum AntiAffinity {
+    /// Never on the same node (the default: a node failure must not take both).
+    #[default]
+    Required,
+    /// On different nodes when the scheduler can.
+    Preferred,
+    /// No constraint.
+    None,
+}
+
+/// How clients reach the master: a Service (the default), or a VRRP virtual IP on bare metal.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.vrrp) || !has(self.service) || self.service.type == 'ClusterIP'",
+    "message": "exposure.service.type must be ClusterIP when exposure.vrrp is set",
+    "fieldPath": ".service.type",
+}]))]
+pub struct Exposure {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceExposure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrrp: Option<Vrrp>,
+}
+
+/// The client Service `<name>`, which routes to the current master only.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceExposure {
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterIP => "ClusterIP",
+            Self::NodePort => "NodePort",
+            Self::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// keepalived-style VRRP on bare metal: the members run with `hostNetwork` on two named nodes
+/// and a `cache-node vrrp` sidecar holds the virtual IP on the master's node.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.nodes[0] != self.nodes[1]",
+        "message": "exposure.vrrp.nodes must name two different nodes",
+        "fieldPath": ".nodes",
+    },
+    {
+        "rule": "self.version == 3 || self.advertIntervalMillis % 1000 == 0",
+        "message": "VRRPv2 advertises in whole seconds: advertIntervalMillis must be a multiple of 1000",
+        "fieldPath": ".advertIntervalMillis",
+    },
+    {
+        "rule": "self.version == 2 || !has(self.authSecretName)",
+        "message": "authentication exists in VRRPv2 only: authSecretName needs version 2",
+        "fieldPath": ".authSecretName",
+    },
+]))]
+pub struct Vrrp {
+    /// The virtual IP (IPv4 or IPv6) that follows the master.
+    #[serde(rename = "virtualIP")]
+    #[schemars(length(min = 2, max = 45), regex(pattern = r"^[0-9a-fA-F.:]+$"))]
+    pub virtual_ip: String,
+    /// The host interface the VIP is added to.
+    #[schemars(length(min = 1, max = 15))]
+    pub interface: String,
+    /// VRRP virtual router id, unique on the network segment.
+    #[serde(rename = "routerID")]
+    #[schemars(range(min = 1, max = 255))]
+    pub router_id: u8,
+    /// VRRP version: 2 (keepalived's default, with optional PASS auth) or 3.
+    #[serde(default = "default_vrrp_version")]
+    #[schemars(range(min = 2, max = 3))]
+    pub version: u8,
+    /// Advertisement interval.
+    #[serde(default = "default_advert_interval")]
+    #[schemars(range(min = 10, max = 40950))]
+    pub advert_interval_millis: u32,
+    /// A Secret whose key `password` holds the VRRPv2 PASS authentication (8 characters at most).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub auth_secret_name: Option<String>,
+    /// The two nodes the members are pinned to: member `a` on the first, `b` on the second.
+    #[schemars(length(min = 2, max = 2))]
+    pub nodes: Vec<String>,
+    /// VRRP priority of both members; the cache's role, not the priority, decides who holds
+    /// the VIP (keepalived's `nopreempt` setup).
+    #[serde(default = "default_vrrp_priority")]
+    #[schemars(range(min = 1, max = 254))]
+    pub priority: u8,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Monitoring {
+    /// Create a prometheus-operator ServiceMonitor for the members' `/metrics`.
+    #[serde(default)]
+    pub service_monitor: bool,
+}
+
+/// What the operator observed and did.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CachePairStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The member serving as master (`<name>-a` or `<name>-b`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
+    /// The member replicating from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slave: Option<String>,
+    /// Ready, Replicating, Degraded and SpecValid.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default)]
+    pub failover_count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failover_time: Option<Time>,
+    /// The last `spec.switchover` value acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switchover: Option<String>,
+    /// Hash of the pod template the members should run (for rolling spec changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Members are being created.
+    Pending,
+    /// A master serves; the slave is taking its full copy.
+    Syncing,
+    /// Master and slave linked.
+    Ready,
+    /// The master serves alone (the other member is down or being re-seeded).
+    Degraded,
+    /// No member serves.
+    Down,
+    /// The spec cannot be realised (see the SpecValid condition).
+    Invalid,
+}
+
+impl Default for Replication {
+    fn default() -> Self {
+        Self {
+            port: default_repl_port(),
+            mode: ReplicationMode::default(),
+            heartbeat_millis: default_heartbeat(),
+            misses: default_misses(),
+            sync_timeout_millis: default_sync_timeout(),
+            backlog_kib: default_backlog(),
+            secret_name: None,
+        }
+    }
+}
+
+fn default_image() -> String {
+    DEFAULT_IMAGE.into()
+}
+fn default_memory_mb() -> u32 {
+    64
+}
+fn default_max_connections() -> u32 {
+    1024
+}
+fn default_threads() -> u32 {
+    4
+}
+fn default_port() -> u16 {
+    11211
+}
+fn default_admin_port() -> u16 {
+    9150
+}
+fn default_repl_port() -> u16 {
+    11212
+}
+fn default_heartbeat() -> u32 {
+    100
+}
+fn default_misses() -> u32 {
+    3
+}
+fn default_sync_timeout() -> u32 {
+    500
+}
+fn default_backlog() -> u32 {
+    65536
+}
+fn default_true() -> bool {
+    true
+}
+fn default_node_lost_timeout() -> u32 {
+    60
+}
+fn default_vrrp_version() -> u8 {
+    3
+}
+fn default_advert_interval() -> u32 {
+    1000
+}
+fn default_vrrp_priority() -> u8 {
+    100
+}
+
+/// The CustomResourceDefinition as YAML, as `crdgen` prints it and `crds/cachepair.yaml` holds it.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    use kube::CustomResourceExt;
+    let header = "# Generated by `cargo run -p operator --bin crdgen`; do not edit.\n";
+    Ok(format!("{header}{}", serde_yaml::to_string(&CachePair::crd())?))
+}

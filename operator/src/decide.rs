@@ -1,0 +1,385 @@
+//! What to do about a pair, as a pure function of what was observed. The data plane fails
+//! over by itself; these decisions only bring the pair back to two members, roll spec changes
+//! and carry out requested switchovers, and they never move the master role back.
+//!
+//! One step at a time: each reconcile takes at most one disruptive action (delete, switch
+//! over) and only while the pair is fully replicating, so the members are never both down.
+
+use std::time::Duration;
+
+use crate::crd::Phase;
+use crate::observe::{MemberView, PodState, Role};
+use crate::render::Member;
+
+/// Everything a decision reads.
+#[derive(Clone, Debug)]
+pub struct Input<'a> {
+    pub a: Option<&'a MemberView>,
+    pub b: Option<&'a MemberView>,
+    /// The revision the members should run.
+    pub revision: &'a str,
+    /// The member the status last named master.
+    pub last_master: Option<Member>,
+    /// `spec.switchover`, when it differs from the value last acted on.
+    pub switchover_requested: Option<&'a str>,
+    pub replication_port: u16,
+    pub node_lost_timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Create the member's pod; with a peer address it joins that master as slave.
+    Create { member: Member, peer: Option<String> },
+    /// Delete the member's pod (it ended, or it runs an old spec); it is re-created next.
+    Delete { member: Member, reason: &'static str },
+    /// Delete a pod stuck on a lost node at once (grace period 0).
+    ForceDelete { member: Member },
+    /// Hand the master role from `from` to its slave.
+    Switchover { from: Member, reason: &'static str },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub actions: Vec<Action>,
+    pub phase: Phase,
+    pub master: Option<Member>,
+    pub slave: Option<Member>,
+    /// The slave holds a complete copy and follows the master.
+    pub replicating: bool,
+    /// The master changed since the last status without a switchover: a failover.
+    pub failover: bool,
+    /// Why the pair is not fully replicating, for the conditions.
+    pub message: String,
+    /// When to look again.
+    pub requeue: Duration,
+}
+
+/// Soon, while something is in motion; otherwise the watches bring changes.
+const BUSY: Duration = Duration::from_secs(1);
+const IDLE: Duration = Duration::from_secs(30);
+
+pub fn decide(input: &Input<'_>) -> Decision {
+    let view = |m: Member| match m {
+        Member::A => input.a,
+        Member::B => input.b,
+    };
+    let mut d = Decision {
+        actions: Vec::new(),
+        phase: Phase::Pending,
+        master: None,
+        slave: None,
+        replicating: false,
+        failover: false,
+        message: String::new(),
+        requeue: BUSY,
+    };
+
+    // Pods on lost nodes go first: nothing else can happen to them.
+    for m in Member::BOTH {
+        if let Some(v) = view(m)
+            && v.state != PodState::Exited
+            && v.node_lost_for.is_some_and(|t| t >= input.node_lost_timeout)
+        {
+            d.actions.push(Action::ForceDelete { member: m });
+        }
+    }
+
+    let masters: Vec<Member> =
+        Member::BOTH.into_iter().filter(|&m| view(m).is_some_and(|v| v.is(Role::Master))).collect();
+    match masters[..] {
+        [master] => with_master(input, master, view(master.other()), &mut d),
+        [_, _] => {
+            // Both answer as master (a healed partition): the members merge on their own and
+            // one steps down; nothing to do but wait.
+            d.phase = Phase::Degraded;
+            d.message = "both members report master; they are merging".into();
+        }
+        _ => without_master(input, &view, &mut d),
+    }
+    d
+}
+
+fn with_master(input: &Input<'_>, master: Member, other: Option<&MemberView>, d: &mut Decision) {
+    let master_view = match master {
+        Member::A => input.a,
+        Member::B => input.b,
+    }
+    .expect("a master has a view");
+    d.master = Some(master);
+    d.failover = input.last_master.is_some_and(|last| last != master);
+    let lost = |v: &MemberView| v.node_lost_for.is_some();
+    match other {
+        None => {
+            d.phase = Phase::Degraded;
+            d.message = format!("re-seeding {} as a slave", name(master.other()));
+            if let Some(peer) = master_view.ip.as_deref().map(|ip| repl_address(ip, input.replication_port)) {
+                d.actions.push(Action::Create { member: master.other(), peer: Some(peer) });
+            }
+        }
+        Some(v) if v.state == PodState::Exited => {
+            d.phase = Phase::Degraded;
+            d.message = format!("{} ended; re-seeding it as a slave", name(master.other()));
+            d.actions.push(Action::Delete { member: master.other(), reason: "ended" });
+        }
+        Some(v) if v.state == PodState::Terminating || lost(v) => {
+            d.phase = Phase::Degraded;
+            d.message = format!("{} is going away; it will be re-seeded", name(master.other()));
+        }
+        Some(v) if v.is(Role::Slave) && v.synced => {
+            d.slave = Some(master.other());
+            d.replicating = true;
+            d.phase = Phase::Ready;
+            d.requeue = IDLE;
+            // Disruptive steps happen only from here: the pair is whole.
+            if v.revision.as_deref() != Some(input.revision) {
+                d.actions.push(Action::Delete { member: master.other(), reason: "rolling the slave to the new spec" });
+                d.requeue = BUSY;
+            } else if master_view.revision.as_deref() != Some(input.revision) {
+                d.actions.push(Action::Switchover { from: master, reason: "rolling the master: switching over first" });
+                d.requeue = BUSY;
+            } else if input.switchover_requested.is_some() {
+                d.actions.push(Action::Switchover { from: master, reason: "requested" });
+                d.requeue = BUSY;
+            }
+        }
+        Some(v) => {
+            d.slave = Some(master.other());
+            d.phase = if v.state == PodState::Running { Phase::Syncing } else { Phase::Degraded };
+            d.message = format!("{} is starting or taking its full copy", name(master.other()));
+        }
+    }
+    if !d.replicating && input.switchover_requested.is_some() {
+        d.message.push_str("; the switchover waits until the slave is in sync");
+    }
+}
+
+fn without_master<'a>(input: &Input<'a>, view: &dyn Fn(Member) -> Option<&'a MemberView>, d: &mut Decision) {
+    d.phase = if input.last_master.is_some() { Phase::Down } else { Phase::Pending };
+    let alive = |v: &MemberView| matches!(v.state, PodState::Pending | PodState::Running);
+    if Member::BOTH.into_iter().any(|m| view(m).is_some_and(alive)) {
+        // A slave takes over within a second, a new member is starting: wait for it.
+        d.message = "waiting for a member to serve as master".into();
+        return;
+    }
+    d.message = "no member runs: starting a new master".into();
+    // Nothing runs: clear what ended, then start one member alone; it becomes master, and the
+    // other joins it on a later round. The member that was master last goes first.
+    let first = input.last_master.unwrap_or(Member::A);
+    for m in [first, first.other()] {
+        match view(m) {
+            Some(v) if v.state == PodState::Exited => {
+                d.actions.push(Action::Delete { member: m, reason: "ended" });
+            }
+            Some(_) => {}
+            None => {
+                if !d.actions.iter().any(|a| matches!(a, Action::Create { .. })) && view(m.other()).is_none() {
+                    d.actions.push(Action::Create { member: m, peer: None });
+                }
+            }
+        }
+    }
+}
+
+/// `host:port` for `-x`, with IPv6 hosts in brackets.
+pub fn repl_address(ip: &str, port: u16) -> String {
+    if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") }
+}
+
+fn name(m: Member) -> String {
+    format!("member {}", m.suffix())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REV: &str = "r2";
+
+    fn member(state: PodState, role: Option<Role>, ip: &str) -> MemberView {
+        MemberView {
+            state,
+            ip: Some(ip.into()),
+            node: Some("n".into()),
+            revision: Some(REV.into()),
+            role,
+            synced: true,
+            node_lost_for: None,
+            role_label: None,
+        }
+    }
+
+    fn master() -> MemberView {
+        member(PodState::Running, Some(Role::Master), "10.0.0.1")
+    }
+
+    fn slave() -> MemberView {
+        member(PodState::Running, Some(Role::Slave), "10.0.0.2")
+    }
+
+    fn input<'a>(a: Option<&'a MemberView>, b: Option<&'a MemberView>) -> Input<'a> {
+        Input {
+            a,
+            b,
+            revision: REV,
+            last_master: Some(Member::A),
+            switchover_requested: None,
+            replication_port: 11212,
+            node_lost_timeout: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn a_new_pair_starts_one_master_then_its_slave() {
+        let mut i = input(None, None);
+        i.last_master = None;
+        let d = decide(&i);
+        assert_eq!(d.actions, [Action::Create { member: Member::A, peer: None }]);
+        assert_eq!(d.phase, Phase::Pending);
+
+        let starting = member(PodState::Pending, None, "");
+        let d = decide(&Input { a: Some(&starting), ..i.clone() });
+        assert!(d.actions.is_empty(), "the second member waits for a master: {:?}", d.actions);
+
+        let m = master();
+        let d = decide(&Input { a: Some(&m), ..i });
+        assert_eq!(d.actions, [Action::Create { member: Member::B, peer: Some("10.0.0.1:11212".into()) }]);
+        assert_eq!((d.master, d.phase, d.failover), (Some(Member::A), Phase::Degraded, false));
+    }
+
+    #[test]
+    fn a_whole_pair_in_sync_is_ready_and_left_alone() {
+        let (m, s) = (master(), slave());
+        let d = decide(&input(Some(&m), Some(&s)));
+        assert!(d.actions.is_empty());
+        assert_eq!((d.phase, d.master, d.slave, d.replicating), (Phase::Ready, Some(Member::A), Some(Member::B), true));
+        assert_eq!(d.requeue, IDLE);
+    }
+
+    #[test]
+    fn a_slave_taking_its_copy_is_syncing() {
+        let m = master();
+        let mut s = slave();
+        s.synced = false;
+        let d = decide(&input(Some(&m), Some(&s)));
+        assert_eq!((d.phase, d.replicating), (Phase::Syncing, false));
+        assert!(d.actions.is_empty());
+    }
+
+    #[test]
+    fn after_a_failover_the_ex_master_is_re_seeded_as_slave_of_the_new_master() {
+        // b took over; a's process died (its pod ended).
+        let dead = member(PodState::Exited, None, "10.0.0.1");
+        let new_master = member(PodState::Running, Some(Role::Master), "10.0.0.2");
+        let d = decide(&input(Some(&dead), Some(&new_master)));
+        assert!(d.failover, "the status named a as master");
+        assert_eq!(d.master, Some(Member::B));
+        assert_eq!(d.actions, [Action::Delete { member: Member::A, reason: "ended" }]);
+
+        // Next round: a's pod is gone; it comes back joined to b. No pre-emption: b stays master.
+        let mut i = input(None, Some(&new_master));
+        i.last_master = Some(Member::B);
+        let d = decide(&i);
+        assert!(!d.failover);
+        assert_eq!(d.actions, [Action::Create { member: Member::A, peer: Some("10.0.0.2:11212".into()) }]);
+    }
+
+    #[test]
+    fn while_the_slave_has_not_taken_over_yet_nothing_is_done() {
+        let dead = member(PodState::Exited, None, "10.0.0.1");
+        let s = slave();
+        let d = decide(&input(Some(&dead), Some(&s)));
+        assert!(d.actions.is_empty(), "{:?}", d.actions);
+        assert_eq!((d.phase, d.requeue), (Phase::Down, BUSY));
+    }
+
+    #[test]
+    fn a_pod_on_a_lost_node_is_force_deleted_after_the_timeout_only() {
+        let m = member(PodState::Running, Some(Role::Master), "10.0.0.2");
+        let mut stuck = slave();
+        stuck.role = None;
+        stuck.node_lost_for = Some(Duration::from_secs(30));
+        let d = decide(&input(Some(&stuck), Some(&m)));
+        assert!(d.actions.is_empty(), "{:?}", d.actions);
+        assert_eq!(d.phase, Phase::Degraded);
+        stuck.node_lost_for = Some(Duration::from_secs(61));
+        let d = decide(&input(Some(&stuck), Some(&m)));
+        assert_eq!(d.actions, [Action::ForceDelete { member: Member::A }]);
+    }
+
+    #[test]
+    fn a_spec_change_rolls_the_slave_then_switches_over_then_rolls_the_old_master() {
+        let (mut m, mut s) = (master(), slave());
+        m.revision = Some("r1".into());
+        s.revision = Some("r1".into());
+        let d = decide(&input(Some(&m), Some(&s)));
+        assert_eq!(d.actions, [Action::Delete { member: Member::B, reason: "rolling the slave to the new spec" }]);
+
+        // b came back on the new spec, but is still copying: wait.
+        s.revision = Some(REV.into());
+        s.synced = false;
+        assert!(decide(&input(Some(&m), Some(&s))).actions.is_empty());
+
+        s.synced = true;
+        let d = decide(&input(Some(&m), Some(&s)));
+        assert_eq!(
+            d.actions,
+            [Action::Switchover { from: Member::A, reason: "rolling the master: switching over first" }]
+        );
+
+        // Roles swapped: a is now an outdated slave.
+        let (mut old, mut new) = (slave(), master());
+        old.revision = Some("r1".into());
+        new.ip = Some("10.0.0.2".into());
+        let mut i = input(Some(&old), Some(&new));
+        i.last_master = Some(Member::B);
+        let d = decide(&i);
+        assert_eq!(d.actions, [Action::Delete { member: Member::A, reason: "rolling the slave to the new spec" }]);
+        assert!(!d.failover);
+    }
+
+    #[test]
+    fn a_requested_switchover_waits_for_a_synced_slave() {
+        let (m, synced) = (master(), slave());
+        let mut copying = slave();
+        copying.synced = false;
+        let mut i = input(Some(&m), Some(&copying));
+        i.switchover_requested = Some("t1");
+        let d = decide(&i);
+        assert!(d.actions.is_empty());
+        assert!(d.message.contains("switchover waits"), "{}", d.message);
+        let d = decide(&Input { b: Some(&synced), ..i });
+        assert_eq!(d.actions, [Action::Switchover { from: Member::A, reason: "requested" }]);
+    }
+
+    #[test]
+    fn two_masters_are_left_to_merge() {
+        let (a, mut b) = (master(), master());
+        b.ip = Some("10.0.0.2".into());
+        let d = decide(&input(Some(&a), Some(&b)));
+        assert!(d.actions.is_empty());
+        assert_eq!(d.phase, Phase::Degraded);
+    }
+
+    #[test]
+    fn when_both_members_ended_the_last_master_restarts_alone() {
+        let (a, b) = (member(PodState::Exited, None, "x"), member(PodState::Exited, None, "y"));
+        let mut i = input(Some(&a), Some(&b));
+        i.last_master = Some(Member::B);
+        let d = decide(&i);
+        assert_eq!(
+            d.actions,
+            [
+                Action::Delete { member: Member::B, reason: "ended" },
+                Action::Delete { member: Member::A, reason: "ended" }
+            ]
+        );
+        let d = decide(&Input { a: None, b: None, ..i });
+        assert_eq!(d.actions, [Action::Create { member: Member::B, peer: None }]);
+    }
+
+    #[test]
+    fn ipv6_peers_are_bracketed() {
+        assert_eq!(repl_address("fd00::2", 11212), "[fd00::2]:11212");
+        assert_eq!(repl_address("10.0.0.2", 11212), "10.0.0.2:11212");
+    }
+}

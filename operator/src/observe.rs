@@ -1,0 +1,176 @@
+//! What a pair's members are doing, read from their pods, their nodes and their admin
+//! listeners. `member_view` is pure; the controller does the reading.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::render::labels;
+
+/// A member's replication role as its admin listener reports it (`/role`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Master,
+    Slave,
+    Starting,
+}
+
+impl Role {
+    pub fn parse(body: &str) -> Option<Role> {
+        match body.trim() {
+            "master" => Some(Role::Master),
+            "slave" => Some(Role::Slave),
+            "starting" => Some(Role::Starting),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Slave => "slave",
+            Role::Starting => "starting",
+        }
+    }
+}
+
+/// Where a member's pod is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodState {
+    /// Not scheduled or not started yet.
+    Pending,
+    Running,
+    /// The process ended (the pod's phase is Succeeded or Failed): it will not come back.
+    Exited,
+    /// Being deleted.
+    Terminating,
+}
+
+/// One member's pod, as the decisions need it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberView {
+    pub state: PodState,
+    pub ip: Option<String>,
+    pub node: Option<String>,
+    /// The spec revision the pod was made from.
+    pub revision: Option<String>,
+    /// The role it reports; `None` when its admin listener did not answer.
+    pub role: Option<Role>,
+    /// Its client port is open (`/readyz`): for a slave, its full copy is complete.
+    pub synced: bool,
+    /// How long its node has been unreachable (NotReady, Unknown or gone); `None` if healthy.
+    pub node_lost_for: Option<Duration>,
+    /// The role label the operator last put on the pod.
+    pub role_label: Option<String>,
+}
+
+impl MemberView {
+    /// Running and answering as `role`.
+    pub fn is(&self, role: Role) -> bool {
+        self.state == PodState::Running && self.role == Some(role)
+    }
+}
+
+/// A member's view from its pod and its node (`None`: the node object is gone). The role and
+/// sync state come from the admin listener and are filled in by the caller.
+pub fn member_view(pod: &Pod, node: Option<&Node>, now: &Time) -> MemberView {
+    let status = pod.status.as_ref();
+    let state = if pod.metadata.deletion_timestamp.is_some() {
+        PodState::Terminating
+    } else {
+        match status.and_then(|s| s.phase.as_deref()) {
+            Some("Running") => PodState::Running,
+            Some("Succeeded" | "Failed") => PodState::Exited,
+            _ => PodState::Pending,
+        }
+    };
+    let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+    MemberView {
+        state,
+        ip: status.and_then(|s| s.pod_ip.clone()).filter(|ip| !ip.is_empty()),
+        revision: pod.metadata.labels.as_ref().and_then(|l| l.get(labels::REVISION).cloned()),
+        role_label: pod.metadata.labels.as_ref().and_then(|l| l.get(labels::ROLE).cloned()),
+        node_lost_for: node_name.as_ref().and_then(|_| node_lost_for(node, now)),
+        node: node_name,
+        role: None,
+        synced: false,
+    }
+}
+
+/// How long a node has not been Ready: since its Ready condition last changed, or "long" when
+/// the node object is gone.
+fn node_lost_for(node: Option<&Node>, now: &Time) -> Option<Duration> {
+    let Some(node) = node else {
+        return Some(Duration::MAX);
+    };
+    let ready = node.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
+    if ready.status == "True" {
+        return None;
+    }
+    let since = ready.last_transition_time.as_ref().map_or(now.0, |t| t.0);
+    Some(now.0.duration_since(since).try_into().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{NodeCondition, NodeStatus, PodSpec, PodStatus};
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+    use super::*;
+
+    fn pod(phase: &str, ip: &str) -> Pod {
+        Pod {
+            spec: Some(PodSpec { node_name: Some("n1".into()), ..Default::default() }),
+            status: Some(PodStatus { phase: Some(phase.into()), pod_ip: Some(ip.into()), ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    fn node(ready: &str, since: Timestamp) -> Node {
+        Node {
+            status: Some(NodeStatus {
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: ready.into(),
+                    last_transition_time: Some(Time(since)),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pod_phases_map_to_member_states() {
+        let now = Time(Timestamp::now());
+        let healthy = node("True", now.0);
+        assert_eq!(member_view(&pod("Running", "10.0.0.1"), Some(&healthy), &now).state, PodState::Running);
+        assert_eq!(member_view(&pod("Failed", ""), Some(&healthy), &now).state, PodState::Exited);
+        assert_eq!(member_view(&pod("Succeeded", ""), Some(&healthy), &now).state, PodState::Exited);
+        let pending = member_view(&pod("Pending", ""), Some(&healthy), &now);
+        assert_eq!((pending.state, pending.ip), (PodState::Pending, None));
+        let mut deleting = pod("Running", "10.0.0.1");
+        deleting.metadata.deletion_timestamp = Some(now.clone());
+        assert_eq!(member_view(&deleting, Some(&healthy), &now).state, PodState::Terminating);
+    }
+
+    #[test]
+    fn a_node_is_lost_from_when_it_stopped_being_ready() {
+        let now = Time(Timestamp::now());
+        let p = pod("Running", "10.0.0.1");
+        assert_eq!(member_view(&p, Some(&node("True", now.0)), &now).node_lost_for, None);
+        let since = now.0 - SignedDuration::from_secs(90);
+        let lost = member_view(&p, Some(&node("Unknown", since)), &now).node_lost_for.unwrap();
+        assert_eq!(lost.as_secs(), 90);
+        assert_eq!(member_view(&p, None, &now).node_lost_for, Some(Duration::MAX));
+    }
+
+    #[test]
+    fn roles_parse_from_the_admin_listener() {
+        assert_eq!(Role::parse("master\n"), Some(Role::Master));
+        assert_eq!(Role::parse("slave\n"), Some(Role::Slave));
+        assert_eq!(Role::parse("standalone\n"), None);
+    }
+}

@@ -1,0 +1,364 @@
+//! A member pod: cache-node with the spec's settings, probes on the admin listener, and (in
+//! VRRP mode) the `cache-node vrrp` sidecar.
+//!
+//! Routing to the master does not depend on the operator: the readiness probe is the admin
+//! listener's `/master`, which answers 200 only on the master, so only the master's pod is
+//! Ready and only it is an endpoint of the client Service. When the slave takes over, its probe
+//! passes within a second and the endpoints follow.
+//!
+//! Members run with `restartPolicy: Never`: a member whose process dies stays down until the
+//! operator re-seeds it as a slave of the survivor. Restarting it in place would bring it back
+//! with the command line it was created with, which may not name the current master.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, Probe, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount, WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sha2::{Digest, Sha256};
+
+use super::{Member, labels, owned_meta, pair_selector};
+use crate::crd::{AntiAffinity, CachePair, PullPolicy, ReplicationMode};
+
+pub const MEMBER_CONTAINER: &str = "cache-node";
+/// The key of the replication Secret that holds the shared secret.
+pub const SECRET_KEY: &str = "secret";
+const SECRET_DIR: &str = "/etc/cachepair/replication";
+/// Non-root uid of the distroless images.
+const RUN_AS: i64 = 65532;
+
+/// The pod of `member`. `peer` is the current master's replication address (`host:port`) when
+/// this member joins one as a slave; without it the member starts as master.
+pub fn member_pod(cp: &CachePair, member: Member, peer: Option<&str>) -> Pod {
+    let mut meta = owned_meta(cp, member.pod_name(&cp.name()));
+    let labels = meta.labels.get_or_insert_with(BTreeMap::new);
+    labels.insert(labels::MEMBER.into(), member.suffix().into());
+    labels.insert(labels::REVISION.into(), revision(cp));
+    Pod { metadata: meta, spec: Some(pod_spec(cp, member, peer)), status: None }
+}
+
+/// A short hash of everything the members' pods are made of: a member whose pod carries
+/// another revision runs an older spec and is rolled.
+pub fn revision(cp: &CachePair) -> String {
+    let specs = [pod_spec(cp, Member::A, None), pod_spec(cp, Member::B, None)];
+    let json = serde_json::to_vec(&specs).expect("a pod spec serializes");
+    let digest = Sha256::digest(&json);
+    digest[..5].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn pod_spec(cp: &CachePair, member: Member, peer: Option<&str>) -> PodSpec {
+    let spec = &cp.spec;
+    let vrrp = spec.exposure.vrrp.as_ref();
+    let mut containers = vec![cache_node_container(cp, peer)];
+    let mut volumes = vec![Volume {
+        name: "replication-secret".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(cp.replication_secret_name()),
+            default_mode: Some(0o440),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let mut node_selector = spec.node_selector.clone();
+    if let Some(vrrp) = vrrp {
+        containers.push(super::vrrp::sidecar(cp, member));
+        volumes.push(super::vrrp::config_volume(cp, member));
+        if let Some(node) = vrrp.nodes.get(member as usize) {
+            node_selector.insert("kubernetes.io/hostname".into(), node.clone());
+        }
+    }
+    PodSpec {
+        containers,
+        volumes: Some(volumes),
+        restart_policy: Some("Never".into()),
+        hostname: Some(member.pod_name(&cp.name())),
+        subdomain: Some(cp.members_service_name()),
+        host_network: vrrp.map(|_| true),
+        dns_policy: vrrp.map(|_| "ClusterFirstWithHostNet".into()),
+        node_selector: (!node_selector.is_empty()).then_some(node_selector),
+        tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
+        affinity: affinity(cp),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: vrrp.is_none().then_some(true),
+            fs_group: Some(RUN_AS),
+            seccomp_profile: Some(k8s_openapi::api::core::v1::SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        // cache-node stops on SIGTERM at once; connections close with it.
+        termination_grace_period_seconds: Some(10),
+        enable_service_links: Some(false),
+        ..Default::default()
+    }
+}
+
+fn cache_node_container(cp: &CachePair, peer: Option<&str>) -> Container {
+    let spec = &cp.spec;
+    let repl = &spec.replication;
+    let mut args: Vec<String> = vec![
+        "-p".into(),
+        spec.port.to_string(),
+        "-m".into(),
+        spec.memory_mb.to_string(),
+        "-c".into(),
+        spec.max_connections.to_string(),
+        "-t".into(),
+        spec.threads.to_string(),
+        "-X".into(),
+        repl.port.to_string(),
+        "-q".into(),
+        repl.backlog_kib.to_string(),
+        "--repl-mode".into(),
+        match repl.mode {
+            ReplicationMode::Async => "async",
+            ReplicationMode::Sync => "sync",
+        }
+        .into(),
+        "--repl-heartbeat-ms".into(),
+        repl.heartbeat_millis.to_string(),
+        "--repl-misses".into(),
+        repl.misses.to_string(),
+        "--repl-sync-timeout-ms".into(),
+        repl.sync_timeout_millis.to_string(),
+        "--repl-secret-file".into(),
+        format!("{SECRET_DIR}/{SECRET_KEY}"),
+    ];
+    // Each member binds its pod's address; in VRRP mode (host network) every address of the
+    // node, so that clients reach it on the virtual IP too.
+    if spec.exposure.vrrp.is_some() {
+        args.extend(["--admin-listen".into(), format!("0.0.0.0:{}", spec.admin_port)]);
+    } else {
+        args.extend([
+            "-l".into(),
+            "$(POD_IP)".into(),
+            "--admin-listen".into(),
+            format!("$(POD_IP):{}", spec.admin_port),
+        ]);
+    }
+    if let Some(peer) = peer {
+        args.extend(["-x".into(), peer.into()]);
+    }
+    let probe = |path: &str, period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("admin".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(1),
+        failure_threshold: Some(failures),
+        success_threshold: Some(1),
+        ..Default::default()
+    };
+    let port = |name: &str, port: u16| ContainerPort {
+        name: Some(name.into()),
+        container_port: port.into(),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    Container {
+        name: MEMBER_CONTAINER.into(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: spec.image_pull_policy.map(|p| {
+            match p {
+                PullPolicy::Always => "Always",
+                PullPolicy::IfNotPresent => "IfNotPresent",
+                PullPolicy::Never => "Never",
+            }
+            .into()
+        }),
+        args: Some(args),
+        env: Some(vec![EnvVar {
+            name: "POD_IP".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector { field_path: "status.podIP".into(), ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        ports: Some(vec![port("memcache", spec.port), port("replication", repl.port), port("admin", spec.admin_port)]),
+        readiness_probe: Some(probe("/master", 1, 1)),
+        liveness_probe: Some(probe("/healthz", 5, 3)),
+        resources: spec.resources.clone(),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "replication-secret".into(),
+            mount_path: SECRET_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        }]),
+        security_context: Some(SecurityContext {
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            run_as_non_root: Some(true),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The user's affinity plus the members' anti-affinity on `kubernetes.io/hostname`.
+fn affinity(cp: &CachePair) -> Option<Affinity> {
+    let mut affinity = cp.spec.affinity.clone().unwrap_or_default();
+    let term = PodAffinityTerm {
+        label_selector: Some(LabelSelector { match_labels: Some(pair_selector(cp)), ..Default::default() }),
+        topology_key: "kubernetes.io/hostname".into(),
+        ..Default::default()
+    };
+    let anti = affinity.pod_anti_affinity.get_or_insert_with(PodAntiAffinity::default);
+    match cp.spec.anti_affinity {
+        AntiAffinity::Required => {
+            anti.required_during_scheduling_ignored_during_execution.get_or_insert_with(Vec::new).push(term)
+        }
+        AntiAffinity::Preferred => anti
+            .preferred_during_scheduling_ignored_during_execution
+            .get_or_insert_with(Vec::new)
+            .push(WeightedPodAffinityTerm { weight: 100, pod_affinity_term: term }),
+        AntiAffinity::None => {}
+    }
+    if affinity.pod_anti_affinity.as_ref().is_some_and(|a| {
+        a.required_during_scheduling_ignored_during_execution.is_none()
+            && a.preferred_during_scheduling_ignored_during_execution.is_none()
+    }) {
+        affinity.pod_anti_affinity = None;
+    }
+    (affinity != Affinity::default()).then_some(affinity)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::render::fixtures::pair;
+
+    fn args(pod: &Pod) -> Vec<String> {
+        pod.spec.as_ref().unwrap().containers[0].args.clone().unwrap()
+    }
+
+    fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+        args.iter().position(|a| a == name).map(|i| args[i + 1].as_str())
+    }
+
+    #[test]
+    fn the_command_line_carries_the_spec() {
+        let cp = pair(json!({
+            "memoryMB": 512, "maxConnections": 4096, "threads": 8, "port": 11311, "adminPort": 9200,
+            "replication": {"port": 11400, "mode": "sync", "heartbeatMillis": 50, "misses": 4,
+                            "syncTimeoutMillis": 250, "backlogKiB": 1024},
+        }));
+        let pod = member_pod(&cp, Member::B, Some("10.0.0.7:11400"));
+        let a = args(&pod);
+        for (name, value) in [
+            ("-p", "11311"),
+            ("-m", "512"),
+            ("-c", "4096"),
+            ("-t", "8"),
+            ("-X", "11400"),
+            ("-q", "1024"),
+            ("--repl-mode", "sync"),
+            ("--repl-heartbeat-ms", "50"),
+            ("--repl-misses", "4"),
+            ("--repl-sync-timeout-ms", "250"),
+            ("--repl-secret-file", "/etc/cachepair/replication/secret"),
+            ("-l", "$(POD_IP)"),
+            ("--admin-listen", "$(POD_IP):9200"),
+            ("-x", "10.0.0.7:11400"),
+        ] {
+            assert_eq!(flag(&a, name), Some(value), "{name} in {a:?}");
+        }
+        let meta = &pod.metadata;
+        assert_eq!(meta.name.as_deref(), Some("demo-b"));
+        assert_eq!(meta.labels.as_ref().unwrap()[labels::MEMBER], "b");
+        assert_eq!(meta.labels.as_ref().unwrap()[labels::REVISION], revision(&cp));
+    }
+
+    #[test]
+    fn the_command_line_is_one_cache_node_accepts() {
+        let cp = pair(json!({"replication": {"mode": "sync"}}));
+        let mut argv = vec!["cache-node".to_string()];
+        argv.extend(args(&member_pod(&cp, Member::A, Some("10.0.0.7:11212"))));
+        // The kubelet expands $(POD_IP) from the pod's address.
+        for a in &mut argv {
+            *a = a.replace("$(POD_IP)", "fd00::8");
+        }
+        let parsed = <cache_node::config::Config as clap::Parser>::try_parse_from(&argv);
+        assert!(parsed.is_ok(), "cache-node rejects {argv:?}: {}", parsed.err().unwrap());
+    }
+
+    #[test]
+    fn a_member_without_a_peer_starts_as_master() {
+        let cp = pair(json!({}));
+        let a = args(&member_pod(&cp, Member::A, None));
+        assert_eq!(flag(&a, "-x"), None);
+        assert_eq!(flag(&a, "--repl-mode"), Some("async"));
+    }
+
+    #[test]
+    fn only_the_master_is_ready_and_a_dead_member_stays_dead() {
+        let spec = member_pod(&pair(json!({})), Member::A, None).spec.unwrap();
+        let c = &spec.containers[0];
+        let ready = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(ready.path.as_deref(), Some("/master"));
+        assert_eq!(c.readiness_probe.as_ref().unwrap().period_seconds, Some(1));
+        assert_eq!(c.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/healthz"));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!((sc.run_as_non_root, sc.read_only_root_filesystem), (Some(true), Some(true)));
+        assert_eq!(spec.volumes.unwrap()[0].secret.as_ref().unwrap().secret_name.as_deref(), Some("demo-replication"));
+    }
+
+    #[test]
+    fn members_keep_apart_as_the_spec_says() {
+        let required = member_pod(&pair(json!({})), Member::A, None).spec.unwrap().affinity.unwrap();
+        let anti = required.pod_anti_affinity.unwrap();
+        let term = &anti.required_during_scheduling_ignored_during_execution.unwrap()[0];
+        assert_eq!(term.topology_key, "kubernetes.io/hostname");
+        assert_eq!(term.label_selector.as_ref().unwrap().match_labels.as_ref().unwrap()[labels::PAIR], "demo");
+
+        let preferred = member_pod(&pair(json!({"antiAffinity": "Preferred"})), Member::A, None);
+        let anti = preferred.spec.unwrap().affinity.unwrap().pod_anti_affinity.unwrap();
+        assert!(anti.required_during_scheduling_ignored_during_execution.is_none());
+        assert_eq!(anti.preferred_during_scheduling_ignored_during_execution.unwrap()[0].weight, 100);
+
+        let none = member_pod(&pair(json!({"antiAffinity": "None"})), Member::A, None);
+        assert!(none.spec.unwrap().affinity.is_none());
+    }
+
+    #[test]
+    fn scheduling_and_resources_pass_through() {
+        let cp = pair(json!({
+            "nodeSelector": {"disk": "ssd"},
+            "tolerations": [{"key": "cache", "operator": "Exists", "effect": "NoSchedule"}],
+            "resources": {"limits": {"memory": "1Gi"}, "requests": {"cpu": "500m"}},
+            "imagePullPolicy": "Always",
+            "image": "registry.example/cache-node:9",
+        }));
+        let spec = member_pod(&cp, Member::A, None).spec.unwrap();
+        assert_eq!(spec.node_selector.unwrap()["disk"], "ssd");
+        assert_eq!(spec.tolerations.unwrap()[0].key.as_deref(), Some("cache"));
+        let c = &spec.containers[0];
+        assert_eq!(c.image.as_deref(), Some("registry.example/cache-node:9"));
+        assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));
+        assert!(c.resources.as_ref().unwrap().limits.as_ref().unwrap().contains_key("memory"));
+    }
+
+    #[test]
+    fn the_revision_follows_the_pod_not_the_bookkeeping() {
+        let base = pair(json!({}));
+        let same = pair(json!({"switchover": "now", "nodeLostTimeoutSeconds": 5, "podDisruptionBudget": false}));
+        assert_eq!(revision(&base), revision(&same));
+        assert_ne!(revision(&base), revision(&pair(json!({"memoryMB": 65}))));
+        assert_ne!(revision(&base), revision(&pair(json!({"image": "other"}))));
+        assert_eq!(revision(&base).len(), 10);
+    }
+}

@@ -1,0 +1,116 @@
+//! The client Service (the master only), the members' headless Service, and the generated
+//! replication Secret.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Secret, Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::pod::SECRET_KEY;
+use super::{owned_meta, pair_selector};
+use crate::crd::CachePair;
+
+fn port(name: &str, port: u16) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port: port.into(),
+        target_port: Some(IntOrString::String(name.into())),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }
+}
+
+/// `<name>`: selects both members, but only the master's pod is Ready (its readiness probe is
+/// `/master`), so only the master is an endpoint, with or without the operator running.
+pub fn client_service(cp: &CachePair) -> Service {
+    let exposure = cp.spec.exposure.service.clone().unwrap_or_default();
+    let mut meta = owned_meta(cp, cp.name());
+    meta.annotations = (!exposure.annotations.is_empty()).then(|| exposure.annotations.clone());
+    Service {
+        metadata: meta,
+        spec: Some(ServiceSpec {
+            type_: Some(exposure.type_.as_str().into()),
+            selector: Some(pair_selector(cp)),
+            ports: Some(vec![port("memcache", cp.spec.port)]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// `<name>-members`: headless, with every member listed whether Ready or not: the members'
+/// DNS names, and the scrape target for both members' `/metrics`.
+pub fn members_service(cp: &CachePair) -> Service {
+    Service {
+        metadata: owned_meta(cp, cp.members_service_name()),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(pair_selector(cp)),
+            ports: Some(vec![
+                port("memcache", cp.spec.port),
+                port("replication", cp.spec.replication.port),
+                port("admin", cp.spec.admin_port),
+            ]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The generated replication secret (`<name>-replication`), from 32 random bytes. Created once
+/// and never rewritten: the members hold it.
+pub fn replication_secret(cp: &CachePair, random: &[u8; 32]) -> Secret {
+    use base64::Engine as _;
+    let secret = base64::engine::general_purpose::STANDARD.encode(random);
+    Secret {
+        metadata: owned_meta(cp, cp.replication_secret_name()),
+        data: Some(BTreeMap::from([(SECRET_KEY.into(), ByteString(secret.into_bytes()))])),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::render::fixtures::pair;
+    use crate::render::labels;
+
+    #[test]
+    fn the_client_service_selects_the_pair_on_the_client_port() {
+        let cp = pair(json!({"port": 11311, "exposure": {"service": {"type": "LoadBalancer",
+            "annotations": {"lb.example/internal": "true"}}}}));
+        let svc = client_service(&cp);
+        assert_eq!(svc.metadata.name.as_deref(), Some("demo"));
+        assert_eq!(svc.metadata.annotations.as_ref().unwrap()["lb.example/internal"], "true");
+        let spec = svc.spec.unwrap();
+        assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
+        assert_eq!(spec.selector.unwrap(), BTreeMap::from([(labels::PAIR.to_string(), "demo".to_string())]));
+        let ports = spec.ports.unwrap();
+        assert_eq!((ports.len(), ports[0].port), (1, 11311));
+        assert!(spec.publish_not_ready_addresses.is_none(), "only Ready pods (the master) are endpoints");
+    }
+
+    #[test]
+    fn the_members_service_is_headless_and_lists_every_member() {
+        let spec = members_service(&pair(json!({}))).spec.unwrap();
+        assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(spec.publish_not_ready_addresses, Some(true));
+        let ports: Vec<i32> = spec.ports.unwrap().iter().map(|p| p.port).collect();
+        assert_eq!(ports, [11211, 11212, 9150]);
+    }
+
+    #[test]
+    fn the_generated_secret_holds_the_random_bytes() {
+        let secret = replication_secret(&pair(json!({})), &[7; 32]);
+        assert_eq!(secret.metadata.name.as_deref(), Some("demo-replication"));
+        let value = &secret.data.unwrap()[SECRET_KEY];
+        assert_eq!(value.0.len(), 44, "32 bytes in base64");
+        let user = pair(json!({"replication": {"secretName": "mine"}}));
+        assert_eq!(user.replication_secret_name(), "mine");
+    }
+}

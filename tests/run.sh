@@ -16,7 +16,7 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "unit and Rust integration tests"
-cargo test --workspace
+cargo test --workspace --exclude e2e
 
 step "black-box tests (memccapable, pymemcache, differential against memcached 1.6.18);" \
     "Kubernetes packaging (helm lint and template, deploy/, CRD samples, Dockerfiles)"

@@ -1,0 +1,106 @@
+//! One control plane for a whole test run: `tests/controlplane/up.sh` into a temporary state
+//! directory, the CRD applied, a few process kubelets; `down.sh` at the end.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+use crate::kubelet::{self, ProcessKubelet};
+
+pub struct Cluster {
+    pub state: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub bin: PathBuf,
+    pub client: Client,
+    pub kubelets: Vec<ProcessKubelet>,
+}
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the repository")
+}
+
+/// Where cargo put the workspace's binaries (cache-node, cachepair-operator).
+pub fn target_bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
+    dir.join("debug").join(name)
+}
+
+impl Cluster {
+    /// Starts the control plane in `state` and `nodes` process kubelets.
+    pub async fn start(state: &Path, nodes: u8) -> anyhow::Result<Cluster> {
+        let scripts = repo().join("tests/controlplane");
+        let out = Command::new(scripts.join("up.sh")).arg(state).output().context("up.sh")?;
+        if !out.status.success() {
+            bail!("up.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        let kubeconfig = state.join("admin.kubeconfig");
+        let bin = PathBuf::from(read_env(state, "CACHEPAIR_K8S_BIN")?);
+        let config =
+            Config::from_custom_kubeconfig(Kubeconfig::read_from(&kubeconfig)?, &KubeConfigOptions::default()).await?;
+        let client = Client::try_from(config)?;
+        let mut cluster = Cluster { state: state.to_path_buf(), kubeconfig, bin, client, kubelets: Vec::new() };
+        cluster.kubectl(&["apply", "--server-side", "-f", repo().join("crds/cachepair.yaml").to_str().unwrap()])?;
+        cluster.kubectl(&["wait", "--for=condition=Established", "--timeout=30s", "crd/cachepairs.cachepair.io"])?;
+        let images = vec![("ghcr.io/cachepair/cache-node".to_string(), target_bin("cache-node"))];
+        for n in 1..=nodes {
+            let config = kubelet::Config {
+                node: format!("node-{n}"),
+                net: 100 + n,
+                images: images.clone(),
+                work_dir: state.join(format!("node-{n}")),
+            };
+            cluster.kubelets.push(ProcessKubelet::start(cluster.client.clone(), config).await?);
+        }
+        Ok(cluster)
+    }
+
+    /// Runs kubectl against the cluster; its stdout on success.
+    pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out =
+            Command::new(self.bin.join("kubectl")).arg("--kubeconfig").arg(&self.kubeconfig).args(args).output()?;
+        if !out.status.success() {
+            bail!("kubectl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Stops the kubelets' processes and the control plane.
+    pub async fn stop(mut self) {
+        for k in self.kubelets.drain(..) {
+            k.stop().await;
+        }
+        let _ = Command::new(repo().join("tests/controlplane/down.sh")).arg(&self.state).status();
+    }
+}
+
+fn read_env(state: &Path, name: &str) -> anyhow::Result<String> {
+    let env = std::fs::read_to_string(state.join("env.sh")).context("env.sh")?;
+    env.lines()
+        .filter_map(|l| l.trim_start_matches("export ").split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches(|c| c == '"' || c == '\'').to_string())
+        .with_context(|| format!("{name} not in env.sh"))
+}
+
+/// Polls `f` every 100 ms until it yields, or fails after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if start.elapsed() > limit {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,191 @@
+//! A test-only kubelet: registers a Node, keeps its Lease, and runs the pods bound to it as
+//! local processes, each on its own loopback address (`127.<net>.<k>.<m>`), with their probes,
+//! status and deletion grace periods. An image maps to a local binary.
+//!
+//! What it does not do: containers, cgroups, mount namespaces (a Secret volume's files land in
+//! a directory of the pod's, and arguments that name a path under the mount are rewritten to
+//! it), image pulls, init containers.
+
+mod node;
+mod pod;
+mod probe;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+
+pub struct Config {
+    pub node: String,
+    /// Pods on this node get `127.<net>.<k>.<m>`; the node itself `127.<net>.0.1`.
+    pub net: u8,
+    /// Image → binary; an image matches on its name without the tag.
+    pub images: Vec<(String, PathBuf)>,
+    /// Where pods keep their volumes and logs.
+    pub work_dir: PathBuf,
+}
+
+/// What the test can do to a running pod.
+struct PodHandle {
+    uid: String,
+    /// The pod's processes (for SIGKILL on command).
+    pids: Arc<std::sync::Mutex<Vec<u32>>>,
+    /// Set when the pod is being deleted.
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+pub(crate) struct Shared {
+    client: Client,
+    config: Config,
+    next_ip: AtomicU32,
+    pods: Mutex<HashMap<String, PodHandle>>,
+}
+
+impl Shared {
+    fn allocate_ip(&self) -> String {
+        let n = self.next_ip.fetch_add(1, Ordering::Relaxed) + 2;
+        format!("127.{}.{}.{}", self.config.net, (n >> 8) & 0xff, n & 0xff)
+    }
+
+    fn node_ip(&self) -> String {
+        format!("127.{}.0.1", self.config.net)
+    }
+}
+
+pub struct ProcessKubelet {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ProcessKubelet {
+    /// Registers the node and starts running its pods.
+    pub async fn start(client: Client, config: Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.work_dir)?;
+        let shared = Arc::new(Shared { client, config, next_ip: AtomicU32::new(0), pods: Mutex::default() });
+        node::register(&shared).await?;
+        let heartbeat = tokio::spawn(node::heartbeat(shared.clone()));
+        let pods = tokio::spawn(sync_pods(shared.clone()));
+        Ok(Self { shared, tasks: vec![heartbeat, pods] })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.shared.config.node
+    }
+
+    /// SIGKILLs every process of the pod `namespace/name` (its restart policy decides what follows).
+    pub async fn kill_pod(&self, namespace: &str, name: &str) -> bool {
+        let pods = self.shared.pods.lock().await;
+        let Some(handle) = pods.get(&key(namespace, name)) else { return false };
+        let pids = handle.pids.lock().unwrap().clone();
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+        !pids.is_empty()
+    }
+
+    /// The node dies: its processes are SIGKILLed and it stops reporting; its pods stay on the
+    /// API server as they were, as with a real node that lost power.
+    pub async fn node_down(mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        self.kill_all().await;
+    }
+
+    /// Stops the kubelet and its processes (the end of a test).
+    pub async fn stop(self) {
+        self.node_down().await;
+    }
+
+    async fn kill_all(&self) {
+        let mut pods = self.shared.pods.lock().await;
+        for (_, handle) in pods.drain() {
+            handle.task.abort();
+            for pid in handle.pids.lock().unwrap().iter() {
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for ProcessKubelet {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Ok(pods) = self.shared.pods.try_lock() {
+            for handle in pods.values() {
+                handle.task.abort();
+                for pid in handle.pids.lock().unwrap().iter() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(*pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// Starts a runner for each pod bound to this node; tells it when the pod is being deleted.
+async fn sync_pods(shared: Arc<Shared>) {
+    let api: Api<Pod> = Api::all(shared.client.clone());
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={}", shared.config.node));
+    let mut events = watcher::watcher(api, config).boxed();
+    while let Some(event) = events.next().await {
+        let pods = match event {
+            Ok(Event::Apply(pod) | Event::InitApply(pod)) => vec![pod],
+            Ok(Event::Delete(pod)) => {
+                let k = key(&pod.namespace().unwrap_or_default(), &pod.name_any());
+                if let Some(handle) = shared.pods.lock().await.remove(&k) {
+                    let _ = handle.stop.send(true);
+                }
+                continue;
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "pod watch");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        for pod in pods {
+            let k = key(&pod.namespace().unwrap_or_default(), &pod.name_any());
+            let mut running = shared.pods.lock().await;
+            if let Some(handle) = running.get(&k) {
+                // The same name may come back as a new pod after the old one is gone.
+                if handle.uid != pod.uid().unwrap_or_default() {
+                    let _ = handle.stop.send(true);
+                    running.remove(&k);
+                } else {
+                    if pod.metadata.deletion_timestamp.is_some() {
+                        let _ = handle.stop.send(true);
+                    }
+                    continue;
+                }
+            }
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            if matches!(phase, Some("Succeeded" | "Failed")) {
+                continue;
+            }
+            let (stop, stop_rx) = watch::channel(pod.metadata.deletion_timestamp.is_some());
+            let pids = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let uid = pod.uid().unwrap_or_default();
+            let task = tokio::spawn(pod::run(shared.clone(), pod, pids.clone(), stop_rx));
+            running.insert(k, PodHandle { uid, pids, stop, task });
+        }
+    }
+}

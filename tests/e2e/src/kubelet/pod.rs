@@ -1,0 +1,470 @@
+//! One pod as local processes: its volumes, environment and arguments, its probes and
+//! status, its restart policy and its deletion.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::core::v1::{Container, Pod, Probe, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::{Api, ResourceExt};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+use super::{Shared, probe};
+
+/// How often exits are noticed and probes considered.
+const TICK: Duration = Duration::from_millis(100);
+
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    pod: Pod,
+    pids: Arc<std::sync::Mutex<Vec<u32>>>,
+    stop: watch::Receiver<bool>,
+) {
+    let runner = match Runner::start(&shared, &pod, pids).await {
+        Ok(runner) => runner,
+        Err(e) => {
+            let name = pod.name_any();
+            tracing::warn!(pod = %name, error = %format!("{e:#}"), "pod cannot run");
+            let api: Api<Pod> = Api::namespaced(shared.client.clone(), &pod.namespace().unwrap_or_default());
+            let status =
+                json!({"status": {"phase": "Failed", "reason": "ProcessKubelet", "message": format!("{e:#}")}});
+            let _ = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await;
+            return;
+        }
+    };
+    runner.supervise(stop).await;
+}
+
+/// A running container.
+struct Process {
+    container: Container,
+    child: Option<Child>,
+    started: Timestamp,
+    restarts: i32,
+    exit: Option<i32>,
+    ready: bool,
+    readiness: ProbeState,
+    liveness: ProbeState,
+}
+
+#[derive(Default)]
+struct ProbeState {
+    next: Option<Instant>,
+    failures: i32,
+    successes: i32,
+}
+
+struct Runner {
+    api: Api<Pod>,
+    name: String,
+    uid: String,
+    ip: String,
+    host_ip: String,
+    dir: PathBuf,
+    restart_policy: String,
+    grace: Duration,
+    started: Timestamp,
+    images: Vec<(String, PathBuf)>,
+    env: Vec<BTreeMap<String, String>>,
+    args: Vec<Vec<String>>,
+    procs: Vec<Process>,
+    pids: Arc<std::sync::Mutex<Vec<u32>>>,
+}
+
+impl Runner {
+    async fn start(shared: &Shared, pod: &Pod, pids: Arc<std::sync::Mutex<Vec<u32>>>) -> anyhow::Result<Runner> {
+        let spec = pod.spec.clone().context("a pod without a spec")?;
+        let ns = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
+        let uid = pod.uid().unwrap_or_default();
+        let ip = shared.allocate_ip();
+        let dir = shared.config.work_dir.join("pods").join(format!("{ns}_{name}_{}", &uid[..uid.len().min(8)]));
+        std::fs::create_dir_all(&dir)?;
+        let volumes = write_volumes(shared, &ns, pod, &dir).await?;
+        let mut env_all = Vec::new();
+        let mut args_all = Vec::new();
+        for c in &spec.containers {
+            let env = environment(shared, &ns, pod, c, &ip).await?;
+            let args = arguments(c, &env, &volumes);
+            env_all.push(env);
+            args_all.push(args);
+        }
+        let grace =
+            pod.metadata.deletion_grace_period_seconds.or(spec.termination_grace_period_seconds).unwrap_or(30).max(0)
+                as u64;
+        let mut runner = Runner {
+            api: Api::namespaced(shared.client.clone(), &ns),
+            name,
+            uid,
+            ip,
+            host_ip: shared.node_ip(),
+            dir,
+            restart_policy: spec.restart_policy.clone().unwrap_or_else(|| "Always".into()),
+            grace: Duration::from_secs(grace),
+            started: Timestamp::now(),
+            images: shared.config.images.clone(),
+            env: env_all,
+            args: args_all,
+            procs: Vec::new(),
+            pids,
+        };
+        for (i, c) in spec.containers.iter().enumerate() {
+            let child = runner.spawn(i, c)?;
+            runner.procs.push(Process {
+                container: c.clone(),
+                child: Some(child),
+                started: Timestamp::now(),
+                restarts: 0,
+                exit: None,
+                ready: false,
+                readiness: ProbeState::default(),
+                liveness: ProbeState::default(),
+            });
+        }
+        runner.record_pids();
+        runner.report().await?;
+        Ok(runner)
+    }
+
+    fn spawn(&self, i: usize, c: &Container) -> anyhow::Result<Child> {
+        let image = c.image.as_deref().unwrap_or_default();
+        let binary = binary_for(&self.images, image).with_context(|| format!("no local binary for image {image}"))?;
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{}.log", c.name)))?;
+        let mut cmd = Command::new(binary);
+        cmd.args(c.command.iter().flatten().skip(1))
+            .args(&self.args[i])
+            .env_clear()
+            .envs(&self.env[i])
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        cmd.spawn().with_context(|| format!("cannot start {}", binary.display()))
+    }
+
+    fn record_pids(&self) {
+        let pids = self.procs.iter().filter_map(|p| p.child.as_ref().and_then(Child::id)).collect();
+        *self.pids.lock().unwrap() = pids;
+    }
+
+    /// Runs until the pod ends (restart policy) or is deleted.
+    async fn supervise(mut self, mut stop: watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                self.terminate().await;
+                return;
+            }
+            let changed = self.step().await;
+            if changed {
+                self.record_pids();
+                if let Err(e) = self.report().await {
+                    tracing::warn!(pod = %self.name, error = %e, "pod status");
+                }
+            }
+            if self.finished() {
+                // The pod stays, Failed or Succeeded, until someone deletes it.
+                let _ = stop.wait_for(|s| *s).await;
+                self.terminate().await;
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Notices exits, restarts per policy, runs due probes. Returns whether the status changed.
+    async fn step(&mut self) -> bool {
+        let mut changed = false;
+        let now = Instant::now();
+        for i in 0..self.procs.len() {
+            let exited = match self.procs[i].child.as_mut().map(Child::try_wait) {
+                Some(Ok(Some(status))) => Some(status.code().unwrap_or(137)),
+                _ => None,
+            };
+            if let Some(code) = exited {
+                let p = &mut self.procs[i];
+                p.child = None;
+                p.exit = Some(code);
+                p.ready = false;
+                changed = true;
+                let restart = match self.restart_policy.as_str() {
+                    "Always" => true,
+                    "OnFailure" => code != 0,
+                    _ => false,
+                };
+                if restart {
+                    let c = p.container.clone();
+                    if let Ok(child) = self.spawn(i, &c) {
+                        let p = &mut self.procs[i];
+                        p.child = Some(child);
+                        p.exit = None;
+                        p.restarts += 1;
+                        p.started = Timestamp::now();
+                        p.readiness = ProbeState::default();
+                        p.liveness = ProbeState::default();
+                    }
+                }
+                continue;
+            }
+            if self.procs[i].child.is_none() {
+                continue;
+            }
+            let container = self.procs[i].container.clone();
+            if let Some(probe) = &container.readiness_probe
+                && let Some(ok) = self.due(i, probe, now, true).await
+            {
+                let p = &mut self.procs[i];
+                let ready = update(&mut p.readiness, probe, ok, p.ready);
+                changed |= ready != p.ready;
+                p.ready = ready;
+            } else if container.readiness_probe.is_none() && !self.procs[i].ready {
+                self.procs[i].ready = true;
+                changed = true;
+            }
+            if let Some(probe) = &container.liveness_probe
+                && let Some(ok) = self.due(i, probe, now, false).await
+            {
+                let p = &mut self.procs[i];
+                let alive = update(&mut p.liveness, probe, ok, true);
+                if !alive && let Some(child) = p.child.as_mut() {
+                    let _ = child.start_kill();
+                }
+            }
+        }
+        changed
+    }
+
+    /// Runs the probe if it is due; `None` if not yet.
+    async fn due(&mut self, i: usize, probe: &Probe, now: Instant, readiness: bool) -> Option<bool> {
+        let period = Duration::from_secs(probe.period_seconds.unwrap_or(10).max(1) as u64);
+        let p = &mut self.procs[i];
+        let state = if readiness { &mut p.readiness } else { &mut p.liveness };
+        let next = *state
+            .next
+            .get_or_insert(now + Duration::from_secs(probe.initial_delay_seconds.unwrap_or(0).max(0) as u64));
+        if now < next {
+            return None;
+        }
+        state.next = Some(now + period);
+        let get = probe.http_get.as_ref()?;
+        let port = match &get.port {
+            IntOrString::Int(n) => *n as u16,
+            IntOrString::String(name) => p
+                .container
+                .ports
+                .iter()
+                .flatten()
+                .find(|cp| cp.name.as_deref() == Some(name))
+                .map(|cp| cp.container_port as u16)?,
+        };
+        let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
+        Some(probe::http_get(&self.ip, port, get.path.as_deref().unwrap_or("/"), timeout).await)
+    }
+
+    fn finished(&self) -> bool {
+        self.procs.iter().all(|p| p.child.is_none())
+    }
+
+    fn phase(&self) -> &'static str {
+        if !self.finished() {
+            "Running"
+        } else if self.procs.iter().all(|p| p.exit == Some(0)) {
+            "Succeeded"
+        } else {
+            "Failed"
+        }
+    }
+
+    async fn report(&self) -> anyhow::Result<()> {
+        let now = Time(Timestamp::now());
+        let ready = !self.finished() && self.procs.iter().all(|p| p.ready);
+        let cond = |type_: &str, ok: bool| json!({"type": type_, "status": if ok { "True" } else { "False" }, "lastTransitionTime": now});
+        let containers: Vec<Value> = self
+            .procs
+            .iter()
+            .map(|p| {
+                let state = match (p.child.is_some(), p.exit) {
+                    (true, _) => json!({"running": {"startedAt": Time(p.started)}}),
+                    (false, code) => json!({"terminated": {
+                        "exitCode": code.unwrap_or(137),
+                        "reason": if code == Some(0) { "Completed" } else { "Error" },
+                        "startedAt": Time(p.started),
+                        "finishedAt": now,
+                    }}),
+                };
+                json!({
+                    "name": p.container.name,
+                    "image": p.container.image,
+                    "imageID": "",
+                    "ready": p.ready,
+                    "started": p.child.is_some(),
+                    "restartCount": p.restarts,
+                    "state": state,
+                })
+            })
+            .collect();
+        let status = json!({"status": {
+            "phase": self.phase(),
+            "podIP": self.ip,
+            "podIPs": [{"ip": self.ip}],
+            "hostIP": self.host_ip,
+            "hostIPs": [{"ip": self.host_ip}],
+            "startTime": Time(self.started),
+            "conditions": [
+                cond("PodScheduled", true),
+                cond("Initialized", true),
+                cond("ContainersReady", ready),
+                cond("Ready", ready),
+            ],
+            "containerStatuses": containers,
+        }});
+        self.api.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(status)).await?;
+        Ok(())
+    }
+
+    /// SIGTERM, the grace period, SIGKILL; then the pod object goes.
+    async fn terminate(mut self) {
+        for p in &self.procs {
+            if let Some(pid) = p.child.as_ref().and_then(Child::id) {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + self.grace;
+        for p in &mut self.procs {
+            if let Some(child) = p.child.as_mut() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if tokio::time::timeout(left, child.wait()).await.is_err() {
+                    let _ = child.kill().await;
+                }
+            }
+        }
+        self.pids.lock().unwrap().clear();
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions { uid: Some(self.uid.clone()), resource_version: None }),
+            ..Default::default()
+        };
+        let _ = self.api.delete(&self.name, &params).await;
+    }
+}
+
+/// Probe bookkeeping: returns the new state after one result.
+fn update(state: &mut ProbeState, probe: &Probe, ok: bool, current: bool) -> bool {
+    if ok {
+        state.failures = 0;
+        state.successes += 1;
+        if state.successes >= probe.success_threshold.unwrap_or(1) { true } else { current }
+    } else {
+        state.successes = 0;
+        state.failures += 1;
+        if state.failures >= probe.failure_threshold.unwrap_or(3) { false } else { current }
+    }
+}
+
+fn binary_for<'a>(images: &'a [(String, PathBuf)], image: &str) -> Option<&'a Path> {
+    let name = image.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')).map_or(image, |(n, _)| n);
+    images.iter().find(|(i, _)| i == image || i == name).map(|(_, p)| p.as_path())
+}
+
+/// Writes each Secret volume's files; returns volume name → directory.
+async fn write_volumes(shared: &Shared, ns: &str, pod: &Pod, dir: &Path) -> anyhow::Result<HashMap<String, PathBuf>> {
+    let secrets: Api<Secret> = Api::namespaced(shared.client.clone(), ns);
+    let mut out = HashMap::new();
+    for v in pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default() {
+        let Some(source) = &v.secret else { continue };
+        let name = source.secret_name.clone().unwrap_or_default();
+        let secret = secrets.get(&name).await.with_context(|| format!("volume {}: Secret {name}", v.name))?;
+        let data = secret.data.unwrap_or_default();
+        let vdir = dir.join("volumes").join(&v.name);
+        std::fs::create_dir_all(&vdir)?;
+        let files: Vec<(String, String)> = match &source.items {
+            Some(items) => items.iter().map(|i| (i.key.clone(), i.path.clone())).collect(),
+            None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
+        };
+        for (key, path) in files {
+            let Some(value) = data.get(&key) else { bail!("volume {}: Secret {name} has no key {key}", v.name) };
+            std::fs::write(vdir.join(path), &value.0)?;
+        }
+        out.insert(v.name.clone(), vdir);
+    }
+    Ok(out)
+}
+
+/// The container's environment: values, downward-API fields and Secret keys.
+async fn environment(
+    shared: &Shared,
+    ns: &str,
+    pod: &Pod,
+    c: &Container,
+    ip: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut env = BTreeMap::new();
+    for e in c.env.iter().flatten() {
+        let value = if let Some(v) = &e.value {
+            v.clone()
+        } else if let Some(from) = &e.value_from {
+            if let Some(field) = &from.field_ref {
+                match field.field_path.as_str() {
+                    "status.podIP" => ip.to_string(),
+                    "status.hostIP" => shared.node_ip(),
+                    "metadata.name" => pod.name_any(),
+                    "metadata.namespace" => ns.to_string(),
+                    "metadata.uid" => pod.uid().unwrap_or_default(),
+                    "spec.nodeName" => shared.config.node.clone(),
+                    other => bail!("env {}: field {other} is not supported by the process kubelet", e.name),
+                }
+            } else if let Some(key) = &from.secret_key_ref {
+                let secret: Secret = Api::namespaced(shared.client.clone(), ns).get(&key.name).await?;
+                let bytes = secret.data.unwrap_or_default().remove(&key.key).map(|b| b.0).unwrap_or_default();
+                String::from_utf8(bytes)?
+            } else {
+                bail!("env {}: this source is not supported by the process kubelet", e.name)
+            }
+        } else {
+            String::new()
+        };
+        env.insert(e.name.clone(), value);
+    }
+    Ok(env)
+}
+
+/// The arguments with `$(VAR)` expanded, and paths under a mounted volume pointing at the
+/// volume's directory.
+fn arguments(c: &Container, env: &BTreeMap<String, String>, volumes: &HashMap<String, PathBuf>) -> Vec<String> {
+    let mounts: Vec<(String, PathBuf)> = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter_map(|m| volumes.get(&m.name).map(|dir| (m.mount_path.clone(), dir.clone())))
+        .collect();
+    c.args
+        .iter()
+        .flatten()
+        .map(|a| {
+            let mut a = a.clone();
+            for (k, v) in env {
+                a = a.replace(&format!("$({k})"), v);
+            }
+            for (mount, dir) in &mounts {
+                if let Some(rest) = a.strip_prefix(mount.as_str()) {
+                    a = format!("{}{rest}", dir.display());
+                }
+            }
+            a
+        })
+        .collect()
+}

@@ -1,0 +1,58 @@
+//! The operator as a process against the test control plane, as a user runs it.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use crate::cluster::{Cluster, target_bin};
+
+pub struct OperatorProcess {
+    child: Child,
+    pub metrics: String,
+}
+
+impl OperatorProcess {
+    /// Starts `cachepair-operator --kubeconfig …`; `lease` turns leader election on.
+    pub fn start(cluster: &Cluster, name: &str, lease: bool) -> anyhow::Result<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let listen = format!("127.0.0.1:{port}");
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(cluster.state.join(format!("{name}.log")))?;
+        let child = Command::new(target_bin("cachepair-operator"))
+            .arg("--kubeconfig")
+            .arg(&cluster.kubeconfig)
+            .args([
+                "--listen",
+                &listen,
+                "--log-format",
+                "text",
+                "--leader-election",
+                if lease { "true" } else { "false" },
+            ])
+            .args(["--lease-namespace", "default"])
+            .env("POD_NAME", name)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        Ok(Self { child, metrics: format!("http://{listen}/metrics") })
+    }
+
+    /// SIGKILL: the operator dies mid-whatever.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_path(cluster: &Cluster, name: &str) -> std::path::PathBuf {
+        Path::new(&cluster.state).join(format!("{name}.log"))
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -128,7 +128,7 @@ EOF
 }
 reject bad-memory spec.memoryMB '{"memoryMB": 0}'
 reject bad-mode spec.replication.mode '{"replication": {"mode": "fast"}}'
-reject bad-vrrp spec.exposure.vrrp \
+reject bad-vrrp spec.exposure.vrrp.nodes \
     '{"exposure": {"vrrp": {"virtualIP": "192.0.2.10", "interface": "eth0", "routerID": 51, "nodes": ["n1", "n1"]}}}'
 
 echo "--- kubectl get cp"

@@ -112,21 +112,29 @@ ETCD_URL="http://127.0.0.1:$ETCD_CLIENT_PORT"
 # each user. Kept across restarts of the same state dir.
 ossl() { openssl "$@" 2>>"$log_dir/openssl.log"; }
 
-if [[ ! -s "$pki/ca.crt" ]]; then
-    log "generating certificates in $pki"
-    ossl genrsa -out "$pki/ca.key" 2048
-    ossl req -x509 -new -nodes -key "$pki/ca.key" -sha256 -days 3650 \
-        -subj "/CN=cachepair-e2e-ca" -out "$pki/ca.crt"
-fi
+# new_ca <name> <CN>
+new_ca() {
+    [[ -s "$pki/$1.crt" ]] && return 0
+    ossl genrsa -out "$pki/$1.key" 2048
+    ossl req -x509 -new -nodes -key "$pki/$1.key" -sha256 -days 3650 \
+        -subj "/CN=$2" -out "$pki/$1.crt"
+}
+# The cluster CA signs the serving certificate and every client certificate.
+# The front-proxy CA signs only the certificate the apiserver shows when it
+# proxies to an aggregated API (no such API here; it keeps the request-header
+# authentication of every component configured, and the logs quiet).
+log "certificates in $pki"
+new_ca ca cachepair-e2e-ca
+new_ca front-proxy-ca cachepair-e2e-front-proxy-ca
 
-# issue <name> <subject> <extfile-contents>
+# issue <name> <subject> <extfile-contents> [<ca>]
 issue() {
-    local name="$1" subj="$2" ext="$3"
+    local name="$1" subj="$2" ext="$3" ca="${4:-ca}"
     [[ -s "$pki/$name.crt" ]] && return 0
     ossl genrsa -out "$pki/$name.key" 2048
     ossl req -new -key "$pki/$name.key" -subj "$subj" -out "$pki/$name.csr"
     printf '%s\n' "$ext" >"$pki/$name.ext"
-    ossl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
+    ossl x509 -req -in "$pki/$name.csr" -CA "$pki/$ca.crt" -CAkey "$pki/$ca.key" \
         -CAcreateserial -days 3650 -sha256 -extfile "$pki/$name.ext" -out "$pki/$name.crt"
     rm -f "$pki/$name.csr"
 }
@@ -142,6 +150,7 @@ issue admin "/O=system:masters/CN=cachepair-admin" "$client_ext"
 issue kube-controller-manager "/CN=system:kube-controller-manager" "$client_ext"
 issue kube-scheduler "/CN=system:kube-scheduler" "$client_ext"
 issue apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$client_ext"
+issue front-proxy-client "/CN=front-proxy-client" "$client_ext" front-proxy-ca
 
 if [[ ! -s "$pki/service-account.key" ]]; then
     ossl genrsa -out "$pki/service-account.key" 2048
@@ -207,17 +216,20 @@ wait_for() {
     log "ready: $what"
 }
 
+# kubectl's discovery cache goes into the state dir, not ~/.kube.
+export KUBECACHEDIR="$state/kubectl-cache"
 kubectl_admin() { "$bin/kubectl" --kubeconfig "$state/admin.kubeconfig" --request-timeout=5s "$@"; }
 
 mkdir -p "$state/etcd"
+chmod 700 "$state/etcd"
 start etcd "$bin/etcd" \
-    --name default \
+    --name cachepair-e2e \
     --data-dir "$state/etcd" \
     --listen-client-urls "$ETCD_URL" \
     --advertise-client-urls "$ETCD_URL" \
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
     --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-    --initial-cluster "default=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "cachepair-e2e=http://127.0.0.1:$ETCD_PEER_PORT" \
     --initial-cluster-state new \
     --unsafe-no-fsync \
     --log-level warn
@@ -227,6 +239,7 @@ wait_for "etcd $ETCD_URL/health" etcd \
 start kube-apiserver "$bin/kube-apiserver" \
     --bind-address 127.0.0.1 \
     --advertise-address 127.0.0.1 \
+    --endpoint-reconciler-type none \
     --secure-port "$APISERVER_PORT" \
     --cert-dir "$state/apiserver-certs" \
     --tls-cert-file "$pki/apiserver.crt" \
@@ -234,6 +247,13 @@ start kube-apiserver "$bin/kube-apiserver" \
     --client-ca-file "$pki/ca.crt" \
     --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
     --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
+    --requestheader-client-ca-file "$pki/front-proxy-ca.crt" \
+    --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User \
+    --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$pki/front-proxy-client.crt" \
+    --proxy-client-key-file "$pki/front-proxy-client.key" \
     --etcd-servers "$ETCD_URL" \
     --service-cluster-ip-range "$SERVICE_CIDR" \
     --service-account-issuer "$SA_ISSUER" \
@@ -256,6 +276,7 @@ start kube-controller-manager "$bin/kube-controller-manager" \
     "${common_component_flags[@]}" \
     --secure-port "$KCM_PORT" \
     --cert-dir "$state/kube-controller-manager-certs" \
+    --flex-volume-plugin-dir "$state/flexvolume" \
     --kubeconfig "$state/kube-controller-manager.kubeconfig" \
     --authentication-kubeconfig "$state/kube-controller-manager.kubeconfig" \
     --authorization-kubeconfig "$state/kube-controller-manager.kubeconfig" \
@@ -287,6 +308,7 @@ wait_for "serviceaccount default/default" kube-controller-manager \
 cat >"$state/env.sh" <<EOF
 # Written by up.sh; source it to use this control plane.
 export KUBECONFIG='$state/admin.kubeconfig'
+export KUBECACHEDIR='$state/kubectl-cache'
 export CACHEPAIR_K8S_BIN='$bin'
 export CACHEPAIR_CP_STATE='$state'
 export CACHEPAIR_APISERVER_URL='$APISERVER_URL'

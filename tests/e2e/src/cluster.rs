@@ -33,6 +33,8 @@ pub fn target_bin(name: &str) -> PathBuf {
 impl Cluster {
     /// Starts the control plane in `state` and `nodes` process kubelets.
     pub async fn start(state: &Path, nodes: u8) -> anyhow::Result<Cluster> {
+        // Pods run as their own users and must reach their directories under the state.
+        std::fs::set_permissions(state, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         let scripts = repo().join("tests/controlplane");
         let out = Command::new(scripts.join("up.sh")).arg(state).output().context("up.sh")?;
         if !out.status.success() {
@@ -50,7 +52,7 @@ impl Cluster {
         for n in 1..=nodes {
             let config = kubelet::Config {
                 node: format!("node-{n}"),
-                net: 100 + n,
+                index: n,
                 images: images.clone(),
                 work_dir: state.join(format!("node-{n}")),
             };

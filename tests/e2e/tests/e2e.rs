@@ -22,9 +22,23 @@ type TestFn = for<'a> fn(&'a Cluster) -> std::pin::Pin<Box<dyn Future<Output = a
 const TESTS: &[(&str, TestFn, u64)] = &[
     ("a_sample_pair_runs_a_master_and_a_slave", |c| Box::pin(a_sample_pair_runs_a_master_and_a_slave(c)), 180),
     ("b_failover_without_the_operator_then_reseed", |c| Box::pin(b_failover_without_the_operator_then_reseed(c)), 240),
+    (
+        "g_invalid_pairs_are_rejected_naming_the_field",
+        |c| Box::pin(g_invalid_pairs_are_rejected_naming_the_field(c)),
+        60,
+    ),
+    ("i_deleting_a_pair_removes_what_it_owned", |c| Box::pin(i_deleting_a_pair_removes_what_it_owned(c)), 180),
 ];
 
 fn main() -> std::process::ExitCode {
+    match e2e::netns::enter() {
+        Ok(Some(code)) => return std::process::ExitCode::from(code as u8),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("{e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
@@ -93,6 +107,21 @@ async fn create_pair(c: &Cluster, ns: &str, name: &str, spec: serde_json::Value)
         "spec": spec,
     }))?;
     Api::<CachePair>::namespaced(c.client.clone(), ns).create(&PostParams::default(), &pair).await?;
+    Ok(())
+}
+
+/// Creates a CachePair from raw JSON, so that the API server (not serde) judges the spec.
+async fn create_raw(c: &Cluster, ns: &str, name: &str, spec: serde_json::Value) -> anyhow::Result<()> {
+    let resource = kube::api::ApiResource::erase::<CachePair>(&());
+    let obj: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "cachepair.io/v1alpha1",
+        "kind": "CachePair",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }))?;
+    Api::<kube::api::DynamicObject>::namespaced_with(c.client.clone(), ns, &resource)
+        .create(&PostParams::default(), &obj)
+        .await?;
     Ok(())
 }
 
@@ -243,5 +272,96 @@ async fn b_failover_without_the_operator_then_reseed(c: &Cluster) -> anyhow::Res
     if !reasons.contains("Failover") || !reasons.contains("Reseeded") {
         bail!("events {reasons:?} lack Failover or Reseeded");
     }
+    Ok(())
+}
+
+/// g. The API server rejects invalid CachePairs with errors that name the field.
+async fn g_invalid_pairs_are_rejected_naming_the_field(c: &Cluster) -> anyhow::Result<()> {
+    let ns = "e2e-g";
+    namespace(c, ns).await?;
+    let vrrp = |extra: serde_json::Value| {
+        let mut v =
+            serde_json::json!({"virtualIP": "192.0.2.10", "interface": "eth0", "routerID": 51, "nodes": ["n1", "n2"]});
+        v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::json!({"exposure": {"vrrp": v}})
+    };
+    let cases = [
+        (serde_json::json!({"memoryMB": 0}), "spec.memoryMB"),
+        (serde_json::json!({"threads": 1000}), "spec.threads"),
+        (serde_json::json!({"port": 70000}), "spec.port"),
+        (serde_json::json!({"replication": {"mode": "fast"}}), "spec.replication.mode"),
+        (serde_json::json!({"replication": {"heartbeatMillis": 1}}), "spec.replication.heartbeatMillis"),
+        (serde_json::json!({"antiAffinity": "Sometimes"}), "spec.antiAffinity"),
+        (vrrp(serde_json::json!({"nodes": ["n1", "n1"]})), "spec.exposure.vrrp.nodes"),
+        (
+            vrrp(serde_json::json!({"version": 2, "advertIntervalMillis": 1500})),
+            "spec.exposure.vrrp.advertIntervalMillis",
+        ),
+        (vrrp(serde_json::json!({"authSecretName": "s"})), "spec.exposure.vrrp.authSecretName"),
+        (vrrp(serde_json::json!({"routerID": 0})), "spec.exposure.vrrp.routerID"),
+        (serde_json::json!({"exposure": {"vrrp": {"interface": "eth0"}}}), "spec.exposure.vrrp.virtualIP"),
+    ];
+    for (i, (spec, field)) in cases.iter().enumerate() {
+        let name = format!("bad-{i}");
+        match create_raw(c, ns, &name, spec.clone()).await {
+            Ok(()) => bail!("{spec} was accepted"),
+            Err(e) => {
+                let message = format!("{e:#}");
+                ensure!(message.contains(field), "{spec}: the error does not name {field}: {message}");
+                eprintln!("  rejected {spec}: {}", message.split(" (Status").next().unwrap_or_default());
+            }
+        }
+    }
+    // And a valid one with every default is accepted and defaulted.
+    create_pair(c, ns, "good", serde_json::json!({})).await?;
+    let p = pair(c, ns, "good").await?;
+    ensure!(p.spec.memory_mb == 64 && p.spec.replication.port == 11212, "defaults not applied: {:?}", p.spec);
+    Ok(())
+}
+
+/// i. Deleting a CachePair removes its pods, Services, budget, policy and Secret.
+async fn i_deleting_a_pair_removes_what_it_owned(c: &Cluster) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::{Secret, Service};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let ns = "e2e-i";
+    namespace(c, ns).await?;
+    let _op = OperatorProcess::start(c, "operator-i", false)?;
+    create_pair(c, ns, "gone", serde_json::json!({})).await?;
+    wait_ready(c, ns, "gone", 120).await?;
+    let selector = ListParams::default().labels("cachepair.io/pair=gone");
+    let count = |c: &Cluster| {
+        let (client, selector) = (c.client.clone(), selector.clone());
+        async move {
+            let pods =
+                Api::<Pod>::namespaced(client.clone(), ns).list(&selector).await.map(|l| l.items.len()).unwrap_or(99);
+            let svcs = Api::<Service>::namespaced(client.clone(), ns)
+                .list(&selector)
+                .await
+                .map(|l| l.items.len())
+                .unwrap_or(99);
+            let pdbs = Api::<PodDisruptionBudget>::namespaced(client.clone(), ns)
+                .list(&selector)
+                .await
+                .map(|l| l.items.len())
+                .unwrap_or(99);
+            let nps = Api::<NetworkPolicy>::namespaced(client.clone(), ns)
+                .list(&selector)
+                .await
+                .map(|l| l.items.len())
+                .unwrap_or(99);
+            let secrets =
+                Api::<Secret>::namespaced(client, ns).list(&selector).await.map(|l| l.items.len()).unwrap_or(99);
+            (pods, svcs, pdbs, nps, secrets)
+        }
+    };
+    let before = count(c).await;
+    ensure!(before == (2, 2, 1, 1, 1), "owned objects before: {before:?}");
+    Api::<CachePair>::namespaced(c.client.clone(), ns).delete("gone", &Default::default()).await?;
+    wait_for("everything the pair owned to go", Duration::from_secs(90), || async {
+        let gone = Api::<CachePair>::namespaced(c.client.clone(), ns).get_opt("gone").await.ok()?.is_none();
+        (gone && count(c).await == (0, 0, 0, 0, 0)).then_some(())
+    })
+    .await?;
     Ok(())
 }

@@ -1,6 +1,10 @@
 //! A test-only kubelet: registers a Node, keeps its Lease, and runs the pods bound to it as
-//! local processes, each on its own loopback address (`127.<net>.<k>.<m>`), with their probes,
-//! status and deletion grace periods. An image maps to a local binary.
+//! local processes, each on its own address, with their probes, status and deletion grace
+//! periods. An image maps to a local binary.
+//!
+//! Addresses: the API server refuses loopback addresses in EndpointSlices, so pods get
+//! documentation addresses (198.51.100.0/24, then 192.0.2.10–254), added to `lo` of the network
+//! namespace the test run creates for itself (see `netns`); nodes are 192.0.2.<n>.
 //!
 //! What it does not do: containers, cgroups, mount namespaces (a Secret volume's files land in
 //! a directory of the pod's, and arguments that name a path under the mount are rewritten to
@@ -24,8 +28,8 @@ use tokio::task::JoinHandle;
 
 pub struct Config {
     pub node: String,
-    /// Pods on this node get `127.<net>.<k>.<m>`; the node itself `127.<net>.0.1`.
-    pub net: u8,
+    /// The node's address: 192.0.2.<index> (1–9).
+    pub index: u8,
     /// Image → binary; an image matches on its name without the tag.
     pub images: Vec<(String, PathBuf)>,
     /// Where pods keep their volumes and logs.
@@ -45,18 +49,27 @@ struct PodHandle {
 pub(crate) struct Shared {
     client: Client,
     config: Config,
-    next_ip: AtomicU32,
     pods: Mutex<HashMap<String, PodHandle>>,
 }
 
+/// Pod addresses handed out so far, across every kubelet of the run.
+static NEXT_IP: AtomicU32 = AtomicU32::new(0);
+
 impl Shared {
-    fn allocate_ip(&self) -> String {
-        let n = self.next_ip.fetch_add(1, Ordering::Relaxed) + 2;
-        format!("127.{}.{}.{}", self.config.net, (n >> 8) & 0xff, n & 0xff)
+    /// A fresh pod address, added to `lo`.
+    fn allocate_ip(&self) -> anyhow::Result<String> {
+        let n = NEXT_IP.fetch_add(1, Ordering::Relaxed);
+        let ip = match n {
+            0..254 => format!("198.51.100.{}", n + 1),
+            254..499 => format!("192.0.2.{}", n - 254 + 10),
+            _ => anyhow::bail!("out of pod addresses"),
+        };
+        crate::netns::add_address(&ip)?;
+        Ok(ip)
     }
 
     fn node_ip(&self) -> String {
-        format!("127.{}.0.1", self.config.net)
+        format!("192.0.2.{}", self.config.index)
     }
 }
 
@@ -69,7 +82,11 @@ impl ProcessKubelet {
     /// Registers the node and starts running its pods.
     pub async fn start(client: Client, config: Config) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.work_dir)?;
-        let shared = Arc::new(Shared { client, config, next_ip: AtomicU32::new(0), pods: Mutex::default() });
+        // Pods may run as another user: they need to reach their volumes.
+        std::fs::set_permissions(&config.work_dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        anyhow::ensure!((1..10).contains(&config.index), "node index {} is not 1–9", config.index);
+        let shared = Arc::new(Shared { client, config, pods: Mutex::default() });
+        crate::netns::add_address(&shared.node_ip())?;
         node::register(&shared).await?;
         let heartbeat = tokio::spawn(node::heartbeat(shared.clone()));
         let pods = tokio::spawn(sync_pods(shared.clone()));

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::os::unix::fs::PermissionsExt;
+
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::core::v1::{Container, Pod, Probe, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -77,6 +79,8 @@ struct Runner {
     images: Vec<(String, PathBuf)>,
     env: Vec<BTreeMap<String, String>>,
     args: Vec<Vec<String>>,
+    /// The uid and gid each container runs as (honoured when the kubelet runs as root).
+    users: Vec<(Option<u32>, Option<u32>)>,
     procs: Vec<Process>,
     pids: Arc<std::sync::Mutex<Vec<u32>>>,
 }
@@ -87,12 +91,26 @@ impl Runner {
         let ns = pod.namespace().unwrap_or_default();
         let name = pod.name_any();
         let uid = pod.uid().unwrap_or_default();
-        let ip = shared.allocate_ip();
+        let ip = shared.allocate_ip()?;
         let dir = shared.config.work_dir.join("pods").join(format!("{ns}_{name}_{}", &uid[..uid.len().min(8)]));
         std::fs::create_dir_all(&dir)?;
+        for d in [dir.as_path(), dir.parent().unwrap_or(&dir)] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+        }
         let volumes = write_volumes(shared, &ns, pod, &dir).await?;
         let mut env_all = Vec::new();
         let mut args_all = Vec::new();
+        let pod_sc = spec.security_context.clone().unwrap_or_default();
+        let users = spec
+            .containers
+            .iter()
+            .map(|c| {
+                let sc = c.security_context.clone().unwrap_or_default();
+                let uid = sc.run_as_user.or(pod_sc.run_as_user).map(|u| u as u32);
+                let gid = sc.run_as_group.or(pod_sc.run_as_group).or(pod_sc.fs_group).map(|g| g as u32);
+                (uid, gid)
+            })
+            .collect();
         for c in &spec.containers {
             let env = environment(shared, &ns, pod, c, &ip).await?;
             let args = arguments(c, &env, &volumes);
@@ -115,6 +133,7 @@ impl Runner {
             images: shared.config.images.clone(),
             env: env_all,
             args: args_all,
+            users,
             procs: Vec::new(),
             pids,
         };
@@ -151,6 +170,15 @@ impl Runner {
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
+        if nix::unistd::geteuid().is_root() {
+            let (uid, gid) = self.users[i];
+            if let Some(gid) = gid {
+                cmd.gid(gid);
+            }
+            if let Some(uid) = uid {
+                cmd.uid(uid);
+            }
+        }
         cmd.spawn().with_context(|| format!("cannot start {}", binary.display()))
     }
 
@@ -395,9 +423,19 @@ async fn write_volumes(shared: &Shared, ns: &str, pod: &Pod, dir: &Path) -> anyh
             Some(items) => items.iter().map(|i| (i.key.clone(), i.path.clone())).collect(),
             None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
         };
+        let fs_group = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()).and_then(|c| c.fs_group);
         for (key, path) in files {
             let Some(value) = data.get(&key) else { bail!("volume {}: Secret {name} has no key {key}", v.name) };
-            std::fs::write(vdir.join(path), &value.0)?;
+            let file = vdir.join(path);
+            std::fs::write(&file, &value.0)?;
+            // As the kubelet does: the volume's mode, and the pod's fsGroup as the group.
+            let mode = source.default_mode.unwrap_or(0o644) as u32;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))?;
+            if let Some(gid) = fs_group
+                && nix::unistd::geteuid().is_root()
+            {
+                std::os::unix::fs::chown(&file, None, Some(gid as u32))?;
+            }
         }
         out.insert(v.name.clone(), vdir);
     }

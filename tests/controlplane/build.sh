@@ -3,7 +3,7 @@
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  (k8s.io/kubernetes v1.37.2)
 #   etcd                                                              (go.etcd.io/etcd/server/v3 v3.7.0)
 # into a cache directory outside the repository, keyed by version:
-#   ${CACHEPAIR_CACHE:-$HOME/.cache/cachepair}/k8s-v1.37.2-etcd-v3.7.0/bin/
+#   ${CACHEPAIR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cachepair}/k8s-v1.37.2-etcd-v3.7.0/bin/
 # A binary that already exists there is not built again. The bin directory is
 # printed on the last line of output (for `bin="$(build.sh | tail -n1)"`).
 #
@@ -14,7 +14,7 @@ K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.7.0
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cache_root="${CACHEPAIR_CACHE:-$HOME/.cache/cachepair}"
+cache_root="${CACHEPAIR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cachepair}"
 out_dir="$cache_root/k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}"
 bin_dir="$out_dir/bin"
 

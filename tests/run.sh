@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project: lint, unit and integration tests, black-box tests against
-# memcached 1.6.18, the Kubernetes packaging tests, a short smoke run of each fuzz target and of
-# the benchmark tooling.
+# memcached 1.6.18, the Kubernetes packaging tests, the end-to-end tests against a real control
+# plane, a short smoke run of each fuzz target and of the benchmark tooling.
 # Installs its dependencies first (tests/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,10 @@ step "black-box tests (memccapable, pymemcache, differential against memcached 1
     "Kubernetes packaging (helm lint and template, deploy/, CRD samples, Dockerfiles)"
 cargo build -p cache-node
 python3 -m pytest -q tests/integration tests/manifests
+
+step "end-to-end: the operator against a real control plane (v1.37.2), pods as processes"
+cargo build -p cache-node -p operator
+cargo test -p e2e --test e2e
 
 step "fuzz smoke runs"
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}" tests/fuzz-smoke.sh

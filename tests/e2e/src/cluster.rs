@@ -16,7 +16,7 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     pub bin: PathBuf,
     pub client: Client,
-    pub kubelets: Vec<ProcessKubelet>,
+    kubelets: tokio::sync::Mutex<Vec<ProcessKubelet>>,
 }
 
 /// The repository's root.
@@ -45,20 +45,44 @@ impl Cluster {
         let config =
             Config::from_custom_kubeconfig(Kubeconfig::read_from(&kubeconfig)?, &KubeConfigOptions::default()).await?;
         let client = Client::try_from(config)?;
-        let mut cluster = Cluster { state: state.to_path_buf(), kubeconfig, bin, client, kubelets: Vec::new() };
+        let cluster = Cluster { state: state.to_path_buf(), kubeconfig, bin, client, kubelets: Default::default() };
         cluster.kubectl(&["apply", "--server-side", "-f", repo().join("crds/cachepair.yaml").to_str().unwrap()])?;
         cluster.kubectl(&["wait", "--for=condition=Established", "--timeout=30s", "crd/cachepairs.cachepair.io"])?;
-        let images = vec![("ghcr.io/cachepair/cache-node".to_string(), target_bin("cache-node"))];
         for n in 1..=nodes {
-            let config = kubelet::Config {
-                node: format!("node-{n}"),
-                index: n,
-                images: images.clone(),
-                work_dir: state.join(format!("node-{n}")),
-            };
-            cluster.kubelets.push(ProcessKubelet::start(cluster.client.clone(), config).await?);
+            cluster.node_up(n).await?;
         }
         Ok(cluster)
+    }
+
+    /// Starts (or restarts) the kubelet of node `node-<n>`.
+    pub async fn node_up(&self, n: u8) -> anyhow::Result<()> {
+        let config = kubelet::Config {
+            node: format!("node-{n}"),
+            index: n,
+            images: vec![("ghcr.io/cachepair/cache-node".to_string(), target_bin("cache-node"))],
+            work_dir: self.state.join(format!("node-{n}")),
+        };
+        let kubelet = ProcessKubelet::start(self.client.clone(), config).await?;
+        self.kubelets.lock().await.push(kubelet);
+        Ok(())
+    }
+
+    /// Node `name` dies: its processes are SIGKILLed and it stops reporting.
+    pub async fn node_down(&self, name: &str) -> bool {
+        let mut kubelets = self.kubelets.lock().await;
+        let Some(i) = kubelets.iter().position(|k| k.node() == name) else { return false };
+        kubelets.remove(i).node_down().await;
+        true
+    }
+
+    /// SIGKILLs the processes of pod `namespace/name`, wherever it runs.
+    pub async fn kill_pod(&self, namespace: &str, name: &str) -> bool {
+        let kubelets = self.kubelets.lock().await;
+        let mut killed = false;
+        for k in kubelets.iter() {
+            killed |= k.kill_pod(namespace, name).await;
+        }
+        killed
     }
 
     /// Runs kubectl against the cluster; its stdout on success.
@@ -72,8 +96,8 @@ impl Cluster {
     }
 
     /// Stops the kubelets' processes and the control plane.
-    pub async fn stop(mut self) {
-        for k in self.kubelets.drain(..) {
+    pub async fn stop(self) {
+        for k in self.kubelets.lock().await.drain(..) {
             k.stop().await;
         }
         let _ = Command::new(repo().join("tests/controlplane/down.sh")).arg(&self.state).status();

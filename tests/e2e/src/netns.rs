@@ -31,10 +31,14 @@ pub fn enter() -> anyhow::Result<Option<i32>> {
     Ok(Some(status.code().unwrap_or(1)))
 }
 
-/// Adds `ip`/32 to `lo` (inside the namespace only).
+/// Adds `ip`/32 to `lo` (inside the namespace only); an address already there is fine (a node
+/// that comes back).
 pub fn add_address(ip: &str) -> anyhow::Result<()> {
     anyhow::ensure!(std::env::var_os(INSIDE).is_some(), "not inside the test's network namespace");
-    run(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "lo"])
+    match run(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "lo"]) {
+        Err(e) if e.to_string().contains("already assigned") => Ok(()),
+        other => other,
+    }
 }
 
 fn run(argv: &[&str]) -> anyhow::Result<()> {

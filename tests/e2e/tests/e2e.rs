@@ -6,6 +6,8 @@
 //! (`tests/controlplane/build.sh`) and a debug build of cache-node and the operator.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
@@ -23,9 +25,34 @@ const TESTS: &[(&str, TestFn, u64)] = &[
     ("a_sample_pair_runs_a_master_and_a_slave", |c| Box::pin(a_sample_pair_runs_a_master_and_a_slave(c)), 180),
     ("b_failover_without_the_operator_then_reseed", |c| Box::pin(b_failover_without_the_operator_then_reseed(c)), 240),
     (
+        "c_a_deleted_master_and_a_lost_node_are_reseeded_elsewhere",
+        |c| Box::pin(c_a_deleted_master_and_a_lost_node_are_reseeded_elsewhere(c)),
+        300,
+    ),
+    (
+        "d_a_spec_change_rolls_slave_then_master_under_load",
+        |c| Box::pin(d_a_spec_change_rolls_slave_then_master_under_load(c)),
+        300,
+    ),
+    (
+        "e_a_requested_switchover_swaps_roles_with_zero_loss",
+        |c| Box::pin(e_a_requested_switchover_swaps_roles_with_zero_loss(c)),
+        180,
+    ),
+    (
+        "f_operator_killed_mid_reconcile_with_two_replicas_converges",
+        |c| Box::pin(f_operator_killed_mid_reconcile_with_two_replicas_converges(c)),
+        240,
+    ),
+    (
         "g_invalid_pairs_are_rejected_naming_the_field",
         |c| Box::pin(g_invalid_pairs_are_rejected_naming_the_field(c)),
         60,
+    ),
+    (
+        "h_the_chart_and_deploy_manifests_install_on_the_api_server",
+        |c| Box::pin(h_the_chart_and_deploy_manifests_install_on_the_api_server(c)),
+        180,
     ),
     ("i_deleting_a_pair_removes_what_it_owned", |c| Box::pin(i_deleting_a_pair_removes_what_it_owned(c)), 180),
 ];
@@ -173,6 +200,65 @@ fn addr(ip: &str) -> String {
     format!("{ip}:11211")
 }
 
+/// Writes keys `<prefix><n>` without pause to whatever address `target` holds (the client
+/// Service's endpoint, kept current by `follow_endpoint`), and remembers the acknowledged ones.
+struct Writer {
+    target: Arc<Mutex<String>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Writer {
+    fn start(prefix: &str, target: String) -> Self {
+        let target = Arc::new(Mutex::new(target));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (t, st, prefix) = (target.clone(), stop.clone(), prefix.to_string());
+        let thread = std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let mut n = 0u64;
+            while !st.load(Ordering::Relaxed) {
+                let key = format!("{prefix}{n}");
+                n += 1;
+                let to = t.lock().unwrap().clone();
+                if memcache::set(&to, &key, "v") {
+                    acked.push(key);
+                } else {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            acked
+        });
+        Self { target, stop, thread: Some(thread) }
+    }
+
+    /// Points the writer at the client Service's endpoint whenever it changes.
+    async fn follow_endpoint(&self, c: &Cluster, ns: &str, service: &str) {
+        if let Some(ip) = endpoints(c, ns, service).await.into_iter().next() {
+            *self.target.lock().unwrap() = addr(&ip);
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The acknowledged keys missing on the node at `ip`.
+fn missing_on(ip: &str, keys: &[String]) -> Vec<String> {
+    keys.iter().filter(|k| memcache::get(&addr(ip), k).is_none()).cloned().collect()
+}
+
+async fn member_pod(c: &Cluster, ns: &str, name: &str) -> Option<Pod> {
+    Api::<Pod>::namespaced(c.client.clone(), ns).get_opt(name).await.ok().flatten()
+}
+
 // ----------------------------------------------------------------------------- tests
 
 /// a. A sample pair: one master, one slave, Ready; the client Service's endpoint is the master;
@@ -227,13 +313,7 @@ async fn b_failover_without_the_operator_then_reseed(c: &Cluster) -> anyhow::Res
     }
     ensure!(acked.len() == 200, "only {} of 200 writes acknowledged before the kill", acked.len());
 
-    let mut done = false;
-    for k in &c.kubelets {
-        if k.kill_pod(ns, &master).await {
-            done = true;
-        }
-    }
-    ensure!(done, "no kubelet runs {master}");
+    ensure!(c.kill_pod(ns, &master).await, "no kubelet runs {master}");
     let t0 = Instant::now();
     wait_for("the slave to serve as master", Duration::from_secs(5), || async {
         (role(&sip).await.as_deref() == Some("master") && memcache::set(&addr(&sip), "after", "1")).then_some(())
@@ -363,5 +443,255 @@ async fn i_deleting_a_pair_removes_what_it_owned(c: &Cluster) -> anyhow::Result<
         (gone && count(c).await == (0, 0, 0, 0, 0)).then_some(())
     })
     .await?;
+    Ok(())
+}
+
+/// c. Deleting the master's pod hands the role to the slave and the deleted member comes back
+/// as slave; then the master's whole node goes down: after `nodeLostTimeoutSeconds` its pod is
+/// force-deleted and the member is re-seeded on another node.
+async fn c_a_deleted_master_and_a_lost_node_are_reseeded_elsewhere(c: &Cluster) -> anyhow::Result<()> {
+    let ns = "e2e-c";
+    namespace(c, ns).await?;
+    let _op = OperatorProcess::start(c, "operator-c", false)?;
+    create_pair(c, ns, "demo", serde_json::json!({"nodeLostTimeoutSeconds": 3})).await?;
+    let s = wait_ready(c, ns, "demo", 120).await?.status.unwrap();
+    let (master, slave) = (s.master.unwrap(), s.slave.unwrap());
+    let old_uid = member_pod(c, ns, &master).await.and_then(|p| p.metadata.uid);
+    Api::<Pod>::namespaced(c.client.clone(), ns).delete(&master, &Default::default()).await?;
+    let p = wait_for("the deleted master back as slave", Duration::from_secs(60), || async {
+        let p = pair(c, ns, "demo").await.ok()?;
+        let s = p.status.as_ref()?;
+        let back = member_pod(c, ns, &master).await?;
+        (s.phase == Some(Phase::Ready) && s.master.as_deref() == Some(&slave) && back.metadata.uid != old_uid)
+            .then_some(p)
+    })
+    .await?;
+    ensure!(p.status.unwrap().failover_count == 1);
+
+    // Now the master (the old slave) loses its whole node.
+    let node = member_pod(c, ns, &slave).await.and_then(|p| p.spec?.node_name).context("the master's node")?;
+    let other = member_pod(c, ns, &master).await.and_then(|p| p.spec?.node_name).context("the slave's node")?;
+    ensure!(c.node_down(&node).await, "no kubelet for {node}");
+    let t0 = Instant::now();
+    let result = wait_for("re-seeding on another node", Duration::from_secs(120), || async {
+        let p = pair(c, ns, "demo").await.ok()?;
+        let s = p.status.as_ref()?;
+        let moved = member_pod(c, ns, &slave).await?;
+        let on = moved.spec.as_ref()?.node_name.clone()?;
+        (s.phase == Some(Phase::Ready) && s.master.as_deref() == Some(&master) && on != node && on != other)
+            .then_some(on)
+    })
+    .await;
+    let n: u8 = node.trim_start_matches("node-").parse()?;
+    c.node_up(n).await?;
+    let on = result?;
+    eprintln!("  {slave} re-seeded on {on} {:?} after {node} went down", t0.elapsed());
+    let events = Api::<Event>::namespaced(c.client.clone(), ns).list(&ListParams::default()).await?;
+    ensure!(events.items.iter().any(|e| e.reason.as_deref() == Some("NodeLost")), "no NodeLost event");
+    Ok(())
+}
+
+/// d. A spec change (memory) under continuous writes: the slave is rolled first, then a
+/// switchover, then the old master; a master serves throughout and no acknowledged write is lost.
+async fn d_a_spec_change_rolls_slave_then_master_under_load(c: &Cluster) -> anyhow::Result<()> {
+    let ns = "e2e-d";
+    namespace(c, ns).await?;
+    let _op = OperatorProcess::start(c, "operator-d", false)?;
+    create_pair(c, ns, "demo", serde_json::json!({"replication": {"mode": "sync"}})).await?;
+    let s = wait_ready(c, ns, "demo", 120).await?.status.unwrap();
+    let (master, slave) = (s.master.unwrap(), s.slave.unwrap());
+    let uid = |name: String| async move { member_pod(c, ns, &name).await.and_then(|p| p.metadata.uid) };
+    let (master_uid, slave_uid) = (uid(master.clone()).await, uid(slave.clone()).await);
+    let writer = Writer::start("d", addr(&pod_ip(c, ns, &master).await?));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let patch = serde_json::json!({"spec": {"memoryMB": 80}});
+    Api::<CachePair>::namespaced(c.client.clone(), ns)
+        .patch("demo", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await?;
+    // Watch the order (the slave's pod replaced, the master role moved, the old master's pod
+    // replaced) and that a master answers all along.
+    let (mut slave_rolled, mut switched, mut master_rolled) = (None, None, None);
+    let (start, mut last_master, mut longest_gap) = (Instant::now(), Instant::now(), Duration::ZERO);
+    loop {
+        ensure!(start.elapsed() < Duration::from_secs(180), "the rollout did not finish");
+        writer.follow_endpoint(c, ns, "demo").await;
+        let now = start.elapsed();
+        if slave_rolled.is_none() && uid(slave.clone()).await != slave_uid {
+            slave_rolled = Some(now);
+        }
+        let status = pair(c, ns, "demo").await?.status.unwrap_or_default();
+        if switched.is_none() && status.master.as_deref() == Some(slave.as_str()) {
+            switched = Some(now);
+        }
+        if master_rolled.is_none() && uid(master.clone()).await != master_uid {
+            master_rolled = Some(now);
+        }
+        let mut any_master = false;
+        for m in [&master, &slave] {
+            if let Ok(ip) = pod_ip(c, ns, m).await {
+                any_master |= role(&ip).await.as_deref() == Some("master");
+            }
+        }
+        if any_master {
+            longest_gap = longest_gap.max(last_master.elapsed());
+            last_master = Instant::now();
+        }
+        if master_rolled.is_some() && status.phase == Some(Phase::Ready) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    longest_gap = longest_gap.max(last_master.elapsed());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let acked = writer.finish();
+    eprintln!(
+        "  slave rolled at {slave_rolled:?}, switched over at {switched:?}, old master rolled at {master_rolled:?}; \
+         longest time without a master answering {longest_gap:?}; {} writes acknowledged",
+        acked.len()
+    );
+    let (sr, sw, mr) =
+        (slave_rolled.context("slave not rolled")?, switched.context("no switchover")?, master_rolled.unwrap());
+    ensure!(sr <= sw && sw <= mr, "wrong order: slave {sr:?}, switchover {sw:?}, master {mr:?}");
+    ensure!(longest_gap < Duration::from_secs(2), "no master for {longest_gap:?}");
+    let status = pair(c, ns, "demo").await?.status.unwrap();
+    ensure!(status.failover_count == 0, "a rollout is no failover");
+    for m in [&master, &slave] {
+        let pod = member_pod(c, ns, m).await.context("member")?;
+        let args = pod.spec.unwrap().containers[0].args.clone().unwrap_or_default();
+        ensure!(args.windows(2).any(|w| w[0] == "-m" && w[1] == "80"), "{m} runs {args:?}");
+    }
+    let missing = missing_on(&pod_ip(c, ns, &status.master.unwrap()).await?, &acked);
+    ensure!(
+        missing.is_empty(),
+        "{} acknowledged writes lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    Ok(())
+}
+
+/// e. A requested switchover swaps the roles with no acknowledged write lost.
+async fn e_a_requested_switchover_swaps_roles_with_zero_loss(c: &Cluster) -> anyhow::Result<()> {
+    let ns = "e2e-e";
+    namespace(c, ns).await?;
+    let _op = OperatorProcess::start(c, "operator-e", false)?;
+    create_pair(c, ns, "demo", serde_json::json!({})).await?;
+    let s = wait_ready(c, ns, "demo", 120).await?.status.unwrap();
+    let (master, slave) = (s.master.unwrap(), s.slave.unwrap());
+    let writer = Writer::start("e", addr(&pod_ip(c, ns, &master).await?));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let patch = serde_json::json!({"spec": {"switchover": "e2e-1"}});
+    Api::<CachePair>::namespaced(c.client.clone(), ns)
+        .patch("demo", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await?;
+    wait_for("the roles to swap", Duration::from_secs(60), || async {
+        writer.follow_endpoint(c, ns, "demo").await;
+        let s = pair(c, ns, "demo").await.ok()?.status?;
+        let swapped = s.master.as_deref() == Some(&slave) && s.slave.as_deref() == Some(&master);
+        (swapped && s.switchover.as_deref() == Some("e2e-1")).then_some(())
+    })
+    .await?;
+    let (new_master, old_master) = (pod_ip(c, ns, &slave).await?, pod_ip(c, ns, &master).await?);
+    ensure!(role(&new_master).await.as_deref() == Some("master"));
+    ensure!(role(&old_master).await.as_deref() == Some("slave"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let acked = writer.finish();
+    ensure!(!acked.is_empty());
+    // Writes the old master acknowledged after the hand-over reach the new one over the link.
+    let done = wait_for("every acknowledged write on the new master", Duration::from_secs(10), || async {
+        missing_on(&new_master, &acked).is_empty().then_some(())
+    })
+    .await;
+    ensure!(done.is_ok(), "acknowledged writes missing on the new master: {:?}", missing_on(&new_master, &acked));
+    ensure!(pair(c, ns, "demo").await?.status.unwrap().failover_count == 0, "a switchover is no failover");
+    eprintln!("  {} writes acknowledged across the switchover, none lost", acked.len());
+    Ok(())
+}
+
+/// f. Two operator replicas with leader election; the leader is killed as soon as the first
+/// member exists: the other takes over, no duplicate pods, the pair converges.
+async fn f_operator_killed_mid_reconcile_with_two_replicas_converges(c: &Cluster) -> anyhow::Result<()> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let ns = "e2e-f";
+    namespace(c, ns).await?;
+    let first = OperatorProcess::start(c, "operator-f1", true)?;
+    let leases: Api<Lease> = Api::namespaced(c.client.clone(), "default");
+    let holder = || async {
+        let l = leases.get_opt("cachepair-operator").await.ok()??;
+        l.spec?.holder_identity
+    };
+    wait_for("operator-f1 to lead", Duration::from_secs(30), || async {
+        (holder().await.as_deref() == Some("operator-f1")).then_some(())
+    })
+    .await?;
+    let second = OperatorProcess::start(c, "operator-f2", true)?;
+    create_pair(c, ns, "demo", serde_json::json!({})).await?;
+    wait_for("the first member", Duration::from_secs(30), || async {
+        let pods = Api::<Pod>::namespaced(c.client.clone(), ns).list(&ListParams::default()).await.ok()?;
+        (!pods.items.is_empty()).then_some(())
+    })
+    .await?;
+    first.kill();
+    let t0 = Instant::now();
+    let p = wait_ready(c, ns, "demo", 120).await?;
+    eprintln!("  converged {:?} after the leader was killed", t0.elapsed());
+    let pods = Api::<Pod>::namespaced(c.client.clone(), ns).list(&ListParams::default()).await?;
+    ensure!(pods.items.len() == 2, "{} pods", pods.items.len());
+    ensure!(holder().await.as_deref() == Some("operator-f2"), "operator-f2 does not lead");
+    ensure!(p.status.unwrap().failover_count == 0);
+    drop(second);
+    Ok(())
+}
+
+/// h. The chart installs, upgrades and uninstalls against the API server; every manifest in
+/// `deploy/` passes a server-side dry run; the chart's CRD is `crds/cachepair.yaml`.
+async fn h_the_chart_and_deploy_manifests_install_on_the_api_server(c: &Cluster) -> anyhow::Result<()> {
+    let repo = e2e::cluster::repo();
+    let helm = match std::env::var_os("HELM") {
+        Some(h) => std::path::PathBuf::from(h),
+        None => {
+            let version = std::fs::read_to_string(repo.join("tests/manifests/helm-version"))?;
+            let cache = std::env::var_os("XDG_CACHE_HOME").map(std::path::PathBuf::from).unwrap_or_else(|| {
+                std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+            });
+            cache.join("cachepair/tools").join(format!("helm-{}", version.trim())).join("helm")
+        }
+    };
+    let helm_run = |args: &[&str]| -> anyhow::Result<String> {
+        let out = std::process::Command::new(&helm).args(args).arg("--kubeconfig").arg(&c.kubeconfig).output()?;
+        ensure!(out.status.success(), "helm {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let chart = repo.join("charts/cachepair-operator");
+    let chart = chart.to_str().unwrap();
+    // The operator's own pod cannot run on the process kubelet: keep it unscheduled.
+    let ns = "cachepair-system";
+    helm_run(&["install", "cp-op", chart, "-n", ns, "--create-namespace", "--set", "nodeSelector.e2e=none"])?;
+    let deploy = c.kubectl(&["-n", ns, "get", "deployment", "-o", "name"])?;
+    ensure!(deploy.contains("deployment.apps/cp-op-cachepair-operator"), "{deploy}");
+    helm_run(&["upgrade", "cp-op", chart, "-n", ns, "--set", "nodeSelector.e2e=none", "--set", "logFormat=text"])?;
+    let jsonpath = "jsonpath={.spec.template.spec.containers[0].args}";
+    let args = c.kubectl(&["-n", ns, "get", "deployment", "cp-op-cachepair-operator", "-o", jsonpath])?;
+    ensure!(args.contains("--log-format=text"), "the upgrade did not reach the Deployment: {args}");
+    helm_run(&["uninstall", "cp-op", "-n", ns, "--wait"])?;
+    let kinds = "deployment,serviceaccount,role,rolebinding,service";
+    let left = c.kubectl(&["-n", ns, "get", kinds, "-l", "app.kubernetes.io/instance=cp-op", "-o", "name"])?;
+    ensure!(left.trim().is_empty(), "left after uninstall: {left}");
+    let chart_crd = std::fs::read_to_string(repo.join("charts/cachepair-operator/crds/cachepair.yaml"))?;
+    ensure!(chart_crd == std::fs::read_to_string(repo.join("crds/cachepair.yaml"))?, "the chart's CRD is stale");
+
+    for entry in [
+        "namespace.yaml",
+        "crd.yaml",
+        "rbac.yaml",
+        "operator.yaml",
+        "samples/cachepair-service.yaml",
+        "samples/cachepair-vrrp.yaml",
+    ] {
+        let path = repo.join("deploy").join(entry);
+        let path = path.to_str().unwrap();
+        c.kubectl(&["apply", "--dry-run=server", "-f", path]).with_context(|| format!("deploy/{entry}"))?;
+    }
     Ok(())
 }

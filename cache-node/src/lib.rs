@@ -21,5 +21,6 @@ pub mod node;
 pub mod number;
 pub mod protocol;
 pub mod replication;
+pub mod sched;
 pub mod server;
 pub mod store;

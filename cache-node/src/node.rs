@@ -56,6 +56,9 @@ fn start(config: &Config) -> Result<(), Fatal> {
     // accepts, sweeps and serves UDP and the admin listener.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .on_thread_start(|| {
+            crate::sched::prefer_short_slices();
+        })
         .enable_all()
         .build()
         .map_err(|e| Fatal::new(EX_OSERR, format!("cannot start the runtime: {e}")))?;

@@ -15,11 +15,12 @@ Measurements:
                 master of a sync pair (--repl-mode sync). Configurations alternate and
                 their order flips every round.
   2 lag         loadgen --rate (half of the async pair's median peak) on the master of
-                a fresh async pair; meanwhile a probe sets a unique key on the master
-                every ~2 ms and polls the slave with `get` until it is visible. Lag =
-                from sending the set to the reply of the first poll that sees it, so it
-                includes one master round trip; its resolution is one poll round trip
-                (median reported).
+                a fresh async pair; after the warm-up, `stats reset` on the master, and
+                at the end its `stats replication` lag distribution: from each change
+                entering the backlog to the slave's acknowledgement (the target metric).
+                Beside it, a client probe: every ~2 ms it sets a unique key on the master
+                and polls the slave with `get` until it is visible (every other probe
+                reads the key back from the master instead: the probe's floor).
   3 failover    start a pair, SIGKILL the master, time until the first `set` on the
                 survivor answers STORED (tight, bounded retry of connect + set).
   4 full sync   fill the master with N items of S bytes (110,000 x 10,000 B = 1.1 GB;

@@ -392,10 +392,26 @@ async fn g_invalid_pairs_are_rejected_naming_the_field(c: &Cluster) -> anyhow::R
             }
         }
     }
-    // And a valid one with every default is accepted and defaulted.
+    // A valid one is accepted and defaulted.
     create_pair(c, ns, "good", serde_json::json!({})).await?;
     let p = pair(c, ns, "good").await?;
     ensure!(p.spec.memory_mb == 64 && p.spec.replication.port == 11212, "defaults not applied: {:?}", p.spec);
+    // What the schema cannot know (a Secret that does not exist) is the operator's to report,
+    // naming the field, without creating members.
+    let _op = OperatorProcess::start(c, "operator-g", false)?;
+    create_pair(c, ns, "nosecret", serde_json::json!({"replication": {"secretName": "absent"}})).await?;
+    let condition = wait_for("SpecValid=False", Duration::from_secs(60), || async {
+        let s = pair(c, ns, "nosecret").await.ok()?.status?;
+        let cond = s.conditions.iter().find(|c| c.type_ == "SpecValid" && c.status == "False")?.clone();
+        (s.phase == Some(Phase::Invalid)).then_some(cond)
+    })
+    .await?;
+    ensure!(condition.message.contains("spec.replication.secretName"), "{}", condition.message);
+    let pods = Api::<Pod>::namespaced(c.client.clone(), ns)
+        .list(&ListParams::default().labels("cachepair.io/pair=nosecret"))
+        .await?;
+    ensure!(pods.items.is_empty(), "members created for an invalid spec");
+    eprintln!("  SpecValid=False: {}", condition.message);
     Ok(())
 }
 

@@ -152,7 +152,9 @@ impl CachePair {
         let monitoring_note = self.apply_owned(ctx).await?;
 
         let views = self.observe(ctx).await?;
-        let status = self.status.clone().unwrap_or_default();
+        // The status as the API server has it now: the cached object may predate the status
+        // this operator wrote last round, and a stale `master` would read as a failover.
+        let status = self.api::<CachePair>(ctx).get_status(&self.name()).await?.status.unwrap_or_default();
         let last_master = status.master.as_deref().and_then(|m| Member::of_pod(&self.name(), m));
         let requested = self.spec.switchover.as_deref().filter(|s| status.switchover.as_deref() != Some(*s));
         let revision = render::revision(self);
@@ -168,7 +170,7 @@ impl CachePair {
         let mut decision = decide::decide(&input);
         let mut switched = None;
         for action in decision.actions.clone() {
-            if let Some(token) = self.act(ctx, &action, &views, &decision, requested).await? {
+            if let Some(token) = self.act(ctx, &action, &views, &decision, requested, &status).await? {
                 switched = Some(token);
                 // The roles swapped: the status follows at once, so this is not a failover.
                 decision.master = decision.master.map(Member::other);
@@ -364,6 +366,7 @@ impl CachePair {
         views: &BTreeMap<Member, MemberView>,
         decision: &Decision,
         requested: Option<&str>,
+        status: &CachePairStatus,
     ) -> Result<Option<String>> {
         let pods: Api<Pod> = self.api(ctx);
         let pair = self.name();
@@ -377,7 +380,7 @@ impl CachePair {
                     Err(e) => return Err(e.into()),
                 }
                 let name = member.pod_name(&pair);
-                let reseed = self.status.as_ref().is_some_and(|s| s.master.is_some());
+                let reseed = status.master.is_some();
                 let (reason, note) = match (peer, reseed) {
                     (Some(peer), true) => ("Reseeded", format!("{name} re-created as a slave of the master at {peer}")),
                     (Some(peer), false) => ("Created", format!("{name} created as a slave of the master at {peer}")),

@@ -110,8 +110,9 @@ fn with_master(input: &Input<'_>, master: Member, other: Option<&MemberView>, d:
     let lost = |v: &MemberView| v.node_lost_for.is_some();
     match other {
         None => {
-            d.phase = Phase::Degraded;
-            d.message = format!("re-seeding {} as a slave", name(master.other()));
+            // A new pair creates its second member; an established one re-seeds it.
+            d.phase = if input.last_master.is_none() { Phase::Pending } else { Phase::Degraded };
+            d.message = format!("creating {} as a slave", name(master.other()));
             if let Some(peer) = master_view.ip.as_deref().map(|ip| repl_address(ip, input.replication_port)) {
                 d.actions.push(Action::Create { member: master.other(), peer: Some(peer) });
             }
@@ -142,9 +143,9 @@ fn with_master(input: &Input<'_>, master: Member, other: Option<&MemberView>, d:
                 d.requeue = BUSY;
             }
         }
-        Some(v) => {
+        Some(_) => {
             d.slave = Some(master.other());
-            d.phase = if v.state == PodState::Running { Phase::Syncing } else { Phase::Degraded };
+            d.phase = Phase::Syncing;
             d.message = format!("{} is starting or taking its full copy", name(master.other()));
         }
     }
@@ -243,7 +244,7 @@ mod tests {
         let m = master();
         let d = decide(&Input { a: Some(&m), ..i });
         assert_eq!(d.actions, [Action::Create { member: Member::B, peer: Some("10.0.0.1:11212".into()) }]);
-        assert_eq!((d.master, d.phase, d.failover), (Some(Member::A), Phase::Degraded, false));
+        assert_eq!((d.master, d.phase, d.failover), (Some(Member::A), Phase::Pending, false));
     }
 
     #[test]
@@ -280,6 +281,7 @@ mod tests {
         i.last_master = Some(Member::B);
         let d = decide(&i);
         assert!(!d.failover);
+        assert_eq!(d.phase, Phase::Degraded, "the master serves alone meanwhile");
         assert_eq!(d.actions, [Action::Create { member: Member::A, peer: Some("10.0.0.2:11212".into()) }]);
     }
 

@@ -28,15 +28,12 @@ reported errors, 2 on bad usage / missing binaries.
 from __future__ import annotations
 
 import argparse
-import atexit
-import ctypes
 import datetime as _dt
 import json
 import os
 import platform
 import resource
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -44,11 +41,25 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_OUT = REPO / "tests" / "bench" / "out"
-DEFAULT_LOADGEN = REPO / "target" / "release" / "loadgen"
-DEFAULT_CACHE_NODE = REPO / "target" / "release" / "cache-node"
-DEFAULT_MEMCACHED = Path("/usr/bin/memcached")
+from benchlib import (
+    DEFAULT_CACHE_NODE,
+    DEFAULT_LOADGEN,
+    DEFAULT_MEMCACHED,
+    DEFAULT_OUT,
+    REPO,
+    cpu_seconds,
+    forget,
+    free_port,
+    log,
+    machine_busy_seconds,
+    read_status,
+    secs,
+    spawn,
+    stop,
+    stop_all,
+    tool_version,
+)
+
 
 SERVERS = ("memcached", "cache-node")
 SCENARIOS = {
@@ -57,107 +68,12 @@ SCENARIOS = {
     "c": "memory after fill of 100 B items",
 }
 
-# ----------------------------------------------------------------- process hygiene
-
-_LIVE: dict[int, subprocess.Popen] = {}
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: the child gets SIGKILL if this script dies, even by SIGKILL."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except Exception:  # noqa: BLE001 - best effort, non-Linux
-        pass
-
-
-def _stop(p: subprocess.Popen, grace: float = 5.0) -> None:
-    if p.poll() is None:
-        try:
-            p.terminate()
-            p.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=grace)
-        except ProcessLookupError:
-            pass
-    _LIVE.pop(p.pid, None)
-
-
-def _stop_all() -> None:
-    for p in list(_LIVE.values()):
-        try:
-            _stop(p, grace=2.0)
-        except Exception:  # noqa: BLE001 - keep going, kill the rest
-            try:
-                p.kill()
-            except Exception:  # noqa: BLE001
-                pass
-
-
-def _on_signal(signum, _frame):
-    raise SystemExit(128 + signum)
-
-
-atexit.register(_stop_all)
-for _sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-    signal.signal(_sig, _on_signal)
-
 # ----------------------------------------------------------------- helpers
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def read_status(pid: int) -> dict[str, int]:
-    """VmRSS / VmHWM in bytes from /proc/PID/status."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(rest.split()[0]) * 1024
-    return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float:
-    """CPU time spent busy by the whole machine (all CPUs), from /proc/stat."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    # user nice system idle iowait irq softirq steal ...
-    busy = v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)
-    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def children_cpu_seconds() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
-
-
-def tool_version(path: Path) -> str:
-    try:
-        r = subprocess.run(
-            [str(path), "-V"], capture_output=True, text=True, timeout=5, stdin=subprocess.DEVNULL
-        )
-        return (r.stdout or r.stderr).strip().splitlines()[0] if (r.stdout or r.stderr) else "?"
-    except Exception as e:  # noqa: BLE001
-        return f"? ({e})"
 
 
 class Server:
@@ -192,17 +108,10 @@ class Server:
             with open(self.logpath, "ab") as logf:
                 logf.write(f"$ {' '.join(self.args())}\n".encode())
                 logf.flush()
-                self.proc = subprocess.Popen(
-                    self.args(),
-                    stdin=subprocess.DEVNULL,
-                    stdout=logf,
-                    stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_parent,
-                )
-            _LIVE[self.proc.pid] = self.proc
+                self.proc = spawn(self.args(), stdout=logf, stderr=subprocess.STDOUT)
             if self._wait_ready(10.0):
                 return
-            _stop(self.proc)
+            stop(self.proc)
             last = self.logpath.read_text(errors="replace")[-400:]
         raise RuntimeError(f"{self.name} did not start ({self.binary}); log tail:\n{last}")
 
@@ -228,7 +137,7 @@ class Server:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop(self.proc)
+            stop(self.proc)
 
     def __enter__(self):
         self.start()
@@ -240,19 +149,20 @@ class Server:
 
 def run_loadgen(loadgen: Path, argv: list[str], timeout: float) -> dict:
     cmd = [str(loadgen), *argv, "--json", "--allow-errors"]
-    r = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent,
-    )
-    if r.returncode != 0 or not r.stdout.strip():
-        raise RuntimeError(f"loadgen failed (rc={r.returncode}): {' '.join(cmd)}\n{r.stderr[-2000:]}")
-    res = json.loads(r.stdout.strip().splitlines()[-1])
-    if r.stderr.strip():
-        res["stderr"] = r.stderr.strip()[-2000:]
+    p = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except BaseException:
+        p.kill()
+        p.communicate()
+        raise
+    finally:
+        forget(p)
+    if p.returncode != 0 or not out.strip():
+        raise RuntimeError(f"loadgen failed (rc={p.returncode}): {' '.join(cmd)}\n{err[-2000:]}")
+    res = json.loads(out.strip().splitlines()[-1])
+    if err.strip():
+        res["stderr"] = err.strip()[-2000:]
     return res
 
 
@@ -272,7 +182,7 @@ def scenario_load(cfg, srv: Server, pipeline: int) -> dict:
         "--threads", str(cfg.loadgen_threads),
         "--prefill",
     ]  # fmt: skip
-    budget = _secs(cfg.duration) + _secs(cfg.warmup) + 180
+    budget = secs(cfg.duration) + secs(cfg.warmup) + 180
     cpu0, lg0, busy0, t0 = cpu_seconds(srv.proc.pid), children_cpu_seconds(), machine_busy_seconds(), time.monotonic()
     res = run_loadgen(cfg.loadgen, argv, budget)
     cpu1, lg1, busy1, t1 = cpu_seconds(srv.proc.pid), children_cpu_seconds(), machine_busy_seconds(), time.monotonic()
@@ -306,14 +216,6 @@ def scenario_memory(cfg, srv: Server) -> dict:
     res["hwm"] = st.get("VmHWM", 0)
     res["bytes_per_item"] = (st["VmRSS"] - idle) / max(cfg.fill_items, 1)
     return res
-
-
-def _secs(d: str) -> float:
-    d = d.strip()
-    for suf, mul in (("ms", 1e-3), ("s", 1.0), ("m", 60.0)):
-        if d.endswith(suf):
-            return float(d[: -len(suf)]) * mul
-    return float(d)
 
 
 def run_one(cfg, scen: str, name: str, binary: Path, rnd: int) -> dict:
@@ -583,4 +485,4 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     finally:
-        _stop_all()
+        stop_all()

@@ -44,8 +44,6 @@ reported in the table, not in the exit status), 2 on bad usage / missing binarie
 from __future__ import annotations
 
 import argparse
-import atexit
-import ctypes
 import datetime as _dt
 import json
 import os
@@ -60,11 +58,26 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_OUT = REPO / "tests" / "bench" / "out"
-DEFAULT_LOADGEN = REPO / "target" / "release" / "loadgen"
-DEFAULT_CACHE_NODE = REPO / "target" / "release" / "cache-node"
-DEFAULT_MEMCACHED = Path("/usr/bin/memcached")
+from benchlib import (
+    DEFAULT_CACHE_NODE,
+    DEFAULT_LOADGEN,
+    DEFAULT_MEMCACHED,
+    DEFAULT_OUT,
+    REPO,
+    cpu_seconds,
+    forget,
+    free_port,
+    live_pids,
+    log,
+    machine_busy_seconds,
+    pct,
+    secs,
+    spawn,
+    stop,
+    stop_all,
+    tool_version,
+)
+
 
 CONFIGS = ("memcached", "off", "async", "sync")
 CONFIG_LABELS = {
@@ -74,169 +87,6 @@ CONFIG_LABELS = {
     "sync": "pair master (sync)",
 }
 TESTS = ("throughput", "lag", "failover", "fullsync")
-
-# ----------------------------------------------------------------- process hygiene
-#
-# As compare.py: children get PR_SET_PDEATHSIG, and atexit / SIGTERM / SIGINT / SIGHUP
-# stop them. PDEATHSIG alone is not enough here: the kernel clears it when a server
-# switches to `-u nobody` (any euid change does), so a small watchdog process also
-# holds the pid of every child and SIGKILLs them when this script's pipe to it closes
-# (i.e. when the script dies in any way, SIGKILL included).
-
-_LIVE: dict[int, subprocess.Popen] = {}
-_PR_SET_PDEATHSIG = 1
-_WATCHDOG: subprocess.Popen | None = None
-_WATCHDOG_SRC = r"""
-import os, signal
-pids, buf = set(), b""
-while True:
-    try:
-        d = os.read(0, 4096)
-    except InterruptedError:
-        continue
-    if not d:
-        break
-    buf += d
-    *lines, buf = buf.split(b"\n")
-    for l in lines:
-        if l.startswith(b"-"):
-            pids.discard(int(l[1:]))
-        elif l:
-            pids.add(int(l))
-for p in pids:
-    try:
-        os.kill(p, signal.SIGKILL)
-    except OSError:
-        pass
-"""
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: the child gets SIGKILL if this script dies (until it changes uid)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except Exception:  # noqa: BLE001 - best effort, non-Linux
-        pass
-
-
-def _watch(pid: int, add: bool = True) -> None:
-    global _WATCHDOG
-    try:
-        if _WATCHDOG is None:
-            _WATCHDOG = subprocess.Popen(
-                [sys.executable, "-c", _WATCHDOG_SRC],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                start_new_session=True,  # survives a Ctrl-C to our process group
-            )
-        _WATCHDOG.stdin.write(f"{'' if add else '-'}{pid}\n".encode())
-        _WATCHDOG.stdin.flush()
-    except (OSError, ValueError):
-        pass
-
-
-def spawn(argv: list[str], **kw) -> subprocess.Popen:
-    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent, **kw)
-    _LIVE[p.pid] = p
-    _watch(p.pid)
-    return p
-
-
-def _forget(p: subprocess.Popen) -> None:
-    if _LIVE.pop(p.pid, None) is not None:
-        _watch(p.pid, add=False)
-
-
-def _stop(p: subprocess.Popen, grace: float = 5.0) -> None:
-    if p.poll() is None:
-        try:
-            p.terminate()
-            p.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=grace)
-        except ProcessLookupError:
-            pass
-    _forget(p)
-
-
-def _stop_all() -> None:
-    for p in list(_LIVE.values()):
-        try:
-            _stop(p, grace=2.0)
-        except Exception:  # noqa: BLE001 - keep going, kill the rest
-            try:
-                p.kill()
-            except Exception:  # noqa: BLE001
-                pass
-    if _WATCHDOG is not None and _WATCHDOG.poll() is None:
-        try:
-            _WATCHDOG.stdin.close()
-            _WATCHDOG.wait(timeout=5)
-        except Exception:  # noqa: BLE001
-            _WATCHDOG.kill()
-
-
-def _on_signal(signum, _frame):
-    raise SystemExit(128 + signum)
-
-
-atexit.register(_stop_all)
-for _sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-    signal.signal(_sig, _on_signal)
-
-# ----------------------------------------------------------------- helpers
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float:
-    """CPU time spent busy by the whole machine (all CPUs), from /proc/stat."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    busy = v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-def tool_version(path: Path) -> str:
-    try:
-        r = subprocess.run(
-            [str(path), "-V"], capture_output=True, text=True, timeout=5, stdin=subprocess.DEVNULL
-        )
-        return (r.stdout or r.stderr).strip().splitlines()[0] if (r.stdout or r.stderr) else "?"
-    except Exception as e:  # noqa: BLE001
-        return f"? ({e})"
-
-
-def _secs(d: str) -> float:
-    d = d.strip()
-    for suf, mul in (("ms", 1e-3), ("s", 1.0), ("m", 60.0)):
-        if d.endswith(suf):
-            return float(d[: -len(suf)]) * mul
-    return float(d)
-
-
-def pct(vals: list[float], p: float) -> float | None:
-    if not vals:
-        return None
-    s = sorted(vals)
-    return s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))]
-
 
 class Conn:
     """Minimal memcached text-protocol client on a raw socket (for probes and stats)."""
@@ -366,7 +216,7 @@ class Node:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop(self.proc)
+            stop(self.proc)
 
     def sigkill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -461,7 +311,7 @@ def loadgen_argv(cfg, port: int, rate: int | None = None) -> list[str]:
 
 def run_loadgen(argv: list[str], timeout: float) -> dict:
     """Runs loadgen; adds other_cpu_s: CPU that processes other than it and our servers used."""
-    ours = [p.pid for p in _LIVE.values()]
+    ours = live_pids()
     busy0, mine0, t0 = machine_busy_seconds(), _cpu_of(ours), time.monotonic()
     res = _run_loadgen(argv, timeout)
     other = (machine_busy_seconds() - busy0) - (_cpu_of(ours) - mine0) - res.pop("_cpu_s", 0.0)
@@ -493,7 +343,7 @@ def _run_loadgen(argv: list[str], timeout: float) -> dict:
         p.communicate()
         raise
     finally:
-        _forget(p)
+        forget(p)
     if p.returncode != 0 or not out.strip():
         raise RuntimeError(f"loadgen failed (rc={p.returncode}): {' '.join(argv)}\n{err[-2000:]}")
     res = json.loads(out.strip().splitlines()[-1])
@@ -509,7 +359,7 @@ def _run_loadgen(argv: list[str], timeout: float) -> dict:
 
 def throughput_one(cfg, conf: str, rnd: int) -> dict:
     tag = f"tp-r{rnd}-{conf}"
-    budget = _secs(cfg.duration) + _secs(cfg.warmup) + 180
+    budget = secs(cfg.duration) + secs(cfg.warmup) + 180
     if conf in ("memcached", "off"):
         binary = cfg.memcached if conf == "memcached" else cfg.cache_node
         node = Node(cfg, binary, tag, [] if conf == "memcached" else ["-X", "0"])
@@ -637,7 +487,7 @@ def bench_lag(cfg, peak: float | None) -> dict:
     log(f"lag: loadgen --rate {rate:,} on the master of an async pair, probe every {cfg.probe_interval_ms} ms")
     with Pair(cfg, "lag", mode="async") as pair:
         argv = loadgen_argv(cfg, pair.a.port, rate)
-        budget = _secs(cfg.duration) + _secs(cfg.warmup) + 180
+        budget = secs(cfg.duration) + secs(cfg.warmup) + 180
         p = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             # probe only while the paced load runs: after prefill + warm-up, until its end
@@ -653,7 +503,7 @@ def bench_lag(cfg, peak: float | None) -> dict:
                     c.close()
 
             wait_until(prefilled, 60.0, 0.05)
-            time.sleep(_secs(cfg.warmup) + 0.2)
+            time.sleep(secs(cfg.warmup) + 0.2)
             # the server's own lag distribution covers the measured window only
             c = Conn(pair.a.port)
             try:
@@ -661,7 +511,7 @@ def bench_lag(cfg, peak: float | None) -> dict:
                     raise RuntimeError("stats reset failed on the master")
             finally:
                 c.close()
-            stop_at = time.perf_counter() + max(0.5, _secs(cfg.duration) - 0.5)
+            stop_at = time.perf_counter() + max(0.5, secs(cfg.duration) - 0.5)
             probe = lag_probe(pair.a.port, pair.b.port, stop_at, cfg.probe_interval_ms / 1e3, 1.0)
             out, err = p.communicate(timeout=budget)
         except BaseException:
@@ -669,7 +519,7 @@ def bench_lag(cfg, peak: float | None) -> dict:
             p.communicate()
             raise
         finally:
-            _forget(p)
+            forget(p)
         if p.returncode != 0 or not out.strip():
             raise RuntimeError(f"loadgen failed (rc={p.returncode}): {err[-2000:]}")
         load = json.loads(out.strip().splitlines()[-1])
@@ -821,7 +671,7 @@ def bench_fullsync(cfg) -> dict:
         )
         pair.spawn_slave()
         t_first = pair.wait_slave(cfg.sync_timeout)
-        secs = t_first - pair.b.t_spawn
+        took_s = t_first - pair.b.t_spawn
         sb = stats(pair.b.port)
         # no writes meanwhile: counts must agree right away; allow a moment for the stream tail
         wait_until(lambda: stats(pair.b.port).get("curr_items") == stats(pair.a.port).get("curr_items"), 5.0, 0.05)
@@ -832,8 +682,8 @@ def bench_fullsync(cfg) -> dict:
             "item_data_bytes": data,
             "master_bytes_stat": int(sa.get("bytes", 0)),
             "fill": fill,
-            "seconds": secs,
-            "mb_per_s": data / 1e6 / secs,
+            "seconds": took_s,
+            "mb_per_s": data / 1e6 / took_s,
             "master_curr_items": int(sa.get("curr_items", -1)),
             "slave_curr_items": int(sb.get("curr_items", -1)),
             "master_evictions": int(sa.get("evictions", 0)),
@@ -841,7 +691,7 @@ def bench_fullsync(cfg) -> dict:
             "master_repl": pair.a.repl(),
         }
         log(
-            f"  slave replied {secs:.2f} s after its start: {res['mb_per_s']:,.0f} MB/s; curr_items "
+            f"  slave replied {took_s:.2f} s after its start: {res['mb_per_s']:,.0f} MB/s; curr_items "
             f"master {res['master_curr_items']:,} slave {res['slave_curr_items']:,}"
         )
         if res["master_curr_items"] != items:
@@ -1128,4 +978,4 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     finally:
-        _stop_all()
+        stop_all()

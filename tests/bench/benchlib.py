@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -198,3 +199,14 @@ def read_status(pid: int) -> dict[str, int]:
             if key in ("VmRSS", "VmHWM"):
                 out[key] = int(rest.split()[0]) * 1024
     return out
+
+
+def cargo_build(packages: list[str]) -> None:
+    """`cargo build --release` of the workspace packages the benchmark runs (--build)."""
+    cargo = shutil.which("cargo")
+    if not cargo:
+        raise SystemExit("--build: cargo not found")
+    argv = [cargo, "build", "--release"] + [a for p in packages for a in ("-p", p)]
+    log(" ".join(["cargo", *argv[1:]]))
+    if subprocess.run(argv, cwd=REPO, timeout=1800).returncode != 0:
+        raise SystemExit("build failed")

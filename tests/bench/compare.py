@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import socket
 import statistics
 import subprocess
@@ -46,7 +45,7 @@ from benchlib import (
     DEFAULT_LOADGEN,
     DEFAULT_MEMCACHED,
     DEFAULT_OUT,
-    REPO,
+    cargo_build,
     cpu_seconds,
     forget,
     free_port,
@@ -334,17 +333,7 @@ def plot(results: dict, summary: dict, path: Path) -> None:
 
 
 def build(cfg) -> None:
-    cargo = shutil.which("cargo")
-    if not cargo:
-        raise SystemExit("--build: cargo not found")
-    pkgs = ["loadgen"]
-    if cfg.cache_node == DEFAULT_CACHE_NODE:
-        pkgs.append("cache-node")
-    for pkg in pkgs:
-        log(f"cargo build --release -p {pkg}")
-        r = subprocess.run([cargo, "build", "--release", "-p", pkg], cwd=REPO, timeout=1800)
-        if r.returncode != 0:
-            raise SystemExit(f"build of {pkg} failed")
+    cargo_build(["loadgen", "cache-node"] if cfg.cache_node == DEFAULT_CACHE_NODE else ["loadgen"])
 
 
 def parse_args(argv=None):

@@ -49,7 +49,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import signal
 import socket
 import statistics
@@ -63,7 +62,7 @@ from benchlib import (
     DEFAULT_LOADGEN,
     DEFAULT_MEMCACHED,
     DEFAULT_OUT,
-    REPO,
+    cargo_build,
     cpu_seconds,
     forget,
     free_port,
@@ -846,13 +845,7 @@ def plot(doc: dict, path: Path) -> None:
 
 
 def build(cfg) -> None:
-    cargo = shutil.which("cargo")
-    if not cargo:
-        raise SystemExit("--build: cargo not found")
-    log("cargo build --release -p cache-node -p loadgen")
-    r = subprocess.run([cargo, "build", "--release", "-p", "cache-node", "-p", "loadgen"], cwd=REPO, timeout=1800)
-    if r.returncode != 0:
-        raise SystemExit("build failed")
+    cargo_build(["cache-node", "loadgen"])
 
 
 def parse_args(argv=None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -87,6 +88,30 @@ def spawn(argv: list[str], **kw) -> subprocess.Popen:
     _LIVE[p.pid] = p
     _watch(p.pid)
     return p
+
+
+def finish_json(p: subprocess.Popen, timeout: float) -> dict:
+    """Waits for a child started by `spawn` with piped text output and returns the JSON object
+    on its last line (its stderr, if any, under "stderr"); kills it if the wait fails."""
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except BaseException:
+        p.kill()
+        p.communicate()
+        raise
+    finally:
+        forget(p)
+    if p.returncode != 0 or not out.strip():
+        raise RuntimeError(f"{' '.join(map(str, p.args))} failed (rc={p.returncode}):\n{err[-2000:]}")
+    res = json.loads(out.strip().splitlines()[-1])
+    if err.strip():
+        res["stderr"] = err.strip()[-2000:]
+    return res
+
+
+def run_json(argv: list[str], timeout: float) -> dict:
+    """Runs a child to its end; the JSON object on its last line (see `finish_json`)."""
+    return finish_json(spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), timeout)
 
 
 def live_pids() -> list[int]:

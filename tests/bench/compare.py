@@ -47,11 +47,11 @@ from benchlib import (
     DEFAULT_OUT,
     cargo_build,
     cpu_seconds,
-    forget,
     free_port,
     log,
     machine_busy_seconds,
     read_status,
+    run_json,
     secs,
     spawn,
     stop,
@@ -147,22 +147,7 @@ class Server:
 
 
 def run_loadgen(loadgen: Path, argv: list[str], timeout: float) -> dict:
-    cmd = [str(loadgen), *argv, "--json", "--allow-errors"]
-    p = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except BaseException:
-        p.kill()
-        p.communicate()
-        raise
-    finally:
-        forget(p)
-    if p.returncode != 0 or not out.strip():
-        raise RuntimeError(f"loadgen failed (rc={p.returncode}): {' '.join(cmd)}\n{err[-2000:]}")
-    res = json.loads(out.strip().splitlines()[-1])
-    if err.strip():
-        res["stderr"] = err.strip()[-2000:]
-    return res
+    return run_json([str(loadgen), *argv, "--json", "--allow-errors"], timeout)
 
 
 # ----------------------------------------------------------------- scenarios

@@ -64,12 +64,14 @@ from benchlib import (
     DEFAULT_OUT,
     cargo_build,
     cpu_seconds,
+    finish_json,
     forget,
     free_port,
     live_pids,
     log,
     machine_busy_seconds,
     pct,
+    run_json,
     secs,
     spawn,
     stop,
@@ -334,20 +336,7 @@ def _cpu_of(pids: list[int]) -> float:
 
 def _run_loadgen(argv: list[str], timeout: float) -> dict:
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    p = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.communicate()
-        raise
-    finally:
-        forget(p)
-    if p.returncode != 0 or not out.strip():
-        raise RuntimeError(f"loadgen failed (rc={p.returncode}): {' '.join(argv)}\n{err[-2000:]}")
-    res = json.loads(out.strip().splitlines()[-1])
-    if err.strip():
-        res["stderr"] = err.strip()[-2000:]
+    res = run_json(argv, timeout)
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     res["_cpu_s"] = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
     return res
@@ -512,16 +501,12 @@ def bench_lag(cfg, peak: float | None) -> dict:
                 c.close()
             stop_at = time.perf_counter() + max(0.5, secs(cfg.duration) - 0.5)
             probe = lag_probe(pair.a.port, pair.b.port, stop_at, cfg.probe_interval_ms / 1e3, 1.0)
-            out, err = p.communicate(timeout=budget)
         except BaseException:
             p.kill()
             p.communicate()
-            raise
-        finally:
             forget(p)
-        if p.returncode != 0 or not out.strip():
-            raise RuntimeError(f"loadgen failed (rc={p.returncode}): {err[-2000:]}")
-        load = json.loads(out.strip().splitlines()[-1])
+            raise
+        load = finish_json(p, budget)
         ra = pair.a.repl()
     lags = probe["lag_us"]
     res = {

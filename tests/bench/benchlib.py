@@ -235,3 +235,10 @@ def cargo_build(packages: list[str]) -> None:
     log(" ".join(["cargo", *argv[1:]]))
     if subprocess.run(argv, cwd=REPO, timeout=1800).returncode != 0:
         raise SystemExit("build failed")
+
+
+def add_binary_args(p) -> None:
+    """--cache-node, --memcached and --loadgen, as every benchmark script takes them."""
+    p.add_argument("--cache-node", type=Path, default=DEFAULT_CACHE_NODE, help="cache-node binary (default: %(default)s)")
+    p.add_argument("--memcached", type=Path, default=DEFAULT_MEMCACHED, help="memcached binary (default: %(default)s)")
+    p.add_argument("--loadgen", type=Path, default=DEFAULT_LOADGEN, help="loadgen binary (default: %(default)s)")

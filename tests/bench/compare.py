@@ -42,9 +42,8 @@ from pathlib import Path
 
 from benchlib import (
     DEFAULT_CACHE_NODE,
-    DEFAULT_LOADGEN,
-    DEFAULT_MEMCACHED,
     DEFAULT_OUT,
+    add_binary_args,
     cargo_build,
     cpu_seconds,
     free_port,
@@ -327,9 +326,7 @@ def parse_args(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Examples:", 1)[1].rsplit("Exit status", 1)[0].join(["Examples:", ""]),
     )
-    p.add_argument("--cache-node", type=Path, default=DEFAULT_CACHE_NODE, help="cache-node binary (default: %(default)s)")
-    p.add_argument("--memcached", type=Path, default=DEFAULT_MEMCACHED, help="memcached binary (default: %(default)s)")
-    p.add_argument("--loadgen", type=Path, default=DEFAULT_LOADGEN, help="loadgen binary (default: %(default)s)")
+    add_binary_args(p)
     p.add_argument("--build", action="store_true", help="cargo build --release loadgen (and cache-node if default path) first")
     p.add_argument("--rounds", type=int, default=None, help="rounds per scenario and server (default 3; 1 with --quick)")
     p.add_argument("--scenarios", default="a,b,c", help="comma-separated subset of a,b,c (default: %(default)s)")

@@ -58,10 +58,8 @@ import time
 from pathlib import Path
 
 from benchlib import (
-    DEFAULT_CACHE_NODE,
-    DEFAULT_LOADGEN,
-    DEFAULT_MEMCACHED,
     DEFAULT_OUT,
+    add_binary_args,
     cargo_build,
     cpu_seconds,
     finish_json,
@@ -839,9 +837,7 @@ def parse_args(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Examples:", 1)[1].rsplit("Exit status", 1)[0].join(["Examples:", ""]),
     )
-    p.add_argument("--cache-node", type=Path, default=DEFAULT_CACHE_NODE, help="cache-node binary (default: %(default)s)")
-    p.add_argument("--memcached", type=Path, default=DEFAULT_MEMCACHED, help="memcached binary (default: %(default)s)")
-    p.add_argument("--loadgen", type=Path, default=DEFAULT_LOADGEN, help="loadgen binary (default: %(default)s)")
+    add_binary_args(p)
     p.add_argument("--build", action="store_true", help="cargo build --release -p cache-node -p loadgen first")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2s runs, 2 failovers, 105 MB full sync")
     p.add_argument("--tests", default=",".join(TESTS), help="comma-separated subset of %(default)s")

@@ -62,10 +62,17 @@ else
     fail "CRD rejected by the API server"
 fi
 
-echo "--- kubectl wait --for=condition=Established crd/cachepairs.cachepair.io"
-if k wait --for=condition=Established --timeout=30s crd/cachepairs.cachepair.io; then
-    k get crd cachepairs.cachepair.io \
-        -o custom-columns='NAME:.metadata.name,ESTABLISHED:.status.conditions[?(@.type=="Established")].status,NAMESORACCEPTED:.status.conditions[?(@.type=="NamesAccepted")].status'
+echo "--- wait until crd/cachepairs.cachepair.io is Established"
+# Polled rather than `kubectl wait`: just after the create the CRD may have no conditions
+# yet, and kubectl wait then fails at once instead of waiting.
+established=""
+for _ in $(seq 1 60); do
+    established="$(k get crd cachepairs.cachepair.io \
+        -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' 2>/dev/null || true)"
+    [ "$established" = True ] && break
+    sleep 0.5
+done
+if [ "$established" = True ]; then
     ok "CRD Established"
 else
     k get crd cachepairs.cachepair.io -o yaml || true

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{Api, Client, Config};
 
 use crate::kubelet::{self, ProcessKubelet};
 
@@ -47,11 +48,23 @@ impl Cluster {
         let client = Client::try_from(config)?;
         let cluster = Cluster { state: state.to_path_buf(), kubeconfig, bin, client, kubelets: Default::default() };
         cluster.kubectl(&["apply", "--server-side", "-f", repo().join("crds/cachepair.yaml").to_str().unwrap()])?;
-        cluster.kubectl(&["wait", "--for=condition=Established", "--timeout=30s", "crd/cachepairs.cachepair.io"])?;
+        cluster.crd_established(Duration::from_secs(30)).await?;
         for n in 1..=nodes {
             cluster.node_up(n).await?;
         }
         Ok(cluster)
+    }
+
+    /// Waits until the API server serves the CachePair CRD. Polled rather than `kubectl wait`:
+    /// just after the create the CRD may have no conditions yet, and kubectl then fails at once.
+    async fn crd_established(&self, limit: Duration) -> anyhow::Result<()> {
+        let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        wait_for("the CachePair CRD to be Established", limit, || async {
+            let crd = crds.get_opt("cachepairs.cachepair.io").await.ok().flatten()?;
+            let conditions = crd.status?.conditions?;
+            conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+        })
+        .await
     }
 
     /// Starts (or restarts) the kubelet of node `node-<n>`.

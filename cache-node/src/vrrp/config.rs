@@ -829,3 +829,468 @@ fn parse_instance(
     };
     Ok((instance, vrid_line))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = include_str!("testdata/seed.conf");
+    const OPERATOR_V2: &str = include_str!("testdata/operator-v2.conf");
+    const OPERATOR_V3: &str = include_str!("testdata/operator-v3.conf");
+    const LAYOUTS: &str = include_str!("testdata/syntax.conf");
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// A valid instance (lines 1-4) with `body` from line 5 on.
+    fn instance(body: &str) -> String {
+        format!(
+            "vrrp_instance VI_1 {{\n  interface eth0\n  virtual_router_id 51\n  \
+             virtual_ipaddress {{ 192.0.2.10 }}\n{body}\n}}\n"
+        )
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_seed_setup() {
+        let config = parse(SEED).unwrap();
+        let expected = Config {
+            global: Global { router_id: Some("LVS_DEVEL".into()), ..Global::default() },
+            scripts: vec![Script {
+                name: "chk_memcached".into(),
+                command: "/etc/keepalived/check_memcached.sh".into(),
+                interval: secs(2.0),
+                timeout: None,
+                weight: -20,
+                fall: 3,
+                rise: 1,
+                user: None,
+            }],
+            instances: vec![Instance {
+                name: "VI_1".into(),
+                state: InitialState::Backup,
+                interface: "eth0".into(),
+                virtual_router_id: 51,
+                priority: 150,
+                advert_int: secs(1.0),
+                vrrp_version: 2,
+                nopreempt: true,
+                preempt_delay: Duration::ZERO,
+                password: Some(b"1111".to_vec()),
+                virtual_ipaddress: vec![VirtualAddress { addr: ip("10.101.100.100"), prefix: 32, dev: None }],
+                track_script: vec![Track { name: "chk_memcached".into(), weight: None }],
+                track_interface: vec![],
+                notify: Notify::default(),
+                garp: Garp { master_delay: secs(10.0), ..Garp::default() },
+                mcast_src_ip: None,
+            }],
+            warnings: vec![
+                "keepalived.conf line 3: notification_email is not used by cache-node vrrp; skipped it and its block"
+                    .into(),
+            ],
+        };
+        assert_eq!(config, expected);
+    }
+
+    #[test]
+    fn the_operators_rendering() {
+        let config = parse(OPERATOR_V2).unwrap();
+        assert_eq!(
+            config.global,
+            Global {
+                router_id: Some("demo-b".into()),
+                vrrp_version: 2,
+                enable_script_security: true,
+                script_user: None,
+                garp: Garp::default()
+            }
+        );
+        assert_eq!(
+            config.scripts,
+            [Script {
+                name: "cache_is_master".into(),
+                command: "/usr/local/bin/cache-node is-master --admin 127.0.0.1:9150".into(),
+                interval: secs(1.0),
+                timeout: Some(secs(1.0)),
+                weight: 0,
+                fall: 1,
+                rise: 1,
+                user: None,
+            }]
+        );
+        let expected = Instance {
+            name: "demo".into(),
+            state: InitialState::Backup,
+            interface: "eth0".into(),
+            virtual_router_id: 51,
+            priority: 100,
+            advert_int: secs(1.0),
+            vrrp_version: 2,
+            nopreempt: true,
+            preempt_delay: Duration::ZERO,
+            password: Some(b"s3cret".to_vec()),
+            virtual_ipaddress: vec![VirtualAddress { addr: ip("192.0.2.10"), prefix: 32, dev: Some("eth0".into()) }],
+            track_script: vec![Track { name: "cache_is_master".into(), weight: None }],
+            track_interface: vec![],
+            notify: Notify::default(),
+            garp: Garp::default(),
+            mcast_src_ip: None,
+        };
+        assert_eq!(config.instances, std::slice::from_ref(&expected));
+        assert_eq!(config.warnings, Vec::<String>::new());
+
+        let config = parse(OPERATOR_V3).unwrap();
+        assert_eq!(config.global.vrrp_version, 3);
+        let vip = VirtualAddress { addr: ip("2001:db8::10"), prefix: 128, dev: Some("eth0".into()) };
+        let v3 = Instance {
+            advert_int: secs(0.25),
+            vrrp_version: 3,
+            password: None,
+            virtual_ipaddress: vec![vip],
+            ..expected
+        };
+        assert_eq!(config.instances, [v3]);
+        assert_eq!(config.warnings, Vec::<String>::new());
+    }
+
+    #[test]
+    fn version_3_takes_a_quarter_second_over_ipv4() {
+        let text = format!("global_defs {{ vrrp_version 3 }}\n{}", instance("  advert_int 0.25"));
+        let instance = &parse(&text).unwrap().instances[0];
+        assert_eq!((instance.vrrp_version, instance.advert_int), (3, secs(0.25)));
+        let text = instance_with_version("3", "advert_int 40.95");
+        assert_eq!(parse(&text).unwrap().instances[0].advert_int, secs(40.95));
+    }
+
+    fn instance_with_version(version: &str, line: &str) -> String {
+        instance(&format!("  version {version}\n  {line}"))
+    }
+
+    #[test]
+    fn layouts_that_keepalived_accepts() {
+        let config = parse(LAYOUTS).unwrap();
+        let global = &config.global;
+        assert_eq!(global.router_id.as_deref(), Some("edge 1"));
+        assert_eq!(global.vrrp_version, 3);
+        assert_eq!(global.garp.master_refresh, Some(secs(60.0)));
+        assert_eq!(global.garp.interval, Duration::from_millis(1));
+        assert_eq!(global.garp.gna_interval, Duration::from_micros(1));
+        let script = &config.scripts[0];
+        assert_eq!(script.command, "/bin/sh -c 'exit 0'");
+        assert_eq!((script.interval, script.timeout), (secs(2.0), Some(secs(3.0))));
+        assert_eq!((script.weight, script.fall, script.rise), (-20, 3, 2));
+        assert_eq!(script.user, Some(("root".into(), Some("root".into()))));
+
+        let [one, two] = config.instances.as_slice() else { panic!("two instances") };
+        assert_eq!((one.state, one.priority, one.advert_int), (InitialState::Master, 200, secs(0.5)));
+        assert_eq!(
+            one.virtual_ipaddress,
+            [
+                VirtualAddress { addr: ip("192.0.2.10"), prefix: 24, dev: Some("eth0".into()) },
+                VirtualAddress { addr: ip("192.0.2.11"), prefix: 32, dev: None },
+            ]
+        );
+        assert_eq!(one.track_script, [Track { name: "chk".into(), weight: Some(-30) }]);
+        assert_eq!(
+            one.track_interface,
+            [Track { name: "ifb0".into(), weight: None }, Track { name: "ifb1".into(), weight: Some(10) }]
+        );
+        assert_eq!(one.notify.master.as_deref(), Some("/bin/echo master"));
+        assert_eq!(one.notify.any.as_deref(), Some("/bin/true"));
+        let garp = Garp { master_delay: secs(1.0), master_repeat: 3, ..global.garp.clone() };
+        assert_eq!(one.garp, garp);
+        assert_eq!(one.mcast_src_ip, Some(ip("192.0.2.2")));
+
+        assert_eq!((two.state, two.priority, two.vrrp_version), (InitialState::Backup, 50, 3));
+        assert_eq!(two.preempt_delay, secs(2.5));
+        assert_eq!(two.virtual_ipaddress[0].prefix, 128);
+        assert_eq!(two.garp, global.garp);
+
+        assert_eq!(
+            config.warnings,
+            [
+                "keepalived.conf line 5: notification_email is not used by cache-node vrrp; skipped it and its block",
+                "keepalived.conf line 26: dont_track_primary is not used by cache-node vrrp; skipped it",
+                "keepalived.conf line 28: virtual_ipaddress option label eth0:1 is not used by cache-node vrrp",
+            ]
+        );
+    }
+
+    #[test]
+    fn layouts_of_braces_comments_and_quotes() {
+        let one_line = "vrrp_instance VI_1 { interface eth0\nvirtual_router_id 51\nvirtual_ipaddress { 192.0.2.10 } }";
+        let brace_below =
+            "vrrp_instance VI_1\n{\ninterface eth0\nvirtual_router_id 51\nvirtual_ipaddress\n{\n192.0.2.10\n}\n}";
+        let touching = "vrrp_instance VI_1{interface eth0\nvirtual_router_id 51\nvirtual_ipaddress{192.0.2.10}}";
+        let commented = "# c\nvrrp_instance VI_1 { ! c\ninterface eth0#c\nvirtual_router_id 51!c\n\
+                         virtual_ipaddress { 192.0.2.10 # } c\n } }";
+        let quoted = "vrrp_instance \"VI_1\" {\ninterface \"eth0\"\nvirtual_router_id \"51\"\n\
+                      virtual_ipaddress { \"192.0.2.10\" }\n}";
+        for text in [one_line, brace_below, touching, commented, quoted] {
+            let config = parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            let instance = &config.instances[0];
+            assert_eq!((instance.name.as_str(), instance.interface.as_str()), ("VI_1", "eth0"), "{text}");
+            assert_eq!(instance.virtual_router_id, 51, "{text}");
+            assert_eq!(instance.virtual_ipaddress[0].addr, ip("192.0.2.10"), "{text}");
+        }
+        // Quotes join words, keep `#`, `!` and braces, and may sit inside a word.
+        let config = parse(&instance("  notify_master \"/bin/a {b} #c !d\"\n  notify x\"y z\"w")).unwrap();
+        assert_eq!(config.instances[0].notify.master.as_deref(), Some("/bin/a {b} #c !d"));
+        assert_eq!(config.instances[0].notify.any.as_deref(), Some("xy zw"));
+    }
+
+    #[test]
+    fn keepalived_defaults() {
+        let config = parse(&instance("")).unwrap();
+        let i = &config.instances[0];
+        assert_eq!((i.state, i.priority, i.advert_int, i.vrrp_version), (InitialState::Backup, 100, secs(1.0), 2));
+        assert_eq!((i.nopreempt, i.preempt_delay, &i.password), (false, Duration::ZERO, &None));
+        assert_eq!(
+            i.garp,
+            Garp {
+                master_delay: secs(5.0),
+                master_repeat: 5,
+                master_refresh: None,
+                master_refresh_repeat: 1,
+                interval: Duration::ZERO,
+                gna_interval: Duration::ZERO
+            }
+        );
+        // The state and the priority each default from the other.
+        let master = parse(&instance("  state MASTER")).unwrap();
+        assert_eq!(master.instances[0].priority, 255);
+        let owner = parse(&instance("  priority 255")).unwrap();
+        assert_eq!(owner.instances[0].state, InitialState::Master);
+        // IPv6 instances run VRRPv3 whatever the global version.
+        let text = "global_defs { vrrp_version 2 }\nvrrp_instance V { interface eth0\nvirtual_router_id 1\n\
+                    virtual_ipaddress { 2001:db8::1 } }";
+        assert_eq!(parse(text).unwrap().instances[0].vrrp_version, 3);
+        // Global garp settings are the instance's defaults, wherever global_defs is.
+        let text = format!("{}global_defs {{ vrrp_garp_master_delay 0\nvrrp_garp_master_refresh 0 }}", instance(""));
+        let garp = &parse(&text).unwrap().instances[0].garp;
+        assert_eq!((garp.master_delay, garp.master_refresh), (Duration::ZERO, None));
+    }
+
+    #[test]
+    fn settings_keepalived_drops_are_dropped_with_a_warning() {
+        let config = parse(&instance("  state MASTER\n  nopreempt\n  preempt_delay 3")).unwrap();
+        assert_eq!((config.instances[0].nopreempt, config.instances[0].preempt_delay), (false, Duration::ZERO));
+        assert_eq!(
+            config.warnings,
+            [
+                "keepalived.conf line 1: vrrp_instance VI_1: nopreempt ignored with MASTER or priority 255, as in keepalived",
+                "keepalived.conf line 1: vrrp_instance VI_1: preempt_delay ignored with nopreempt or MASTER, as in keepalived",
+            ]
+        );
+        let config = parse(&instance("  authentication {\n auth_type PASS\n auth_pass 123456789\n }")).unwrap();
+        assert_eq!(config.instances[0].password.as_deref(), Some(&b"12345678"[..]));
+        assert_eq!(config.warnings, ["keepalived.conf line 7: auth_pass truncated to 8 bytes, as in keepalived"]);
+    }
+
+    #[test]
+    fn unknown_keywords_anywhere_are_skipped_with_a_warning() {
+        let text = format!(
+            "lvs_id x\nvirtual_server 10.0.0.1 80 {{\n  real_server 10.0.0.2 80 {{ weight 1 }}\n}}\n\
+             vrrp_script s {{ script /bin/true\n init_fail }}\n{}",
+            instance("  strict_mode\n  authentication { auth_type PASS\n auth_pass x\n auth_extra y }")
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(
+            config.warnings,
+            [
+                "keepalived.conf line 1: lvs_id is not used by cache-node vrrp; skipped it",
+                "keepalived.conf line 2: virtual_server is not used by cache-node vrrp; skipped it and its block",
+                "keepalived.conf line 6: init_fail is not used by cache-node vrrp; skipped it",
+                "keepalived.conf line 11: strict_mode is not used by cache-node vrrp; skipped it",
+                "keepalived.conf line 14: auth_extra is not used by cache-node vrrp; skipped it",
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_errors() {
+        for (text, message) in [
+            ("global_defs {\n router_id \"a b\n}", "line 2: \"a b has no closing quote"),
+            ("global_defs {\n}\n}", "line 3: } closes no block"),
+            ("global_defs {\n router_id x\n", "line 1: global_defs opens a block that is never closed"),
+            ("global_defs\n{ router_id x }\n{ }", "line 3: { follows no keyword"),
+            (
+                "a {\nb {\nc {\nd {\ne {\nf {\ng {\nh {\ni {\nj {\nk {\nl {\nm {\nn {\no {\np {\nq {\n",
+                "line 17: q nests blocks too deeply",
+            ),
+            ("global_defs { router_id x { y } }", "line 1: router_id takes no block"),
+        ] {
+            assert_eq!(error(text), format!("keepalived.conf {message}"), "{text}");
+        }
+    }
+
+    #[test]
+    fn missing_values_and_keywords() {
+        let without =
+            |keyword: &str| instance("").lines().filter(|l| !l.contains(keyword)).collect::<Vec<_>>().join("\n");
+        for (text, message) in [
+            (without("interface"), "line 1: vrrp_instance VI_1 needs an interface"),
+            (without("virtual_router_id"), "line 1: vrrp_instance VI_1 needs a virtual_router_id"),
+            (without("virtual_ipaddress"), "line 1: vrrp_instance VI_1 needs a virtual_ipaddress"),
+            (instance("  priority"), "line 5: priority needs a value"),
+            (instance("  track_script"), "line 5: track_script needs a { } block"),
+            (instance("  authentication {\n auth_pass x }"), "line 5: authentication needs auth_type PASS"),
+            (instance("  authentication {\n auth_type PASS }"), "line 5: authentication needs auth_pass"),
+            (instance("  virtual_ipaddress { 192.0.2.1 dev }"), "line 5: virtual_ipaddress dev needs a value"),
+            ("vrrp_instance {\n}".into(), "line 1: vrrp_instance needs a name"),
+            ("vrrp_script s {\n interval 1\n}".into(), "line 1: vrrp_script s needs a script"),
+            ("global_defs {\n router_id x\n}\n".into(), "line 3: the file needs a vrrp_instance"),
+        ] {
+            assert_eq!(error(&text), format!("keepalived.conf {message}"), "{text}");
+        }
+    }
+
+    #[test]
+    fn invalid_values() {
+        let with_script = |line: &str| format!("vrrp_script s {{\n script /bin/true\n {line}\n}}\n{}", instance(""));
+        for (text, message) in [
+            (instance("  virtual_router_id 300"), "line 5: virtual_router_id 300 is out of range 1..=255"),
+            (instance("  priority 0"), "line 5: priority 0 is out of range 1..=255"),
+            (instance("  priority high"), "line 5: priority high is not a whole number"),
+            (instance("  priority 100 200"), "line 5: priority 200 is more than the one value it takes"),
+            (instance("  state FAULT"), "line 5: state FAULT is not MASTER or BACKUP"),
+            (instance("  version 4"), "line 5: version 4 is out of range 2..=3"),
+            ("global_defs { vrrp_version 1 }".into(), "line 1: vrrp_version 1 is out of range 2..=3"),
+            (instance("  advert_int 0.5"), "line 5: advert_int 0.5 is not whole seconds up to 255, as VRRPv2 needs"),
+            (instance("  advert_int 0"), "line 5: advert_int 0 is not more than 0"),
+            (
+                instance("  advert_int -1"),
+                "line 5: advert_int -1 is not a number of seconds such as 2 or 0.25 (at most 6 decimals)",
+            ),
+            (
+                instance("  advert_int NaN"),
+                "line 5: advert_int NaN is not a number of seconds such as 2 or 0.25 (at most 6 decimals)",
+            ),
+            (
+                instance_with_version("3", "advert_int 0.015"),
+                "line 6: advert_int 0.015 is not in 0.01 s steps up to 40.95, as VRRPv3 needs",
+            ),
+            (
+                instance_with_version("3", "advert_int 41"),
+                "line 6: advert_int 41 is not in 0.01 s steps up to 40.95, as VRRPv3 needs",
+            ),
+            (instance("  preempt_delay 1001"), "line 5: preempt_delay 1001 is out of range 0..=1000"),
+            (
+                instance_with_version("3", "authentication { auth_type PASS\n auth_pass x }"),
+                "line 6: authentication PASS is VRRPv2 only; this instance runs version 3",
+            ),
+            (instance("  authentication { auth_type MD5 }"), "line 5: auth_type MD5 is not PASS"),
+            (
+                "vrrp_instance V { interface eth0\nvirtual_router_id 1\nversion 2\nvirtual_ipaddress { 2001:db8::1 } }"
+                    .into(),
+                "line 3: version 2 cannot carry IPv6 addresses; IPv6 instances run version 3",
+            ),
+            (
+                instance("  virtual_ipaddress {\n 192.0.2.11\n 2001:db8::1\n }"),
+                "line 7: virtual_ipaddress 2001:db8::1 is not of the family of the instance's first address",
+            ),
+            (
+                instance("  virtual_ipaddress { 192.0.2.300 }"),
+                "line 5: virtual_ipaddress 192.0.2.300 is not an IP address",
+            ),
+            (instance("  virtual_ipaddress { 192.0.2.1/33 }"), "line 5: virtual_ipaddress 33 is out of range 0..=32"),
+            (
+                instance("  virtual_ipaddress { 192.0.2.1 192.0.2.2 }"),
+                "line 5: virtual_ipaddress 192.0.2.2 is not an option of a virtual address",
+            ),
+            (
+                instance("  mcast_src_ip 2001:db8::1"),
+                "line 5: mcast_src_ip 2001:db8::1 is not of the virtual addresses' family",
+            ),
+            (instance("  track_script { chk }"), "line 5: track_script chk names no vrrp_script"),
+            (
+                instance("  track_interface { eth1 weight 254 }"),
+                "line 5: track_interface eth1 weight 254 is out of range -253..=253",
+            ),
+            (instance("  track_interface { eth1 heavy }"), "line 5: track_interface heavy is not weight N"),
+            (with_script("interval 1.5"), "line 3: interval 1.5 is not a whole number"),
+            (with_script("interval 0"), "line 3: interval 0 is out of range 1..=4294967295"),
+            (with_script("timeout -1"), "line 3: timeout -1 is out of range 1..=4294967295"),
+            (with_script("weight -254"), "line 3: weight -254 is out of range -253..=253"),
+            (with_script("weight 2 sideways"), "line 3: weight sideways is not reverse or noreverse"),
+            (with_script("fall 0"), "line 3: fall 0 is out of range 1..=2147483647"),
+        ] {
+            assert_eq!(error(&text), format!("keepalived.conf {message}"), "{text}");
+        }
+    }
+
+    #[test]
+    fn features_that_change_behaviour_are_refused() {
+        for keyword in UNSUPPORTED {
+            let text = instance(&format!("  {keyword} {{ 192.0.2.20 }}"));
+            let message = format!("keepalived.conf line 5: {keyword}: cache-node vrrp does not support it");
+            assert_eq!(error(&text), message);
+            let text = format!("global_defs {{\n {keyword} x\n}}\n{}", instance(""));
+            assert_eq!(error(&text), message.replace("line 5", "line 2"));
+        }
+        let with_script = |line: &str| format!("vrrp_script s {{\n script /bin/true\n {line}\n}}\n{}", instance(""));
+        for (text, keyword) in [
+            ("include /etc/keepalived/conf.d/*.conf".into(), "include"),
+            ("includea /etc/keepalived/other.conf".into(), "includea"),
+            ("@main router_id a".into(), "@main"),
+            ("$PRIO=100".into(), "$PRIO=100"),
+            (instance("  authentication {\n auth_type AH\n }"), "auth_type AH"),
+            (instance("  notify_master /bin/notify root"), "notify_master with a user"),
+            (instance("  virtual_ipaddress { 192.0.2.1 use_vmac }"), "virtual_ipaddress use_vmac"),
+            (with_script("weight 10 reverse"), "weight reverse"),
+            (
+                with_script("weight 10\n}\nvrrp_instance X {\ntrack_script { s weight 5 reverse }"),
+                "track_script s weight reverse",
+            ),
+        ] {
+            let message = error(&text);
+            assert!(message.ends_with(&format!(" {keyword}: cache-node vrrp does not support it")), "{message}");
+            assert!(message.starts_with("keepalived.conf line "), "{message}");
+        }
+        assert_eq!(
+            error(&instance("  authentication {\n auth_type AH\n }")),
+            "keepalived.conf line 6: auth_type AH: cache-node vrrp does not support it"
+        );
+    }
+
+    #[test]
+    fn duplicates() {
+        let twice = |a: &str, b: &str| format!("{}{}", instance(a), instance(b));
+        let other_name = |body: &str| instance(body).replace("VI_1", "VI_2");
+        for (text, message) in [
+            (twice("", ""), "line 7: vrrp_instance VI_1 is already defined at line 1"),
+            (
+                format!("{}{}", instance(""), other_name("")),
+                "line 9: virtual_router_id 51 on eth0 (IPv4) is already defined at line 3",
+            ),
+            (
+                "vrrp_script s { script a }\nvrrp_script s { script b }".into(),
+                "line 2: vrrp_script s is already defined at line 1",
+            ),
+        ] {
+            assert_eq!(error(&text), format!("keepalived.conf {message}"), "{text}");
+        }
+        // The same id on another interface or for the other family is another router.
+        let other_interface = other_name("").replace("interface eth0", "interface eth1");
+        assert!(parse(&format!("{}{other_interface}", instance(""))).is_ok());
+        let ipv6 = other_name("").replace("192.0.2.10", "2001:db8::10");
+        assert!(parse(&format!("{}{ipv6}", instance(""))).is_ok());
+    }
+
+    #[test]
+    fn load_reads_the_file_and_names_it_when_it_cannot() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/vrrp/testdata/seed.conf");
+        assert_eq!(load(&path).unwrap(), parse(SEED).unwrap());
+        let missing = Path::new("/nonexistent/keepalived.conf");
+        let message = load(missing).unwrap_err().to_string();
+        assert!(message.starts_with("cannot read /nonexistent/keepalived.conf: "), "{message}");
+    }
+}

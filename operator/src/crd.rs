@@ -216,6 +216,16 @@ impl ServiceType {
         "fieldPath": ".advertIntervalMillis",
     },
     {
+        "rule": "self.version == 3 || !self.virtualIP.contains(':')",
+        "message": "VRRPv2 is IPv4 only: an IPv6 virtualIP needs version 3",
+        "fieldPath": ".virtualIP",
+    },
+    {
+        "rule": "self.advertIntervalMillis % 10 == 0",
+        "message": "VRRP advertises in centiseconds: advertIntervalMillis must be a multiple of 10",
+        "fieldPath": ".advertIntervalMillis",
+    },
+    {
         "rule": "self.version == 2 || !has(self.authSecretName)",
         "message": "authentication exists in VRRPv2 only: authSecretName needs version 2",
         "fieldPath": ".authSecretName",

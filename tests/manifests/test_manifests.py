@@ -612,6 +612,10 @@ INVALID = [
      "spec.exposure.vrrp.advertIntervalMillis"),
     ("cachepair-vrrp.yaml", "spec.exposure.vrrp.version", DELETE,  # default 3: no auth there
      "spec.exposure.vrrp.authSecretName"),
+    ("cachepair-vrrp.yaml", "spec.exposure.vrrp.virtualIP", "2001:db8::10",  # the sample is v2
+     "spec.exposure.vrrp.virtualIP"),
+    ("cachepair-vrrp.yaml", "spec.exposure.vrrp.advertIntervalMillis", 1005,
+     "spec.exposure.vrrp.advertIntervalMillis"),
     ("cachepair-vrrp.yaml", "spec.exposure.service", {"type": "LoadBalancer"},
      "spec.exposure.service.type"),
 ]

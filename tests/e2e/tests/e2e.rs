@@ -378,6 +378,8 @@ async fn g_invalid_pairs_are_rejected_naming_the_field(c: &Cluster) -> anyhow::R
             "spec.exposure.vrrp.advertIntervalMillis",
         ),
         (vrrp(serde_json::json!({"authSecretName": "s"})), "spec.exposure.vrrp.authSecretName"),
+        (vrrp(serde_json::json!({"version": 2, "virtualIP": "2001:db8::10"})), "spec.exposure.vrrp.virtualIP"),
+        (vrrp(serde_json::json!({"advertIntervalMillis": 255})), "spec.exposure.vrrp.advertIntervalMillis"),
         (vrrp(serde_json::json!({"routerID": 0})), "spec.exposure.vrrp.routerID"),
         (serde_json::json!({"exposure": {"vrrp": {"interface": "eth0"}}}), "spec.exposure.vrrp.virtualIP"),
     ];

@@ -24,3 +24,4 @@ pub mod replication;
 pub mod sched;
 pub mod server;
 pub mod store;
+pub mod vrrp;

@@ -1,3 +1,4 @@
 //! VRRP speaker for bare-metal hostNetwork: keepalived-compatible VRRPv2/v3.
 
+pub mod addr;
 pub mod socket;

@@ -9,7 +9,8 @@
 //! - [`node`]: start-up order, signals and shutdown, with [`daemon`] (root, `-u`, `-d`, `-P`)
 //!   and [`logging`] (`-v`, the `verbosity` command);
 //! - [`admin`]: the HTTP listener for metrics and health checks;
-//! - [`replication`]: pair replication between two nodes.
+//! - [`replication`]: pair replication between two nodes;
+//! - [`vrrp`]: a keepalived-compatible VRRP speaker that moves a virtual address between nodes.
 
 pub mod admin;
 pub mod admin_client;

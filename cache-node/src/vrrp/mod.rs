@@ -3,4 +3,5 @@
 pub mod addr;
 pub mod announce;
 pub mod config;
+pub mod packet;
 pub mod socket;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian 12 machine (run as root, or with sudo rights):
-# memcached 1.6.18 (the reference server), libmemcached-tools (memccapable), the Python test
+# memcached 1.6.18 (the reference server), libmemcached-tools (memccapable), keepalived (the VRRP
+# peer), the Python test
 # packages, cargo-fuzz, helm (for the chart tests) and a Kubernetes control plane built from
 # the Go module proxy (for the end-to-end tests). Skips whatever is already there.
 set -euo pipefail
@@ -8,14 +9,16 @@ cd "$(dirname "$0")/.."
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-# memcached and memccapable; openssl, curl, ip and unshare for the end-to-end control plane.
+# memcached and memccapable; openssl, curl, ip and unshare for the end-to-end control plane;
+# keepalived as the VRRP peer of cache-node vrrp.
 if ! command -v memcached >/dev/null || ! command -v memccapable >/dev/null ||
+    ! command -v keepalived >/dev/null ||
     ! command -v openssl >/dev/null || ! command -v curl >/dev/null ||
     ! command -v ip >/dev/null || ! command -v unshare >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq --no-install-recommends memcached libmemcached-tools \
-        openssl curl iproute2 util-linux >/dev/null
+        openssl curl iproute2 util-linux keepalived >/dev/null
 fi
 python3 -m pip install -q --disable-pip-version-check \
     -r tests/integration/requirements.txt -r tests/bench/requirements.txt \

@@ -113,9 +113,9 @@ pub struct Config {
     #[arg(long = "serve-while-syncing")]
     pub serve_while_syncing: bool,
 
-    /// An administrative command for a running node instead of serving
+    /// Instead of serving: a command for a running node, or the VRRP sidecar
     #[command(subcommand)]
-    pub command: Option<AdminCommand>,
+    pub command: Option<Command>,
 
     /// Missed heartbeats after which the peer counts as dead (the slave then promotes itself)
     #[arg(long = "repl-misses", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -128,9 +128,9 @@ pub enum ReplMode {
     Sync,
 }
 
-/// Commands sent to a running node's admin listener.
+/// What cache-node can do instead of serving.
 #[derive(Debug, Clone, clap::Subcommand)]
-pub enum AdminCommand {
+pub enum Command {
     /// Planned switchover: the master hands its role to the slave with no write lost
     Switchover {
         /// The master's admin listener (its --admin-listen)
@@ -144,6 +144,9 @@ pub enum AdminCommand {
         #[arg(long = "admin", value_name = "ADDR:PORT")]
         admin: SocketAddr,
     },
+    /// VRRP sidecar for bare-metal hostNetwork: holds a virtual IP where the cache is master,
+    /// configured by a keepalived.conf, and speaks VRRP with keepalived on the wire
+    Vrrp(crate::vrrp::Args),
 }
 
 impl Config {

@@ -3,13 +3,14 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cache_node::admin_client;
-use cache_node::config::{AdminCommand, Config};
+use cache_node::config::{Command, Config};
 
 fn main() -> ExitCode {
     let config = Config::parse();
     match &config.command {
-        Some(AdminCommand::Switchover { admin }) => admin_client::switchover(*admin),
-        Some(AdminCommand::IsMaster { admin }) => admin_client::is_master(*admin),
+        Some(Command::Switchover { admin }) => admin_client::switchover(*admin),
+        Some(Command::IsMaster { admin }) => admin_client::is_master(*admin),
+        Some(Command::Vrrp(args)) => cache_node::vrrp::run(args),
         None => cache_node::node::run(&config),
     }
 }

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use cache_node::vrrp::addr::{NetError, Netlink};
 use cache_node::vrrp::announce::{gratuitous_arp, unsolicited_na};
-use cache_node::vrrp::socket::{GROUP_V4, GROUP_V6, VrrpSocket};
+use cache_node::vrrp::packet::{GROUP_V4, GROUP_V6};
+use cache_node::vrrp::socket::VrrpSocket;
 use nix::sched::{CloneFlags, setns, unshare};
 use tokio::runtime::Runtime;
 use tokio::time::timeout;

@@ -1,7 +1,102 @@
-//! VRRP speaker for bare-metal hostNetwork: keepalived-compatible VRRPv2/v3.
+//! VRRP speaker for bare-metal hostNetwork (`cache-node vrrp`): keepalived-compatible VRRPv2
+//! and VRRPv3, configured by a keepalived.conf, so the virtual IP sits where the cache is master.
+//!
+//! - [`config`]: the keepalived.conf subset, parsed and checked;
+//! - [`packet`]: the advertisement codec; [`accept`]: which adverts an instance acts on;
+//! - [`state`]: one instance's state machine, pure; [`track`]: what checks do to it;
+//! - [`socket`], [`addr`], [`announce`]: raw sockets, netlink, gratuitous ARP / unsolicited
+//!   NA — the only code that touches the network;
+//! - [`script`]: check scripts and notify hooks; [`speaker`]: an instance at work.
 
+pub mod accept;
 pub mod addr;
 pub mod announce;
 pub mod config;
 pub mod packet;
+pub mod script;
 pub mod socket;
+pub mod speaker;
+pub mod state;
+pub mod track;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use self::addr::Netlink;
+use self::speaker::Speaker;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// The keepalived.conf to run (its vrrp_script and vrrp_instance blocks)
+    #[arg(long = "config", short = 'f', default_value = "/etc/keepalived/keepalived.conf")]
+    pub config: PathBuf,
+    /// Check the configuration and exit, like `keepalived --config-test`
+    #[arg(long = "config-test", short = 't')]
+    pub config_test: bool,
+    /// More logging: -v start/stop and state changes, -vv debug
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+pub fn run(args: &Args) -> ExitCode {
+    crate::logging::init(args.verbose.max(1));
+    let config = match config::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("cache-node vrrp: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &config.warnings {
+        warn!("{}: {w}", args.config.display());
+    }
+    if args.config_test {
+        println!("{}: configuration OK ({} instance(s))", args.config.display(), config.instances.len());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cache-node vrrp: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("cache-node vrrp: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs every instance until SIGTERM or SIGINT, then stops them all (a master hands over
+/// with priority 0 and drops its addresses before the process exits).
+async fn serve(config: config::Config) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let netlink = Arc::new(Netlink::new()?);
+    let mut speakers = Vec::new();
+    for instance in &config.instances {
+        speakers.push(Speaker::new(&config, instance, netlink.clone()).await?);
+    }
+    let (stop, stopped) = watch::channel(false);
+    let tasks: Vec<_> = speakers.into_iter().map(|s| tokio::spawn(s.run(stopped.clone()))).collect();
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    info!(signal = name, "shutting down");
+    let _ = stop.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(())
+}

@@ -2,7 +2,7 @@
 //! and TTL that VRRP validates. No VRRP semantics here.
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
 use nix::sys::socket::{
@@ -12,12 +12,8 @@ use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-/// The IP protocol number of VRRP.
-const IPPROTO_VRRP: i32 = 112;
-/// The VRRP multicast group for IPv4 (RFC 5798 §5.1.1.2).
-pub const GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
-/// The VRRP multicast group for IPv6 (RFC 5798 §5.1.2.2).
-pub const GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
+use super::packet::{GROUP_V4, GROUP_V6, IPPROTO_VRRP, parse_ipv4};
+
 /// RFC 5798 §5.1.1.3: sent with TTL / hop limit 255; receivers discard anything else.
 const TTL: u32 = 255;
 /// IP precedence "internetwork control", the TOS keepalived sends adverts with.
@@ -53,7 +49,7 @@ impl VrrpSocket {
     /// group's. Must be called within a tokio runtime.
     pub fn open(ifname: &str, ifindex: u32, src: IpAddr) -> io::Result<VrrpSocket> {
         let domain = if src.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
-        let socket = Socket::new(domain, Type::RAW, Some(Protocol::from(IPPROTO_VRRP)))?;
+        let socket = Socket::new(domain, Type::RAW, Some(Protocol::from(i32::from(IPPROTO_VRRP))))?;
         socket.set_nonblocking(true)?;
         // Only this interface's adverts: the same VRID may be in use on another LAN.
         socket.bind_device(Some(ifname.as_bytes()))?;
@@ -89,8 +85,13 @@ impl VrrpSocket {
                     .fd
                     .async_io(Interest::READABLE, |s| Ok(recv(s.as_raw_fd(), &mut buf, MsgFlags::empty())?))
                     .await?;
-                let (src, dst, ttl, payload) = strip_ipv4_header(&buf[..n])?;
-                Ok(Received { src: src.into(), dst: dst.into(), ttl, payload: payload.to_vec() })
+                let (header, payload) = parse_ipv4(&buf[..n]).map_err(|e| invalid(e.to_string()))?;
+                Ok(Received {
+                    src: header.src.into(),
+                    dst: header.dst.into(),
+                    ttl: header.ttl,
+                    payload: payload.to_vec(),
+                })
             }
             IpAddr::V6(_) => self.fd.async_io(Interest::READABLE, |s| recv_v6(s, &mut buf)).await,
         }
@@ -159,64 +160,6 @@ fn recv_v6(socket: &Socket, buf: &mut [u8]) -> io::Result<Received> {
     }
 }
 
-/// Splits a datagram from an IPv4 raw socket, which includes the IP header, into source,
-/// destination, TTL and payload.
-fn strip_ipv4_header(datagram: &[u8]) -> io::Result<(Ipv4Addr, Ipv4Addr, u8, &[u8])> {
-    let Some(&first) = datagram.first() else {
-        return Err(invalid("empty IPv4 datagram"));
-    };
-    let header_len = usize::from(first & 0x0f) * 4;
-    if first >> 4 != 4 || header_len < 20 || datagram.len() < header_len {
-        return Err(invalid(format!("malformed IPv4 header in a {}-byte datagram", datagram.len())));
-    }
-    let src = Ipv4Addr::new(datagram[12], datagram[13], datagram[14], datagram[15]);
-    let dst = Ipv4Addr::new(datagram[16], datagram[17], datagram[18], datagram[19]);
-    Ok((src, dst, datagram[8], &datagram[header_len..]))
-}
-
 fn invalid(message: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A 20-byte IPv4 header, TTL 255, protocol 112, 192.0.2.1 → 224.0.0.18.
-    fn header() -> Vec<u8> {
-        vec![0x45, 0xc0, 0, 28, 0, 0, 0, 0, 255, 112, 0, 0, 192, 0, 2, 1, 224, 0, 0, 18]
-    }
-
-    #[test]
-    fn strips_the_ipv4_header() {
-        let mut datagram = header();
-        datagram.extend_from_slice(&[0x21, 7, 100, 1, 0, 1, 0xaa, 0xbb]);
-        let (src, dst, ttl, payload) = strip_ipv4_header(&datagram).unwrap();
-        assert_eq!((src, dst, ttl), (Ipv4Addr::new(192, 0, 2, 1), GROUP_V4, 255));
-        assert_eq!(payload, &[0x21, 7, 100, 1, 0, 1, 0xaa, 0xbb]);
-    }
-
-    #[test]
-    fn skips_ipv4_options() {
-        let mut datagram = header();
-        datagram[0] = 0x46;
-        datagram.extend_from_slice(&[0x94, 4, 0, 0, 0x31]);
-        let (_, _, _, payload) = strip_ipv4_header(&datagram).unwrap();
-        assert_eq!(payload, &[0x31]);
-    }
-
-    #[test]
-    fn rejects_malformed_ipv4_headers() {
-        let short = header()[..19].to_vec();
-        let mut small_ihl = header();
-        small_ihl[0] = 0x44;
-        let mut long_ihl = header();
-        long_ihl[0] = 0x4f;
-        let mut version6 = header();
-        version6[0] = 0x65;
-        for datagram in [vec![], short, small_ihl, long_ihl, version6] {
-            let err = strip_ipv4_header(&datagram).unwrap_err();
-            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{datagram:?}");
-        }
-    }
 }

@@ -180,6 +180,35 @@ mod tests {
         assert_eq!(seconds(10), "0.01");
     }
 
+    /// The sidecar is `cache-node vrrp`: what the operator renders, its parser must take as
+    /// meant, without a warning.
+    #[test]
+    fn cache_node_vrrp_reads_the_rendered_configuration() {
+        use cache_node::vrrp::config::{InitialState, parse};
+        let mut v2 = base();
+        v2["version"] = json!(2);
+        let mut v3 = base();
+        v3["virtualIP"] = json!("2001:db8::10");
+        v3["advertIntervalMillis"] = json!(250);
+        for (spec, password, version) in [(v2, Some("s3cret"), 2), (v3, None, 3)] {
+            let cp = vrrp_pair(spec);
+            let vrrp = cp.spec.exposure.vrrp.clone().unwrap();
+            let conf = keepalived_conf(&cp, &vrrp, Member::A, password);
+            let parsed = parse(&conf).unwrap_or_else(|e| panic!("{e}\n{conf}"));
+            assert!(parsed.warnings.is_empty(), "{:?}\n{conf}", parsed.warnings);
+            let [instance] = parsed.instances.as_slice() else { panic!("one instance expected\n{conf}") };
+            assert_eq!(instance.state, InitialState::Backup);
+            assert!(instance.nopreempt);
+            assert_eq!(instance.vrrp_version, version);
+            assert_eq!(instance.virtual_router_id, 51);
+            assert_eq!(instance.advert_int.as_millis(), u128::from(vrrp.advert_interval_millis));
+            assert_eq!(instance.password.as_deref(), password.map(str::as_bytes));
+            assert_eq!(instance.virtual_ipaddress[0].addr.to_string(), vrrp.virtual_ip);
+            assert_eq!(instance.track_script[0].name, "cache_is_master");
+            assert!(parsed.scripts[0].command.ends_with("is-master --admin 127.0.0.1:9150"));
+        }
+    }
+
     #[test]
     fn members_run_on_the_host_network_pinned_to_their_nodes_with_the_sidecar() {
         let cp = vrrp_pair(base());

@@ -1,0 +1,251 @@
+//! `cache-node vrrp` against keepalived on a LAN of network namespaces made for each test:
+//! elections and hand-overs in both directions for VRRPv2 (PASS authentication) and VRRPv3
+//! (IPv4 and IPv6), gratuitous ARP moving a client's neighbour entry, and the seed's setup —
+//! a replicated pair whose virtual IP follows the cache master when the master is SIGKILLed.
+//! Needs root (namespaces, raw sockets); skipped otherwise.
+
+mod lan;
+
+use std::time::{Duration, Instant};
+
+use lan::{Lan, Proc};
+use nix::sys::signal::Signal;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cache-node");
+
+fn is_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("skipped: the VRRP tests need root for network namespaces and raw sockets");
+    false
+}
+
+/// An instance block; `extra` goes inside it.
+fn instance(name: &str, vrid: u8, advert_int: &str, vip: &str, extra: &str) -> String {
+    format!(
+        "vrrp_instance {name} {{\n    state BACKUP\n    nopreempt\n    interface eth0\n    virtual_router_id {vrid}\n    \
+         priority 100\n    advert_int {advert_int}\n{extra}    virtual_ipaddress {{\n        {vip} dev eth0\n    }}\n}}\n"
+    )
+}
+
+fn global(version: u8) -> String {
+    format!("global_defs {{\n    vrrp_version {version}\n    script_user root\n}}\n")
+}
+
+const PASS: &str = "    authentication {\n        auth_type PASS\n        auth_pass s3cret\n    }\n";
+
+fn keepalived(lan: &mut Lan, host: &str, name: &str, conf: &str) -> Proc {
+    let conf = lan.file(&format!("{name}.conf"), conf);
+    let pid = |what: &str| lan.dir.join(format!("{name}.{what}.pid")).to_str().unwrap().to_string();
+    let (main, vrrp) = (pid("main"), pid("vrrp"));
+    lan.spawn(
+        host,
+        name,
+        &[
+            "keepalived",
+            "--dont-fork",
+            "--log-console",
+            "--log-detail",
+            "--vrrp",
+            "-f",
+            &conf,
+            "-p",
+            &main,
+            "-r",
+            &vrrp,
+        ],
+    )
+}
+
+fn cache_node_vrrp(lan: &mut Lan, host: &str, name: &str, conf: &str) -> Proc {
+    let conf = lan.file(&format!("{name}.conf"), conf);
+    lan.spawn(host, name, &[BIN, "vrrp", "-vv", "--config", &conf])
+}
+
+/// Stops a speaker with SIGTERM and checks it exited cleanly.
+fn stop(lan: &mut Lan, p: Proc, name: &str) {
+    lan.signal(p, Signal::SIGTERM);
+    assert!(lan.wait_exit(p), "{name} did not exit cleanly\n{}", lan.logs());
+}
+
+/// Lets several master-down intervals pass and checks the address did not move.
+fn stays(lan: &Lan, addr: &str, host: &str, why: &str) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        assert_eq!(lan.holders(addr), [host], "{why}\n{}", lan.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits (bounded) until `host`'s neighbour entry for `addr` is `mac`.
+fn wait_neighbour(lan: &Lan, host: &str, addr: &str, mac: &str, why: &str) {
+    let deadline = Instant::now() + lan::WAIT;
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = lan.neighbour(host, addr);
+        if last.as_deref() == Some(mac) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{why}: {host} has {last:?} for {addr}, expected {mac}\n{}", lan.logs());
+}
+
+/// Makes `host` resolve `addr` on the link: one UDP datagram to the discard port.
+fn touch(lan: &Lan, host: &str, addr: &str) {
+    let program = "import socket, sys; a = sys.argv[1]; \
+        socket.socket(socket.AF_INET6 if ':' in a else socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', (a, 9))";
+    let out = lan.exec(host, &["python3", "-c", program, addr]);
+    assert!(out.status.success(), "sending to {addr} from {host}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn vrrp_v2_with_keepalived_elects_hands_over_and_never_preempts() {
+    if !is_root() {
+        return;
+    }
+    let vip = "192.0.2.100";
+    let conf = global(2) + &instance("VI_1", 51, "1", &format!("{vip}/32"), PASS);
+    let mut lan = Lan::new(&["a", "b", "c"]);
+
+    let ka = keepalived(&mut lan, "a", "keepalived-a", &conf);
+    lan.wait_holder(vip, "a", "keepalived alone takes the VIP");
+    let cn = cache_node_vrrp(&mut lan, "b", "cache-node-b", &conf);
+    stays(&lan, vip, "a", "cache-node must follow keepalived's adverts (equal priority, nopreempt)");
+
+    touch(&lan, "c", vip);
+    wait_neighbour(&lan, "c", vip, &lan.mac("a"), "the client learnt the master");
+
+    // keepalived leaves with priority 0: cache-node takes over after its skew time alone.
+    stop(&mut lan, ka, "keepalived-a");
+    let took = lan.wait_holder(vip, "b", "cache-node takes over when keepalived leaves");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    wait_neighbour(&lan, "c", vip, &lan.mac("b"), "gratuitous ARP moved the client to b");
+
+    // keepalived comes back and must accept cache-node's adverts: no pre-emption.
+    let ka = keepalived(&mut lan, "a", "keepalived-a2", &conf);
+    stays(&lan, vip, "b", "keepalived must follow cache-node's adverts (nopreempt)");
+
+    // cache-node dies without a word: keepalived takes over after the master-down interval.
+    // The dead speaker's VIP stays on b (as keepalived's would) until it starts again.
+    lan.signal(cn, Signal::SIGKILL);
+    let deadline = Instant::now() + lan::WAIT;
+    while !lan.holders(vip).contains(&"a".to_string()) {
+        assert!(Instant::now() < deadline, "keepalived did not take over from a dead cache-node\n{}", lan.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cn = cache_node_vrrp(&mut lan, "b", "cache-node-b2", &conf);
+    lan.wait_holder(vip, "a", "a restarted cache-node removes its stale VIP and follows keepalived");
+    stays(&lan, vip, "a", "no pre-emption after the restart either");
+    stop(&mut lan, cn, "cache-node-b2");
+    stop(&mut lan, ka, "keepalived-a2");
+}
+
+#[test]
+fn vrrp_v3_ipv4_and_ipv6_with_keepalived_hand_over_both_ways() {
+    if !is_root() {
+        return;
+    }
+    let (vip4, vip6) = ("192.0.2.101", "2001:db8::100");
+    let conf = global(3)
+        + &instance("VI_4", 52, "0.25", &format!("{vip4}/32"), "")
+        + &instance("VI_6", 53, "1", &format!("{vip6}/128"), "");
+    let mut lan = Lan::new(&["a", "b", "c"]);
+
+    let cn = cache_node_vrrp(&mut lan, "b", "cache-node-b", &conf);
+    lan.wait_holder(vip4, "b", "cache-node alone takes the IPv4 VIP");
+    lan.wait_holder(vip6, "b", "cache-node alone takes the IPv6 VIP");
+    let ka = keepalived(&mut lan, "a", "keepalived-a", &conf);
+    stays(&lan, vip4, "b", "keepalived must follow cache-node's VRRPv3 IPv4 adverts");
+    assert_eq!(lan.holders(vip6), ["b"], "keepalived must follow cache-node's VRRPv3 IPv6 adverts\n{}", lan.logs());
+
+    touch(&lan, "c", vip4);
+    touch(&lan, "c", vip6);
+    wait_neighbour(&lan, "c", vip6, &lan.mac("b"), "the client learnt the IPv6 master");
+
+    stop(&mut lan, cn, "cache-node-b");
+    lan.wait_holder(vip4, "a", "keepalived takes the IPv4 VIP when cache-node leaves");
+    lan.wait_holder(vip6, "a", "keepalived takes the IPv6 VIP when cache-node leaves");
+    wait_neighbour(&lan, "c", vip6, &lan.mac("a"), "keepalived's unsolicited NA moved the client");
+    assert!(lan.log("cache-node-b").contains("VRRP instance stopped"), "{}", lan.logs());
+
+    // And back: keepalived leaves, a restarted cache-node takes both over.
+    let cn = cache_node_vrrp(&mut lan, "b", "cache-node-b2", &conf);
+    stays(&lan, vip4, "a", "a restarted cache-node does not preempt");
+    stop(&mut lan, ka, "keepalived-a");
+    lan.wait_holder(vip4, "b", "cache-node takes the IPv4 VIP back");
+    lan.wait_holder(vip6, "b", "cache-node takes the IPv6 VIP back");
+    wait_neighbour(&lan, "c", vip6, &lan.mac("b"), "cache-node's unsolicited NA moved the client");
+    stop(&mut lan, cn, "cache-node-b2");
+    assert!(lan.holders(vip4).is_empty() && lan.holders(vip6).is_empty(), "a stopped master drops its VIPs");
+}
+
+/// The seed's setup: two cache nodes replicating, each with a VRRP speaker tracking whether
+/// its own cache is master (cache-node on one side, keepalived on the other).
+#[test]
+fn the_vip_follows_the_cache_master_when_it_is_killed() {
+    if !is_root() {
+        return;
+    }
+    let vip = "192.0.2.100";
+    let check = format!(
+        "vrrp_script cache_is_master {{\n    script \"{BIN} is-master --admin 127.0.0.1:9150\"\n    \
+         interval 1\n    timeout 1\n    fall 1\n    rise 1\n}}\n"
+    );
+    let track = "    track_script {\n        cache_is_master\n    }\n";
+    let conf = global(2) + &check + &instance("VI_1", 51, "1", &format!("{vip}/32"), &(PASS.to_string() + track));
+    let mut lan = Lan::new(&["a", "b", "c"]);
+    let node = |peer: Option<&str>| {
+        // Listening on every address: the VIP's too.
+        let mut argv = vec![BIN, "--allow-root", "-p", "11211", "-X", "11212"];
+        argv.extend(["--admin-listen", "127.0.0.1:9150"]);
+        if let Some(peer) = peer {
+            argv.extend(["-x", peer]);
+        }
+        argv.into_iter().map(str::to_string).collect::<Vec<_>>()
+    };
+    let argv_a = node(None);
+    let cache_a = lan.spawn("a", "cache-a", &argv_a.iter().map(String::as_str).collect::<Vec<_>>());
+    // The slave must find the master up, or it would become master itself.
+    let deadline = Instant::now() + lan::WAIT;
+    while !lan.exec("a", &[BIN, "is-master", "--admin", "127.0.0.1:9150"]).status.success() {
+        assert!(Instant::now() < deadline, "cache-a did not become master\n{}", lan.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let argv_b = node(Some("192.0.2.1"));
+    lan.spawn("b", "cache-b", &argv_b.iter().map(String::as_str).collect::<Vec<_>>());
+    cache_node_vrrp(&mut lan, "a", "vrrp-a", &conf);
+    keepalived(&mut lan, "b", "keepalived-b", &conf);
+
+    lan.wait_holder(vip, "a", "the VIP goes where the cache is master");
+    assert_eq!(memcache(&lan, "c", "set seed 0 0 5\r\nhello\r\n"), "STORED\r\n");
+
+    lan.signal(cache_a, Signal::SIGKILL);
+    let took = lan.wait_holder(vip, "b", "the VIP follows the promoted slave");
+    eprintln!("the VIP moved {took:?} after the master was killed");
+    let mut got = String::new();
+    let deadline = Instant::now() + lan::WAIT;
+    while Instant::now() < deadline && !got.contains("hello") {
+        got = memcache(&lan, "c", "get seed\r\n");
+    }
+    assert_eq!(got, "VALUE seed 0 5\r\nhello\r\nEND\r\n", "through the VIP on the new master\n{}", lan.logs());
+}
+
+/// Sends `request` to the VIP's memcached port from `host` and returns the reply.
+fn memcache(lan: &Lan, host: &str, request: &str) -> String {
+    let program = r#"
+import socket, sys
+s = socket.create_connection(("192.0.2.100", 11211), timeout=2)
+s.sendall(sys.argv[1].encode())
+reply = b""
+while not (reply.endswith(b"END\r\n") or reply.endswith(b"STORED\r\n") or b"ERROR" in reply):
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    reply += chunk
+sys.stdout.write(reply.decode())
+"#;
+    let out = lan.exec(host, &["python3", "-c", program, request]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -2,7 +2,8 @@
 # Installs what the tests need on a fresh Debian 12 machine (run as root, or with sudo rights):
 # memcached 1.6.18 (the reference server), libmemcached-tools (memccapable), keepalived (the
 # VRRP peer), the Python test packages, cargo-fuzz, helm (for the chart tests) and a Kubernetes
-# control plane built from the Go module proxy (for the end-to-end tests). Skips whatever is already there.
+# control plane built from the Go module proxy (for the end-to-end tests). Skips whatever is
+# already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

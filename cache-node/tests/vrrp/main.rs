@@ -249,3 +249,100 @@ sys.stdout.write(reply.decode())
     let out = lan.exec(host, &["python3", "-c", program, request]);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Garbage and forged adverts on the wire change nothing; a tracked interface going down puts
+/// the instance in FAULT and hands the VIP over; the notify hooks run with keepalived's
+/// arguments at every transition.
+#[test]
+fn faults_notify_hooks_and_garbage_on_the_wire() {
+    if !is_root() {
+        return;
+    }
+    let vip = "192.0.2.100";
+    let mut lan = Lan::new(&["a", "b", "c"]);
+    let events = lan.dir.join("notify.events");
+    let hook = lan.file("notify.sh", &format!("#!/bin/sh\necho \"$@\" >> {}\n", events.display()));
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let ours = global(2)
+        + &instance(
+            "VI_1",
+            51,
+            "1",
+            &format!("{vip}/32"),
+            &format!("{PASS}    track_interface {{\n        trk0\n    }}\n    notify {hook}\n"),
+        );
+    let theirs = global(2) + &instance("VI_1", 51, "1", &format!("{vip}/32"), PASS);
+    // The tracked interface: one end of a veth pair inside b; its peer going down takes its
+    // carrier away.
+    for cmd in [
+        ["ip", "link", "add", "trk0", "type", "veth", "peer", "name", "trk1"].as_slice(),
+        &["ip", "link", "set", "trk0", "up"],
+        &["ip", "link", "set", "trk1", "up"],
+    ] {
+        assert!(lan.exec("b", cmd).status.success(), "{cmd:?}");
+    }
+
+    let cn = cache_node_vrrp(&mut lan, "b", "cache-node-b", &ours);
+    lan.wait_holder(vip, "b", "cache-node alone takes the VIP");
+    keepalived(&mut lan, "a", "keepalived-a", &theirs);
+
+    let out = lan.exec("c", &["python3", "-c", GARBAGE]);
+    assert!(out.status.success(), "sending garbage: {}", String::from_utf8_lossy(&out.stderr));
+    stays(&lan, vip, "b", "garbage, a wrong password or TTL must not unseat the master");
+    let log = lan.log("cache-node-b");
+    for reason in ["checksum", "authentication", "TTL"] {
+        assert!(log.contains("advert dropped") && log.contains(reason), "no drop for {reason} logged\n{log}");
+    }
+
+    assert!(lan.exec("b", &["ip", "link", "set", "trk1", "down"]).status.success());
+    let took = lan.wait_holder(vip, "a", "a tracked interface down hands the VIP over");
+    assert!(took < Duration::from_secs(3), "took {took:?}: FAULT should send priority 0");
+    assert!(lan.exec("b", &["ip", "link", "set", "trk1", "up"]).status.success());
+    let deadline = Instant::now() + lan::WAIT;
+    while !std::fs::read_to_string(&events).unwrap_or_default().contains("BACKUP") {
+        assert!(Instant::now() < deadline, "no BACKUP after the interface came back\n{}", lan.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stays(&lan, vip, "a", "back from FAULT, the instance follows the master: no pre-emption");
+    stop(&mut lan, cn, "cache-node-b");
+    let events = std::fs::read_to_string(&events).unwrap_or_default();
+    assert_eq!(
+        events.lines().collect::<Vec<_>>(),
+        ["INSTANCE VI_1 BACKUP 100", "INSTANCE VI_1 MASTER 100", "INSTANCE VI_1 FAULT 100", "INSTANCE VI_1 BACKUP 100"]
+            .into_iter()
+            .chain(events.lines().last().filter(|l| l.contains("STOP")))
+            .collect::<Vec<_>>(),
+        "notify hooks"
+    );
+}
+
+/// Sends to 224.0.0.18 from the client: random bytes, a truncated advert, adverts with a bad
+/// checksum and a wrong password, and a valid higher-priority advert with TTL 1 (RFC 5798 §7.1
+/// requires 255). Seeded, so every run sends the same bytes.
+const GARBAGE: &str = r#"
+import random, socket, struct
+rng = random.Random(5798)
+def checksum(b):
+    total = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while total >> 16:
+        total = (total & 0xffff) + (total >> 16)
+    return ~total & 0xffff
+def advert(priority, password):
+    m = bytearray(struct.pack("!BBBBBBH", 0x21, 51, priority, 1, 1, 1, 0))
+    m += socket.inet_aton("192.0.2.100") + password.ljust(8, b"\0")
+    struct.pack_into("!H", m, 6, checksum(bytes(m)))
+    return bytes(m)
+def send(payload, ttl=255):
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("192.0.2.3"))
+    s.sendto(payload, ("224.0.0.18", 0))
+for n in (0, 1, 7, 20, 64, 1400):
+    send(rng.randbytes(n))
+send(advert(200, b"s3cret")[:10])
+bad = bytearray(advert(200, b"s3cret"))
+bad[6] ^= 0xff
+send(bytes(bad))
+send(advert(200, b"wrong"))
+send(advert(200, b"s3cret"), ttl=1)
+"#;

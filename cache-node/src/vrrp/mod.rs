@@ -49,7 +49,6 @@ pub fn run(args: &Args) -> ExitCode {
         Ok(config) => config,
         Err(e) => {
             error!("{e}");
-            eprintln!("cache-node vrrp: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -71,7 +70,6 @@ pub fn run(args: &Args) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
-            eprintln!("cache-node vrrp: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -346,3 +346,32 @@ send(bytes(bad))
 send(advert(200, b"wrong"))
 send(advert(200, b"s3cret"), ttl=1)
 "#;
+
+/// `cache-node vrrp --config-test` accepts what it can run, and refuses the rest naming the
+/// line and keyword, like `keepalived --config-test`.
+#[test]
+fn config_test_names_the_line_of_what_it_refuses() {
+    let dir = std::env::temp_dir().join(format!("cachepair-vrrp-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = global(2) + &instance("VI_1", 51, "1", "192.0.2.100/32", PASS);
+    let bad = good.replace("    nopreempt\n", "    nopreempt\n    unicast_peer {\n        192.0.2.9\n    }\n");
+    let run = |name: &str, text: Option<&str>| {
+        let path = dir.join(name);
+        if let Some(text) = text {
+            std::fs::write(&path, text).unwrap();
+        }
+        let out = std::process::Command::new(BIN)
+            .args(["vrrp", "--config-test", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let good = run("good.conf", Some(&good));
+    let bad = run("bad.conf", Some(&bad));
+    let missing = run("missing.conf", None);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(good.0 && good.1.contains("configuration OK (1 instance(s))"), "{}", good.1);
+    assert!(!bad.0 && bad.1.contains("line 8") && bad.1.contains("unicast_peer"), "{}", bad.1);
+    assert!(!missing.0 && missing.1.contains("missing.conf"), "{}", missing.1);
+}

@@ -360,12 +360,12 @@ fn config_test_names_the_line_of_what_it_refuses() {
         if let Some(text) = text {
             std::fs::write(&path, text).unwrap();
         }
-        let out = std::process::Command::new(BIN)
-            .args(["vrrp", "--config-test", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+        let out =
+            std::process::Command::new(BIN).args(["vrrp", "--config-test", "--config"]).arg(&path).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
     };
     let good = run("good.conf", Some(&good));
     let bad = run("bad.conf", Some(&bad));

@@ -3,24 +3,14 @@
 
 use std::sync::{Arc, OnceLock};
 
-use cache_node::engine::{Context, Progress, Settings};
-use cache_node::store::{self, Store};
+use cache_node::engine::{Context, Progress};
+use cache_node::store;
 
 fn context() -> &'static Context {
     static CTX: OnceLock<Arc<Context>> = OnceLock::new();
     CTX.get_or_init(|| {
         // Small limits so that eviction and too-large paths are reachable.
-        let config = store::Config { limit_bytes: 4 << 20, item_size_max: 64 << 10 };
-        let settings = Settings {
-            tcp_port: 0,
-            udp_port: 0,
-            interfaces: String::new(),
-            max_connections: 16,
-            threads: 1,
-            item_size_max: config.item_size_max,
-            limit_bytes: config.limit_bytes,
-        };
-        Context::new(Store::new(config), settings, 0)
+        Context::detached(store::Config { limit_bytes: 4 << 20, item_size_max: 64 << 10 })
     })
 }
 

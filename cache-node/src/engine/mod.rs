@@ -51,6 +51,21 @@ impl Context {
         })
     }
 
+    /// An engine without listeners, one worker and a store of `config`'s size: for driving the
+    /// engine directly, as the engine tests and the fuzz targets do.
+    pub fn detached(config: crate::store::Config) -> Arc<Self> {
+        let settings = Settings {
+            tcp_port: 0,
+            udp_port: 0,
+            interfaces: String::new(),
+            max_connections: 16,
+            threads: 1,
+            item_size_max: config.item_size_max,
+            limit_bytes: config.limit_bytes,
+        };
+        Self::new(Store::new(config), settings, 0)
+    }
+
     /// `stats reset`: zeroes the counters (and the replication lag distribution); state such as
     /// item counts stays.
     pub fn reset_stats(&self) {

@@ -1,21 +1,11 @@
 use super::*;
-use crate::engine::Settings;
 use crate::protocol::binary::{HEADER_LEN, RESPONSE_MAGIC, opcode::*};
-use crate::store::{self, Store};
+use crate::store;
 
 const MAX: usize = 1 << 20;
 
 fn ctx() -> std::sync::Arc<Context> {
-    let settings = Settings {
-        tcp_port: 11211,
-        udp_port: 0,
-        interfaces: String::new(),
-        max_connections: 1024,
-        threads: 4,
-        item_size_max: MAX,
-        limit_bytes: 64 << 20,
-    };
-    Context::new(Store::new(store::Config { limit_bytes: 64 << 20, item_size_max: MAX }), settings, 0)
+    Context::detached(store::Config { limit_bytes: 64 << 20, item_size_max: MAX })
 }
 
 /// A request frame; the opaque is the opcode plus 0x100, so every reply names its request.

@@ -5,20 +5,11 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::engine::{Context, Settings, text};
-use crate::store::{Config, Store};
+use crate::engine::{Context, text};
+use crate::store::Config;
 
 fn ctx() -> Arc<Context> {
-    let settings = Settings {
-        tcp_port: 0,
-        udp_port: 0,
-        interfaces: String::new(),
-        max_connections: 16,
-        threads: 1,
-        item_size_max: 1 << 20,
-        limit_bytes: 64 << 20,
-    };
-    Context::new(Store::new(Config::default()), settings, 0)
+    Context::detached(Config::default())
 }
 
 fn run(ctx: &Context, input: &[u8]) -> String {

@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use self::addr::Netlink;
@@ -76,25 +77,34 @@ pub fn run(args: &Args) -> ExitCode {
 }
 
 /// Runs every instance until SIGTERM or SIGINT, then stops them all (a master hands over
-/// with priority 0 and drops its addresses before the process exits).
+/// with priority 0 and drops its addresses before the process exits). An instance that cannot
+/// start stops the others and the process, with its error.
 async fn serve(config: config::Config) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let netlink = Arc::new(Netlink::new()?);
-    let mut speakers = Vec::new();
-    for instance in &config.instances {
-        speakers.push(Speaker::new(&config, instance, netlink.clone()).await?);
-    }
+    let config = Arc::new(config);
     let (stop, stopped) = watch::channel(false);
-    let tasks: Vec<_> = speakers.into_iter().map(|s| tokio::spawn(s.run(stopped.clone()))).collect();
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    info!(signal = name, "shutting down");
-    let _ = stop.send(true);
-    for task in tasks {
-        let _ = task.await;
+    let mut tasks = JoinSet::new();
+    for i in 0..config.instances.len() {
+        let (config, netlink, mut stopped) = (config.clone(), netlink.clone(), stopped.clone());
+        tasks.spawn(async move {
+            if let Some(speaker) = Speaker::start(&config, &config.instances[i], netlink, &mut stopped).await? {
+                speaker.run(stopped).await;
+            }
+            anyhow::Ok(())
+        });
     }
-    Ok(())
+    let failed = tokio::select! {
+        _ = term.recv() => { info!(signal = "SIGTERM", "shutting down"); None }
+        _ = int.recv() => { info!(signal = "SIGINT", "shutting down"); None }
+        Some(Ok(Err(e))) = tasks.join_next() => Some(e),
+    };
+    let _ = stop.send(true);
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Err(e)) = done {
+            error!("{e:#}");
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }

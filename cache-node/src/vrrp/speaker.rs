@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::accept::{Expect, Verdict, judge};
-use super::addr::Netlink;
+use super::addr::{Interface, Netlink};
 use super::announce;
 use super::config::{self, Config, Garp};
 use super::packet::{Advert, GROUP_V4, GROUP_V6, Version};
@@ -72,46 +72,17 @@ pub struct Speaker {
 }
 
 impl Speaker {
-    /// Resolves the instance's interfaces and addresses, opens its socket, and removes its
-    /// virtual addresses if a previous run left them behind.
-    pub async fn new(config: &Config, instance: &config::Instance, netlink: Arc<Netlink>) -> anyhow::Result<Speaker> {
+    /// Checks the instance's scripts, waits until its interfaces exist with an address to
+    /// speak from (as keepalived does, rather than giving up: an interface may come later),
+    /// opens its socket, and removes its virtual addresses if a previous run left them. None
+    /// when `stopped` turns true while waiting.
+    pub async fn start(
+        config: &Config,
+        instance: &config::Instance,
+        netlink: Arc<Netlink>,
+        stopped: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<Option<Speaker>> {
         let name = instance.name.clone();
-        let iface = netlink.interface(&instance.interface).await.with_context(|| format!("vrrp_instance {name}"))?;
-        let v6 = instance.virtual_ipaddress.first().is_some_and(|v| v.addr.is_ipv6());
-        let primary = match instance.mcast_src_ip {
-            Some(ip) => ip,
-            None if v6 => iface
-                .ipv6_link_local
-                .map(IpAddr::V6)
-                .ok_or_else(|| anyhow!("vrrp_instance {name}: {} has no IPv6 link-local address", iface.name))?,
-            None => iface
-                .ipv4
-                .first()
-                .map(|&ip| IpAddr::V4(ip))
-                .ok_or_else(|| anyhow!("vrrp_instance {name}: {} has no IPv4 address", iface.name))?,
-        };
-        let group = if v6 { IpAddr::V6(GROUP_V6) } else { IpAddr::V4(GROUP_V4) };
-        let socket = VrrpSocket::open(&iface.name, iface.index, primary)
-            .with_context(|| format!("vrrp_instance {name}: opening the VRRP socket on {}", iface.name))?;
-
-        let mut vips = Vec::new();
-        for v in &instance.virtual_ipaddress {
-            let (ifindex, mac) = match &v.dev {
-                Some(dev) if *dev != iface.name => {
-                    let other = netlink.interface(dev).await.with_context(|| format!("vrrp_instance {name}"))?;
-                    (other.index, other.mac)
-                }
-                _ => (iface.index, iface.mac),
-            };
-            vips.push(Vip { addr: v.addr, prefix: v.prefix, ifindex, mac });
-        }
-        for vip in &vips {
-            netlink
-                .del_address(vip.ifindex, vip.addr, vip.prefix)
-                .await
-                .with_context(|| format!("vrrp_instance {name}: removing a stale {}", vip.addr))?;
-        }
-
         let secure = config.global.enable_script_security;
         let default_user = RunAs::resolve(&config.global.script_user).map_err(|e| anyhow!("script_user: {e}"))?;
         let mut scripts = Vec::new();
@@ -136,7 +107,7 @@ impl Speaker {
             });
             tracked.push(Tracked { weight: t.weight.unwrap_or(def.weight), up: true });
         }
-        let mut links = vec![(iface.name.clone(), 0)];
+        let mut links = vec![(instance.interface.clone(), 0)];
         links.extend(instance.track_interface.iter().map(|t| (t.name.clone(), t.weight.unwrap_or(0))));
         tracked.extend(links.iter().map(|&(_, weight)| Tracked { weight, up: true }));
 
@@ -152,6 +123,36 @@ impl Speaker {
             stop: hook(&instance.notify.stop)?,
             any: hook(&instance.notify.any)?,
         };
+
+        let mut waiting = false;
+        let Site { iface, primary, vips } = loop {
+            match locate(instance, &netlink).await {
+                Ok(site) => break site,
+                Err(e) => {
+                    if !waiting {
+                        warn!(instance = %name, "{e:#}; waiting for it");
+                        waiting = true;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(LINK_POLL) => {}
+                        _ = stopped.wait_for(|stop| *stop) => return Ok(None),
+                    }
+                }
+            }
+        };
+        if waiting {
+            info!(instance = %name, interface = %iface.name, "interface ready");
+        }
+        let v6 = primary.is_ipv6();
+        let group = if v6 { IpAddr::V6(GROUP_V6) } else { IpAddr::V4(GROUP_V4) };
+        let socket = VrrpSocket::open(&iface.name, iface.index, primary)
+            .with_context(|| format!("vrrp_instance {name}: opening the VRRP socket on {}", iface.name))?;
+        for vip in &vips {
+            netlink
+                .del_address(vip.ifindex, vip.addr, vip.prefix)
+                .await
+                .with_context(|| format!("vrrp_instance {name}: removing a stale {}", vip.addr))?;
+        }
 
         let version = match instance.vrrp_version {
             2 => Version::V2,
@@ -176,7 +177,7 @@ impl Speaker {
             password: instance.password.clone(),
             addresses: vips.iter().map(|v| v.addr).collect(),
         };
-        Ok(Speaker {
+        Ok(Some(Speaker {
             name,
             machine: Instance::new(params),
             base_priority: instance.priority,
@@ -192,7 +193,7 @@ impl Speaker {
             tracked,
             notify,
             announcing: None,
-        })
+        }))
     }
 
     /// Runs until `shutdown` turns true, then leaves as keepalived does: a master sends
@@ -337,6 +338,45 @@ impl Speaker {
             script.notify(&["INSTANCE", &self.name, to.name(), &self.machine.priority().to_string()]);
         }
     }
+}
+
+/// Where an instance speaks from.
+struct Site {
+    iface: Interface,
+    /// The source of its adverts: `mcast_src_ip`, else the interface's first IPv4 address (or
+    /// its IPv6 link-local address for IPv6 virtual addresses).
+    primary: IpAddr,
+    vips: Vec<Vip>,
+}
+
+async fn locate(instance: &config::Instance, netlink: &Netlink) -> anyhow::Result<Site> {
+    let name = &instance.name;
+    let iface = netlink.interface(&instance.interface).await.with_context(|| format!("vrrp_instance {name}"))?;
+    let v6 = instance.virtual_ipaddress.first().is_some_and(|v| v.addr.is_ipv6());
+    let primary = match instance.mcast_src_ip {
+        Some(ip) => ip,
+        None if v6 => iface
+            .ipv6_link_local
+            .map(IpAddr::V6)
+            .ok_or_else(|| anyhow!("vrrp_instance {name}: {} has no IPv6 link-local address", iface.name))?,
+        None => iface
+            .ipv4
+            .first()
+            .map(|&ip| IpAddr::V4(ip))
+            .ok_or_else(|| anyhow!("vrrp_instance {name}: {} has no IPv4 address", iface.name))?,
+    };
+    let mut vips = Vec::new();
+    for v in &instance.virtual_ipaddress {
+        let (ifindex, mac) = match &v.dev {
+            Some(dev) if *dev != iface.name => {
+                let other = netlink.interface(dev).await.with_context(|| format!("vrrp_instance {name}"))?;
+                (other.index, other.mac)
+            }
+            _ => (iface.index, iface.mac),
+        };
+        vips.push(Vip { addr: v.addr, prefix: v.prefix, ifindex, mac });
+    }
+    Ok(Site { iface, primary, vips })
 }
 
 /// Runs a check every `interval` and reports each result as `(index, passed)`.

@@ -149,7 +149,7 @@ fn vrrp_v3_ipv4_and_ipv6_with_keepalived_hand_over_both_ways() {
     }
     let (vip4, vip6) = ("192.0.2.101", "2001:db8::100");
     let conf = global(3)
-        + &instance("VI_4", 52, "0.25", &format!("{vip4}/32"), "")
+        + &instance("VI_4", 52, "0.5", &format!("{vip4}/32"), "")
         + &instance("VI_6", 53, "1", &format!("{vip6}/128"), "");
     let mut lan = Lan::new(&["a", "b", "c"]);
 
@@ -374,4 +374,41 @@ fn config_test_names_the_line_of_what_it_refuses() {
     assert!(good.0 && good.1.contains("configuration OK (1 instance(s))"), "{}", good.1);
     assert!(!bad.0 && bad.1.contains("line 8") && bad.1.contains("unicast_peer"), "{}", bad.1);
     assert!(!missing.0 && missing.1.contains("missing.conf"), "{}", missing.1);
+}
+
+/// An instance whose interface does not exist yet waits for it, as keepalived does, instead
+/// of exiting; SIGTERM while it waits stops it cleanly.
+#[test]
+fn an_instance_waits_for_its_interface() {
+    if !is_root() {
+        return;
+    }
+    let vip = "198.51.100.100";
+    let conf = global(2) + &instance("VI_1", 61, "1", &format!("{vip}/32"), "").replace("eth0", "late0");
+    let mut lan = Lan::new(&["a"]);
+    let early = cache_node_vrrp(&mut lan, "a", "early", &conf);
+    let waiting = cache_node_vrrp(&mut lan, "a", "waiting", &conf);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(lan.log("waiting").contains("waiting for it"), "{}", lan.logs());
+    stop(&mut lan, early, "early");
+
+    for cmd in [
+        ["ip", "link", "add", "late0", "type", "veth", "peer", "name", "late1"].as_slice(),
+        &["ip", "addr", "add", "198.51.100.1/24", "dev", "late0"],
+        &["ip", "link", "set", "late1", "up"],
+        &["ip", "link", "set", "late0", "up"],
+    ] {
+        assert!(lan.exec("a", cmd).status.success(), "{cmd:?}");
+    }
+    let deadline = Instant::now() + lan::WAIT;
+    loop {
+        let out = lan.exec("a", &["ip", "-o", "addr", "show", "dev", "late0"]);
+        if String::from_utf8_lossy(&out.stdout).contains(&format!(" {vip}/")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the VIP never came to late0\n{}", lan.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(lan.log("waiting").contains("interface ready"), "{}", lan.logs());
+    stop(&mut lan, waiting, "waiting");
 }

@@ -126,13 +126,26 @@ fn with_master(input: &Input<'_>, master: Member, other: Option<&MemberView>, d:
             d.phase = Phase::Degraded;
             d.message = format!("{} is going away; it will be re-seeded", name(master.other()));
         }
+        Some(v) if v.sidecar_ended && v.state == PodState::Running => {
+            // The slave could never take the virtual IP over: re-seed it like an ended member.
+            d.phase = Phase::Degraded;
+            d.message = format!("the VRRP sidecar of {} ended; re-seeding it", name(master.other()));
+            d.actions.push(Action::Delete { member: master.other(), reason: "its VRRP sidecar ended" });
+        }
         Some(v) if v.is(Role::Slave) && v.synced => {
             d.slave = Some(master.other());
             d.replicating = true;
             d.phase = Phase::Ready;
             d.requeue = IDLE;
             // Disruptive steps happen only from here: the pair is whole.
-            if v.revision.as_deref() != Some(input.revision) {
+            if master_view.sidecar_ended {
+                // The virtual IP may have gone with it: hand the master role to the member
+                // whose sidecar runs; the ex-master is re-seeded next.
+                d.phase = Phase::Degraded;
+                d.message = format!("the VRRP sidecar of {} ended; switching over", name(master));
+                d.actions.push(Action::Switchover { from: master, reason: "its VRRP sidecar ended" });
+                d.requeue = BUSY;
+            } else if v.revision.as_deref() != Some(input.revision) {
                 d.actions.push(Action::Delete { member: master.other(), reason: "rolling the slave to the new spec" });
                 d.requeue = BUSY;
             } else if master_view.revision.as_deref() != Some(input.revision) {
@@ -206,6 +219,7 @@ mod tests {
             synced: true,
             node_lost_for: None,
             role_label: None,
+            sidecar_ended: false,
         }
     }
 
@@ -254,6 +268,28 @@ mod tests {
         assert!(d.actions.is_empty());
         assert_eq!((d.phase, d.master, d.slave, d.replicating), (Phase::Ready, Some(Member::A), Some(Member::B), true));
         assert_eq!(d.requeue, IDLE);
+    }
+
+    #[test]
+    fn an_ended_vrrp_sidecar_re_seeds_the_slave_and_switches_the_master_over() {
+        let m = master();
+        let mut s = slave();
+        s.sidecar_ended = true;
+        let d = decide(&input(Some(&m), Some(&s)));
+        assert_eq!(d.actions, [Action::Delete { member: Member::B, reason: "its VRRP sidecar ended" }]);
+        assert_eq!(d.phase, Phase::Degraded);
+
+        let mut m = master();
+        m.sidecar_ended = true;
+        let s = slave();
+        let d = decide(&input(Some(&m), Some(&s)));
+        assert_eq!(d.actions, [Action::Switchover { from: Member::A, reason: "its VRRP sidecar ended" }]);
+        assert_eq!(d.phase, Phase::Degraded);
+
+        // Not before the slave is in sync: no switchover to a member without the data.
+        let mut syncing = slave();
+        syncing.synced = false;
+        assert!(decide(&input(Some(&m), Some(&syncing))).actions.is_empty());
     }
 
     #[test]

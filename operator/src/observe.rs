@@ -6,7 +6,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::render::labels;
+use crate::render::{VRRP_CONTAINER, labels};
 
 /// A member's replication role as its admin listener reports it (`/role`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +63,9 @@ pub struct MemberView {
     pub node_lost_for: Option<Duration>,
     /// The role label the operator last put on the pod.
     pub role_label: Option<String>,
+    /// Its VRRP sidecar has ended: under `restartPolicy: Never` it will not come back, so this
+    /// member can no longer hold the virtual IP.
+    pub sidecar_ended: bool,
 }
 
 impl MemberView {
@@ -95,6 +98,11 @@ pub fn member_view(pod: &Pod, node: Option<&Node>, now: &Time) -> MemberView {
         node: node_name,
         role: None,
         synced: false,
+        sidecar_ended: status.and_then(|s| s.container_statuses.as_ref()).is_some_and(|statuses| {
+            statuses.iter().any(|c| {
+                c.name == VRRP_CONTAINER && c.state.as_ref().is_some_and(|state| state.terminated.is_some())
+            })
+        }),
     }
 }
 
@@ -140,6 +148,26 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_ended_vrrp_sidecar_is_seen() {
+        use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, ContainerStatus};
+        let mut p = pod("Running", "10.0.0.1");
+        let now = Time(Timestamp::now());
+        assert!(!member_view(&p, None, &now).sidecar_ended);
+        let status = |name: &str| ContainerStatus {
+            name: name.into(),
+            state: Some(ContainerState {
+                terminated: Some(ContainerStateTerminated { exit_code: 1, ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        p.status.as_mut().unwrap().container_statuses = Some(vec![status("cache-node")]);
+        assert!(!member_view(&p, None, &now).sidecar_ended, "only the sidecar counts");
+        p.status.as_mut().unwrap().container_statuses = Some(vec![status(VRRP_CONTAINER)]);
+        assert!(member_view(&p, None, &now).sidecar_ended);
     }
 
     #[test]

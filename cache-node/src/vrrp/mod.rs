@@ -98,7 +98,11 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
     let failed = tokio::select! {
         _ = term.recv() => { info!(signal = "SIGTERM", "shutting down"); None }
         _ = int.recv() => { info!(signal = "SIGINT", "shutting down"); None }
-        Some(Ok(Err(e))) = tasks.join_next() => Some(e),
+        Some(done) = tasks.join_next() => Some(match done {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => anyhow::anyhow!("an instance stopped on its own"),
+            Err(e) => anyhow::anyhow!("an instance failed: {e}"),
+        }),
     };
     let _ = stop.send(true);
     while let Some(done) = tasks.join_next().await {

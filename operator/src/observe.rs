@@ -99,9 +99,9 @@ pub fn member_view(pod: &Pod, node: Option<&Node>, now: &Time) -> MemberView {
         role: None,
         synced: false,
         sidecar_ended: status.and_then(|s| s.container_statuses.as_ref()).is_some_and(|statuses| {
-            statuses.iter().any(|c| {
-                c.name == VRRP_CONTAINER && c.state.as_ref().is_some_and(|state| state.terminated.is_some())
-            })
+            statuses
+                .iter()
+                .any(|c| c.name == VRRP_CONTAINER && c.state.as_ref().is_some_and(|state| state.terminated.is_some()))
         }),
     }
 }

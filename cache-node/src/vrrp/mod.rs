@@ -6,12 +6,14 @@
 //! - [`state`]: one instance's state machine, pure; [`track`]: what checks do to it;
 //! - [`socket`], [`addr`], [`announce`]: raw sockets, netlink, gratuitous ARP / unsolicited
 //!   NA — the only code that touches the network;
-//! - [`script`]: check scripts and notify hooks; [`speaker`]: an instance at work.
+//! - [`script`]: check scripts and notify hooks; [`speaker`]: an instance at work;
+//! - [`metrics`]: state and advert counters for Prometheus.
 
 pub mod accept;
 pub mod addr;
 pub mod announce;
 pub mod config;
+pub mod metrics;
 pub mod packet;
 pub mod script;
 pub mod socket;
@@ -28,7 +30,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use anyhow::Context as _;
+
 use self::addr::Netlink;
+use self::metrics::Metrics;
 use self::speaker::Speaker;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -39,6 +44,9 @@ pub struct Args {
     /// Check the configuration and exit, like `keepalived --config-test`
     #[arg(long = "config-test", short = 't')]
     pub config_test: bool,
+    /// Serve Prometheus metrics (`/metrics`) and `/healthz` on this address
+    #[arg(long = "metrics-listen", value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// More logging: -v start/stop and state changes, -vv debug
     #[arg(short = 'v', action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -67,7 +75,7 @@ pub fn run(args: &Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(config, args.metrics_listen)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -79,17 +87,28 @@ pub fn run(args: &Args) -> ExitCode {
 /// Runs every instance until SIGTERM or SIGINT, then stops them all (a master hands over
 /// with priority 0 and drops its addresses before the process exits). An instance that cannot
 /// start stops the others and the process, with its error.
-async fn serve(config: config::Config) -> anyhow::Result<()> {
+async fn serve(config: config::Config, metrics_listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let netlink = Arc::new(Netlink::new()?);
+    let metrics = Arc::new(Metrics::default());
+    let metrics_server = match metrics_listen {
+        Some(addr) => {
+            let listener = std::net::TcpListener::bind(addr).with_context(|| format!("--metrics-listen {addr}"))?;
+            info!(%addr, "serving metrics");
+            Some(tokio::spawn(metrics::serve(metrics.clone(), listener)))
+        }
+        None => None,
+    };
     let config = Arc::new(config);
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
     for i in 0..config.instances.len() {
-        let (config, netlink, mut stopped) = (config.clone(), netlink.clone(), stopped.clone());
+        let (config, netlink, metrics, mut stopped) =
+            (config.clone(), netlink.clone(), metrics.clone(), stopped.clone());
         tasks.spawn(async move {
-            if let Some(speaker) = Speaker::start(&config, &config.instances[i], netlink, &mut stopped).await? {
+            let instance = &config.instances[i];
+            if let Some(speaker) = Speaker::start(&config, instance, netlink, metrics, &mut stopped).await? {
                 speaker.run(stopped).await;
             }
             anyhow::Ok(())
@@ -109,6 +128,9 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
         if let Ok(Err(e)) = done {
             error!("{e:#}");
         }
+    }
+    if let Some(server) = metrics_server {
+        server.abort();
     }
     failed.map_or(Ok(()), Err)
 }

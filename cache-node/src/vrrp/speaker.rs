@@ -16,6 +16,7 @@ use super::accept::{Expect, Verdict, judge};
 use super::addr::{Interface, Netlink};
 use super::announce;
 use super::config::{self, Config, Garp};
+use super::metrics::Metrics;
 use super::packet::{Advert, GROUP_V4, GROUP_V6, Version};
 use super::script::{RunAs, Script};
 use super::socket::VrrpSocket;
@@ -69,6 +70,7 @@ pub struct Speaker {
     tracked: Vec<Tracked>,
     notify: Notify,
     announcing: Option<JoinHandle<()>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Speaker {
@@ -80,6 +82,7 @@ impl Speaker {
         config: &Config,
         instance: &config::Instance,
         netlink: Arc<Netlink>,
+        metrics: Arc<Metrics>,
         stopped: &mut watch::Receiver<bool>,
     ) -> anyhow::Result<Option<Speaker>> {
         let name = instance.name.clone();
@@ -193,6 +196,7 @@ impl Speaker {
             tracked,
             notify,
             announcing: None,
+            metrics,
         }))
     }
 
@@ -221,11 +225,15 @@ impl Speaker {
                 received = self.socket.recv() => match received {
                     Ok(rx) => match judge(&self.expect, rx.src, rx.dst, rx.ttl, &rx.payload) {
                         Verdict::Accept(advert) => {
+                            self.metrics.received(&self.name);
                             let input = Input::Advert { src: rx.src, priority: advert.priority, interval_cs: advert.interval_cs };
                             self.apply(input).await;
                         }
                         Verdict::Ignore => {}
-                        Verdict::Drop(reason) => warn!(instance = %self.name, "advert dropped: {reason}"),
+                        Verdict::Drop(reason) => {
+                            self.metrics.dropped(&self.name);
+                            warn!(instance = %self.name, "advert dropped: {reason}");
+                        }
                     },
                     Err(e) => {
                         warn!(instance = %self.name, error = %e, "receiving adverts");
@@ -271,6 +279,7 @@ impl Speaker {
         let (priority, fault) = track::effective(self.base_priority, &self.tracked);
         if priority != self.machine.priority() {
             info!(instance = %self.name, priority, "priority changed");
+            self.metrics.priority(&self.name, priority);
             self.apply(Input::Priority(priority)).await;
         }
         if fault != (self.machine.state() == State::Fault) {
@@ -296,6 +305,7 @@ impl Speaker {
             addresses: self.expect.addresses.clone(),
             password: self.expect.password.clone(),
         };
+        self.metrics.sent(&self.name);
         let sent = match advert.encode(self.primary, self.group) {
             Ok(msg) => self.socket.send(&msg).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -307,6 +317,8 @@ impl Speaker {
 
     async fn transition(&mut self, from: State, to: State) {
         info!(instance = %self.name, from = from.name(), to = to.name(), priority = self.machine.priority(), "VRRP state");
+        self.metrics.transition(&self.name, to);
+        self.metrics.priority(&self.name, self.machine.priority());
         if to == State::Master {
             for vip in &self.vips {
                 if let Err(e) = self.netlink.add_address(vip.ifindex, vip.addr, vip.prefix).await {

@@ -282,7 +282,9 @@ fn faults_notify_hooks_and_garbage_on_the_wire() {
         assert!(lan.exec("b", cmd).status.success(), "{cmd:?}");
     }
 
-    let cn = cache_node_vrrp(&mut lan, "b", "cache-node-b", &ours);
+    let ours = lan.file("cache-node-b.conf", &ours);
+    let metrics = ["vrrp", "-vv", "--metrics-listen", "127.0.0.1:9160", "--config", &ours];
+    let cn = lan.spawn("b", "cache-node-b", &[&[BIN], metrics.as_slice()].concat());
     lan.wait_holder(vip, "b", "cache-node alone takes the VIP");
     keepalived(&mut lan, "a", "keepalived-a", &theirs);
 
@@ -293,6 +295,15 @@ fn faults_notify_hooks_and_garbage_on_the_wire() {
     for reason in ["checksum", "authentication", "TTL"] {
         assert!(log.contains("advert dropped") && log.contains(reason), "no drop for {reason} logged\n{log}");
     }
+    let scrape = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9160/metrics', timeout=2).read().decode())";
+    let out = lan.exec("b", &["python3", "-c", scrape]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(r#"cachepair_vrrp_state{instance="VI_1",state="MASTER"} 1"#), "{text}");
+    let dropped = text
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"cachepair_vrrp_adverts_dropped_total{instance="VI_1"} "#))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(dropped.is_some_and(|n| n >= 4), "the forged adverts are counted as dropped: {text}");
 
     assert!(lan.exec("b", &["ip", "link", "set", "trk1", "down"]).status.success());
     let took = lan.wait_holder(vip, "a", "a tracked interface down hands the VIP over");

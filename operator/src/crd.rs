@@ -211,7 +211,7 @@ impl ServiceType {
         "fieldPath": ".nodes",
     },
     {
-        "rule": "self.version == 3 || self.advertIntervalMillis % 1000 == 0",
+        "rule": "self.version == 3 || !has(self.advertIntervalMillis) || self.advertIntervalMillis % 1000 == 0",
         "message": "VRRPv2 advertises in whole seconds: advertIntervalMillis must be a multiple of 1000",
         "fieldPath": ".advertIntervalMillis",
     },
@@ -221,7 +221,7 @@ impl ServiceType {
         "fieldPath": ".virtualIP",
     },
     {
-        "rule": "self.advertIntervalMillis % 10 == 0",
+        "rule": "!has(self.advertIntervalMillis) || self.advertIntervalMillis % 10 == 0",
         "message": "VRRP advertises in centiseconds: advertIntervalMillis must be a multiple of 10",
         "fieldPath": ".advertIntervalMillis",
     },
@@ -247,10 +247,11 @@ pub struct Vrrp {
     #[serde(default = "default_vrrp_version")]
     #[schemars(range(min = 2, max = 3))]
     pub version: u8,
-    /// Advertisement interval.
-    #[serde(default = "default_advert_interval")]
+    /// Advertisement interval; by default 100 ms with VRRPv3 (a failover in well under a
+    /// second) and 1 s with VRRPv2, which advertises in whole seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 10, max = 40950))]
-    pub advert_interval_millis: u32,
+    pub advert_interval_millis: Option<u32>,
     /// A Secret whose key `password` holds the VRRPv2 PASS authentication (8 characters at most).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
@@ -373,9 +374,6 @@ fn default_node_lost_timeout() -> u32 {
 }
 fn default_vrrp_version() -> u8 {
     3
-}
-fn default_advert_interval() -> u32 {
-    1000
 }
 fn default_vrrp_priority() -> u8 {
     100

@@ -42,7 +42,7 @@ pub fn keepalived_conf(cp: &CachePair, vrrp: &Vrrp, member: Member, password: Op
     let _ = writeln!(c, "    interface {}", vrrp.interface);
     let _ = writeln!(c, "    virtual_router_id {}", vrrp.router_id);
     let _ = writeln!(c, "    priority {}", vrrp.priority);
-    let _ = writeln!(c, "    advert_int {}", seconds(vrrp.advert_interval_millis));
+    let _ = writeln!(c, "    advert_int {}", seconds(advert_interval_millis(vrrp)));
     if let Some(password) = password {
         let _ = writeln!(c, "    authentication {{\n        auth_type PASS\n        auth_pass {password}\n    }}");
     }
@@ -52,6 +52,12 @@ pub fn keepalived_conf(cp: &CachePair, vrrp: &Vrrp, member: Member, password: Op
     let _ = writeln!(c, "    track_script {{\n        cache_is_master\n    }}");
     let _ = writeln!(c, "}}");
     c
+}
+
+/// The spec's interval, else 100 ms for VRRPv3 (a silent master is declared down after three
+/// intervals and the skew, 0.36 s) and 1 s for VRRPv2, which has whole seconds only.
+pub fn advert_interval_millis(vrrp: &Vrrp) -> u32 {
+    vrrp.advert_interval_millis.unwrap_or(if vrrp.version == 2 { 1000 } else { 100 })
 }
 
 /// `1000` → `1`, `250` → `0.25`.
@@ -167,6 +173,17 @@ mod tests {
     }
 
     #[test]
+    fn the_default_interval_is_100_ms_for_version_3_and_1_s_for_version_2() {
+        let mut v2 = base();
+        v2["version"] = json!(2);
+        for (spec, advert_int) in [(base(), "advert_int 0.1\n"), (v2, "advert_int 1\n")] {
+            let cp = vrrp_pair(spec);
+            let conf = keepalived_conf(&cp, cp.spec.exposure.vrrp.as_ref().unwrap(), Member::A, None);
+            assert!(conf.contains(advert_int), "{advert_int:?} missing from\n{conf}");
+        }
+    }
+
+    #[test]
     fn version_3_takes_fractions_of_a_second_and_ipv6() {
         let mut spec = base();
         spec["advertIntervalMillis"] = json!(250);
@@ -201,7 +218,7 @@ mod tests {
             assert!(instance.nopreempt);
             assert_eq!(instance.vrrp_version, version);
             assert_eq!(instance.virtual_router_id, 51);
-            assert_eq!(instance.advert_int.as_millis(), u128::from(vrrp.advert_interval_millis));
+            assert_eq!(instance.advert_int.as_millis(), u128::from(advert_interval_millis(&vrrp)));
             assert_eq!(instance.password.as_deref(), password.map(str::as_bytes));
             assert_eq!(instance.virtual_ipaddress[0].addr.to_string(), vrrp.virtual_ip);
             assert_eq!(instance.track_script[0].name, "cache_is_master");

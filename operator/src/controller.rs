@@ -43,6 +43,9 @@ pub struct Context {
     pub members: MemberClient,
     /// Consecutive failures per pair, for the error backoff.
     failures: Mutex<HashMap<ObjectRef<CachePair>, u32>>,
+    /// The last term each member pod (by uid) reported, per pair: a member that stops
+    /// answering is judged by it.
+    terms: Mutex<HashMap<ObjectRef<CachePair>, HashMap<String, u64>>>,
 }
 
 impl Context {
@@ -54,6 +57,7 @@ impl Context {
             metrics,
             members: MemberClient::default(),
             failures: Mutex::default(),
+            terms: Mutex::default(),
         }
     }
 }
@@ -74,9 +78,19 @@ pub async fn run(
         None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
     };
     let owned = watcher::Config::default().labels(labels::PAIR);
-    Controller::new(pairs, watcher::Config::default().any_semantic())
+    let controller = Controller::new(pairs, watcher::Config::default().any_semantic());
+    // A cordoned node is being drained (switch its masters over); a NotReady one may hold a
+    // master to fence. Rare events: every pair looks, and finds out whether it is concerned.
+    let store = controller.store();
+    let concerning = move |node: Node| {
+        let drained_or_lost = node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) || !node_ready(&node);
+        let pairs = if drained_or_lost { store.state() } else { Vec::new() };
+        pairs.into_iter().map(|cp| ObjectRef::from_obj(&*cp)).collect::<Vec<_>>()
+    };
+    controller
         .owns(pods, owned.clone())
         .owns(services, owned)
+        .watches(Api::<Node>::all(ctx.client.clone()), watcher::Config::default(), concerning)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -149,8 +163,6 @@ impl CachePair {
             self.write_status(ctx, status).await?;
             return Ok(Action::requeue(Duration::from_secs(30)));
         }
-        let monitoring_note = self.apply_owned(ctx).await?;
-
         let views = self.observe(ctx).await?;
         // The status as the API server has it now: the cached object may predate the status
         // this operator wrote last round, and a stale `master` would read as a failover.
@@ -168,8 +180,18 @@ impl CachePair {
             node_lost_timeout: Duration::from_secs(self.spec.node_lost_timeout_seconds.into()),
         };
         let mut decision = decide::decide(&input);
+        // Routing first, before anything slower: clients may be reaching a dead master.
+        let (routing, actions): (Vec<_>, Vec<_>) = decision
+            .actions
+            .clone()
+            .into_iter()
+            .partition(|a| matches!(a, decide::Action::Fence { .. } | decide::Action::Unfence { .. }));
+        for action in &routing {
+            self.route(ctx, action, &views).await?;
+        }
+        let monitoring_note = self.apply_owned(ctx).await?;
         let mut switched = None;
-        for action in decision.actions.clone() {
+        for action in actions {
             if let Some(token) = self.act(ctx, &action, &views, &decision, requested, &status).await? {
                 switched = Some(token);
                 // The roles swapped: the status follows at once, so this is not a failover.
@@ -194,6 +216,7 @@ impl CachePair {
 
     async fn cleanup(&self, ctx: &Context) -> Result<Action> {
         info!(pair = %self.name(), "deleted: its objects go with it (owner references)");
+        ctx.terms.lock().remove(&ObjectRef::from_obj(self));
         self.event(ctx, EventType::Normal, "Deleting", "Delete", "deleting the pair's members and services").await;
         for member in Member::BOTH {
             for role in ["master", "slave", "starting", "down"] {
@@ -329,33 +352,91 @@ impl CachePair {
         })
     }
 
-    /// Each member's pod, node and admin listener.
+    /// Each member's pod, node and admin listener; both members are asked at once, so that a
+    /// dead one costs one probe timeout.
     async fn observe(&self, ctx: &Context) -> Result<BTreeMap<Member, MemberView>> {
         let pods: Api<Pod> = self.api(ctx);
         let nodes: Api<Node> = Api::all(ctx.client.clone());
         let list = pods.list(&ListParams::default().labels(&format!("{}={}", labels::PAIR, self.name()))).await?;
         let now = Time(Timestamp::now());
-        let mut views = BTreeMap::new();
+        let mut members = Vec::new();
         for pod in &list.items {
             let Some(member) = Member::of_pod(&self.name(), &pod.name_any()) else { continue };
             let node = match pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
                 Some(n) => nodes.get_opt(n).await?,
                 None => None,
             };
-            let mut view = observe::member_view(pod, node.as_ref(), &now);
-            if view.state == PodState::Running
-                && let Some(ip) = &view.ip
-            {
-                match ctx.members.probe(ip, self.spec.admin_port).await {
-                    Some((role, synced)) => (view.role, view.synced) = (Some(role), synced),
-                    // Unreachable from here: the kubelet's probe still says who is master.
-                    None if pod_ready(pod) => (view.role, view.synced) = (Some(Role::Master), true),
-                    None => {}
+            members.push((member, pod, observe::member_view(pod, node.as_ref(), &now)));
+        }
+        let reports = futures::future::join_all(members.iter().map(|(_, _, view)| async {
+            match (&view.ip, view.state) {
+                (Some(ip), PodState::Running | PodState::Terminating) => {
+                    ctx.members.probe(ip, self.spec.admin_port).await
                 }
+                _ => None,
+            }
+        }))
+        .await;
+        let mut terms = ctx.terms.lock();
+        let known = terms.remove(&ObjectRef::from_obj(self)).unwrap_or_default();
+        let mut heard = HashMap::new();
+        let mut views = BTreeMap::new();
+        for ((member, pod, mut view), report) in members.into_iter().zip(reports) {
+            let uid = pod.uid().unwrap_or_default();
+            match report {
+                Some(r) => {
+                    (view.role, view.term, view.synced, view.answered) = (Some(r.role), Some(r.term), r.synced, true);
+                }
+                None => {
+                    view.term = known.get(&uid).copied();
+                    // Unreachable from here: the kubelet's probe still says who is master.
+                    if view.state == PodState::Running && view.ready {
+                        (view.role, view.synced) = (Some(Role::Master), true);
+                    }
+                }
+            }
+            if let Some(term) = view.term {
+                heard.insert(uid, term);
             }
             views.insert(member, view);
         }
+        terms.insert(ObjectRef::from_obj(self), heard);
         Ok(views)
+    }
+
+    /// Fences or un-fences a member: its readiness gate, and when fencing its Ready condition
+    /// too, which a dead node's kubelet would never recompute (as the node lifecycle
+    /// controller's MarkPodsNotReady does, but at once).
+    async fn route(&self, ctx: &Context, action: &decide::Action, views: &BTreeMap<Member, MemberView>) -> Result<()> {
+        let pair = self.name();
+        let now = Time(Timestamp::now());
+        let condition = |type_: &str, ok: bool, reason: &str, message: &str| json!({"type": type_, "status": if ok { "True" } else { "False" }, "reason": reason, "message": message, "lastTransitionTime": now});
+        let (member, conditions) = match action {
+            decide::Action::Fence { member, reason } => {
+                let message = format!("fenced by the operator: {reason}");
+                let conditions = vec![
+                    condition(render::SERVING_CONDITION, false, "Superseded", &message),
+                    condition("Ready", false, "Superseded", &message),
+                ];
+                let note = format!("{} taken out of the client Service: {reason}", member.pod_name(&pair));
+                warn!(pair = %pair, %note, "fenced");
+                self.event(ctx, EventType::Warning, "Fenced", "Fence", &note).await;
+                (*member, conditions)
+            }
+            decide::Action::Unfence { member } => {
+                if views.get(member).is_some_and(|v| v.serving == Some(false)) {
+                    let note = format!(
+                        "{} follows the current master: its readiness probe decides again",
+                        member.pod_name(&pair)
+                    );
+                    info!(pair = %pair, %note, "unfenced");
+                    self.event(ctx, EventType::Normal, "Unfenced", "Unfence", &note).await;
+                }
+                (*member, vec![condition(render::SERVING_CONDITION, true, "Serving", "not superseded")])
+            }
+            _ => unreachable!("only routing actions are routed"),
+        };
+        set_pod_conditions(&self.api(ctx), &member.pod_name(&pair), conditions).await
     }
 
     /// Carries out one action; returns the switchover token (or "") when roles were swapped.
@@ -380,6 +461,11 @@ impl CachePair {
                     Err(e) => return Err(e.into()),
                 }
                 let name = member.pod_name(&pair);
+                // Its readiness gate, at once: routing must not wait on the operator later.
+                // Should this fail, the next round sets it.
+                let serving = json!({"type": render::SERVING_CONDITION, "status": "True", "reason": "Created",
+                                     "lastTransitionTime": Time(Timestamp::now())});
+                set_pod_conditions(&pods, &name, vec![serving]).await?;
                 let reseed = status.master.is_some();
                 let (reason, note) = match (peer, reseed) {
                     (Some(peer), true) => ("Reseeded", format!("{name} re-created as a slave of the master at {peer}")),
@@ -413,6 +499,9 @@ impl CachePair {
                 );
                 warn!(pair = %pair, %note, "node lost");
                 self.event(ctx, EventType::Warning, "NodeLost", "ForceDeleteMember", &note).await;
+            }
+            decide::Action::Fence { .. } | decide::Action::Unfence { .. } => {
+                unreachable!("routing actions are taken first")
             }
             decide::Action::Switchover { from, reason } => {
                 let name = from.pod_name(&pair);
@@ -579,8 +668,20 @@ fn service_monitor_resource() -> ApiResource {
     }
 }
 
-fn pod_ready(pod: &Pod) -> bool {
-    pod.status
+/// Merges conditions into a pod's status by type (a strategic merge patch: the kubelet's own
+/// conditions stay as they are).
+async fn set_pod_conditions(pods: &Api<Pod>, name: &str, conditions: Vec<serde_json::Value>) -> Result<()> {
+    let patch = json!({"status": {"conditions": conditions}});
+    let params = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+    match pods.patch_status(name, &params, &Patch::Strategic(patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn node_ready(node: &Node) -> bool {
+    node.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))

@@ -1,6 +1,12 @@
 //! What to do about a pair, as a pure function of what was observed. The data plane fails
-//! over by itself; these decisions only bring the pair back to two members, roll spec changes
-//! and carry out requested switchovers, and they never move the master role back.
+//! over by itself; these decisions only bring the pair back to two members, roll spec changes,
+//! carry out requested switchovers and drains, and they never move the master role back.
+//!
+//! Fencing: a member's readiness probe says only what the member believes. A master whose
+//! node died stays Ready (no kubelet recomputes it), and in a partition both members believe
+//! they are master. So a member superseded by a higher term is fenced through its readiness
+//! gate (and its Ready condition, for a dead kubelet's sake), and un-fenced once it follows the
+//! current master, so that a later failover routes without the operator again.
 //!
 //! One step at a time: each reconcile takes at most one disruptive action (delete, switch
 //! over) and only while the pair is fully replicating, so the members are never both down.
@@ -36,6 +42,10 @@ pub enum Action {
     ForceDelete { member: Member },
     /// Hand the master role from `from` to its slave.
     Switchover { from: Member, reason: &'static str },
+    /// Take the member out of the client Service: its readiness gate and Ready go False.
+    Fence { member: Member, reason: &'static str },
+    /// Let the member's readiness probe decide again: its readiness gate goes True.
+    Unfence { member: Member },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,7 +84,13 @@ pub fn decide(input: &Input<'_>) -> Decision {
         requeue: BUSY,
     };
 
-    // Pods on lost nodes go first: nothing else can happen to them.
+    // Routing first: a client may be reaching a dead or superseded master meanwhile.
+    for m in Member::BOTH {
+        if let Some(action) = fencing(m, view(m), view(m.other())) {
+            d.actions.push(action);
+        }
+    }
+    // Pods on lost nodes next: nothing else can happen to them.
     for m in Member::BOTH {
         if let Some(v) = view(m)
             && v.state != PodState::Exited
@@ -84,8 +100,11 @@ pub fn decide(input: &Input<'_>) -> Decision {
         }
     }
 
-    let masters: Vec<Member> =
-        Member::BOTH.into_iter().filter(|&m| view(m).is_some_and(|v| v.is(Role::Master))).collect();
+    // A superseded member's belief that it is master does not count.
+    let masters: Vec<Member> = Member::BOTH
+        .into_iter()
+        .filter(|&m| view(m).is_some_and(|v| v.is(Role::Master) && !superseded(v, view(m.other()))))
+        .collect();
     match masters[..] {
         [master] => with_master(input, master, view(master.other()), &mut d),
         [_, _] => {
@@ -97,6 +116,38 @@ pub fn decide(input: &Input<'_>) -> Decision {
         _ => without_master(input, &view, &mut d),
     }
     d
+}
+
+/// `member` is superseded when the other member answers as master with a higher term than
+/// `member` reports (as master; a slave follows it anyway), or last reported when it does not
+/// answer; or when it does not answer from a lost node while the other is master. A higher
+/// term took over more recently, and keeps the role when the two meet again.
+pub fn superseded(member: &MemberView, other: Option<&MemberView>) -> bool {
+    let Some(term) = other.filter(|o| o.answered && o.is(Role::Master)).and_then(|o| o.term) else {
+        return false;
+    };
+    if member.state == PodState::Exited {
+        return false;
+    }
+    let older = member.term.is_some_and(|t| t < term);
+    if member.answered { member.role == Some(Role::Master) && older } else { older || member.node_lost_for.is_some() }
+}
+
+/// Whether `member`'s readiness gate must change. Unanswered members keep their gate, except
+/// that a missing one is set True (a new pod): only evidence fences, only an answer unfences.
+fn fencing(member: Member, view: Option<&MemberView>, other: Option<&MemberView>) -> Option<Action> {
+    let v = view.filter(|v| v.state != PodState::Exited)?;
+    if superseded(v, other) {
+        // Ready too: on a dead node no kubelet recomputes it from the gate.
+        let reason = if v.answered { "a higher term is master" } else { "it does not answer; a higher term is master" };
+        return (v.serving != Some(false) || v.ready).then_some(Action::Fence { member, reason });
+    }
+    let unfence = match v.serving {
+        None => v.state != PodState::Terminating,
+        Some(false) => v.answered,
+        Some(true) => false,
+    };
+    unfence.then_some(Action::Unfence { member })
 }
 
 fn with_master(input: &Input<'_>, master: Member, other: Option<&MemberView>, d: &mut Decision) {
@@ -122,6 +173,13 @@ fn with_master(input: &Input<'_>, master: Member, other: Option<&MemberView>, d:
             d.message = format!("{} ended; re-seeding it as a slave", name(master.other()));
             d.actions.push(Action::Delete { member: master.other(), reason: "ended" });
         }
+        Some(v) if superseded(v, Some(master_view)) => {
+            d.phase = Phase::Degraded;
+            d.message = format!(
+                "{} is superseded by the master's higher term and fenced; it rejoins as slave once reachable",
+                name(master.other())
+            );
+        }
         Some(v) if v.state == PodState::Terminating || lost(v) => {
             d.phase = Phase::Degraded;
             d.message = format!("{} is going away; it will be re-seeded", name(master.other()));
@@ -144,6 +202,10 @@ fn with_master(input: &Input<'_>, master: Member, other: Option<&MemberView>, d:
                 d.phase = Phase::Degraded;
                 d.message = format!("the VRRP sidecar of {} ended; switching over", name(master));
                 d.actions.push(Action::Switchover { from: master, reason: "its VRRP sidecar ended" });
+                d.requeue = BUSY;
+            } else if master_view.cordoned && !v.cordoned {
+                // A drain: the budget keeps the master until it is the slave.
+                d.actions.push(Action::Switchover { from: master, reason: "its node is cordoned" });
                 d.requeue = BUSY;
             } else if v.revision.as_deref() != Some(input.revision) {
                 d.actions.push(Action::Delete { member: master.other(), reason: "rolling the slave to the new spec" });
@@ -216,11 +278,23 @@ mod tests {
             node: Some("n".into()),
             revision: Some(REV.into()),
             role,
+            answered: role.is_some(),
+            term: Some(1),
             synced: true,
             node_lost_for: None,
+            cordoned: false,
+            serving: Some(true),
+            ready: role == Some(Role::Master),
             role_label: None,
             sidecar_ended: false,
         }
+    }
+
+    /// A member whose admin listener does not answer, last heard of at `term`.
+    fn silent(mut v: MemberView, term: Option<u64>) -> MemberView {
+        v.answered = false;
+        v.term = term;
+        v
     }
 
     fn master() -> MemberView {
@@ -333,8 +407,9 @@ mod tests {
     #[test]
     fn a_pod_on_a_lost_node_is_force_deleted_after_the_timeout_only() {
         let m = member(PodState::Running, Some(Role::Master), "10.0.0.2");
-        let mut stuck = slave();
+        let mut stuck = silent(slave(), Some(1));
         stuck.role = None;
+        stuck.serving = Some(false);
         stuck.node_lost_for = Some(Duration::from_secs(30));
         let d = decide(&input(Some(&stuck), Some(&m)));
         assert!(d.actions.is_empty(), "{:?}", d.actions);
@@ -413,6 +488,129 @@ mod tests {
         );
         let d = decide(&Input { a: None, b: None, ..i });
         assert_eq!(d.actions, [Action::Create { member: Member::B, peer: None }]);
+    }
+
+    #[test]
+    fn a_dead_master_is_fenced_as_soon_as_the_slave_promotes() {
+        // a was master at term 1; its node died, so it no longer answers, yet its pod is still
+        // Ready: no kubelet recomputes it, and the node is not NotReady for another minute.
+        let mut dead = silent(master(), Some(1));
+        dead.ready = true;
+        let s = member(PodState::Running, Some(Role::Slave), "10.0.0.2");
+        // Before the slave takes over there is nothing better to route to.
+        let d = decide(&input(Some(&dead), Some(&s)));
+        assert!(d.actions.is_empty(), "{:?}", d.actions);
+
+        let mut promoted = member(PodState::Running, Some(Role::Master), "10.0.0.2");
+        promoted.term = Some(2);
+        let d = decide(&input(Some(&dead), Some(&promoted)));
+        assert_eq!(
+            d.actions,
+            [Action::Fence { member: Member::A, reason: "it does not answer; a higher term is master" }]
+        );
+        assert_eq!((d.master, d.failover, d.phase), (Some(Member::B), true, Phase::Degraded));
+
+        // Fenced and no longer Ready: nothing more to do until the node is lost for good.
+        dead.serving = Some(false);
+        dead.ready = false;
+        assert!(decide(&input(Some(&dead), Some(&promoted))).actions.is_empty());
+        // Fenced but Ready again (a stale status written back): Ready is put right.
+        dead.ready = true;
+        assert_eq!(decide(&input(Some(&dead), Some(&promoted))).actions.len(), 1);
+    }
+
+    #[test]
+    fn without_its_term_a_silent_master_is_fenced_once_its_node_is_lost() {
+        // The operator restarted: it never heard a's term.
+        let mut dead = silent(master(), None);
+        dead.ready = true;
+        let mut promoted = member(PodState::Running, Some(Role::Master), "10.0.0.2");
+        promoted.term = Some(2);
+        assert!(decide(&input(Some(&dead), Some(&promoted))).actions.is_empty(), "silence alone is no evidence");
+        dead.node_lost_for = Some(Duration::from_secs(1));
+        let d = decide(&input(Some(&dead), Some(&promoted)));
+        assert_eq!(
+            d.actions,
+            [Action::Fence { member: Member::A, reason: "it does not answer; a higher term is master" }]
+        );
+    }
+
+    #[test]
+    fn in_a_partition_the_lower_term_is_fenced_then_unfenced_once_it_follows() {
+        // The slave lost the master's heartbeats and promoted; the master still serves.
+        let old = master();
+        let mut new = member(PodState::Running, Some(Role::Master), "10.0.0.2");
+        new.term = Some(2);
+        let d = decide(&input(Some(&old), Some(&new)));
+        assert_eq!(d.actions, [Action::Fence { member: Member::A, reason: "a higher term is master" }]);
+        assert_eq!((d.master, d.phase), (Some(Member::B), Phase::Degraded));
+        assert!(d.message.contains("superseded"), "{}", d.message);
+
+        // Healed: a stepped down and follows b at b's term; the gate opens for a later failover.
+        let mut follower = slave();
+        follower.ip = Some("10.0.0.1".into());
+        (follower.term, follower.serving) = (Some(2), Some(false));
+        let mut i = input(Some(&follower), Some(&new));
+        i.last_master = Some(Member::B);
+        let d = decide(&i);
+        assert_eq!(d.actions, [Action::Unfence { member: Member::A }]);
+        assert_eq!((d.phase, d.master, d.slave), (Phase::Ready, Some(Member::B), Some(Member::A)));
+    }
+
+    #[test]
+    fn masters_of_the_same_term_are_left_to_merge_unfenced() {
+        let (a, mut b) = (master(), master());
+        b.ip = Some("10.0.0.2".into());
+        let d = decide(&input(Some(&a), Some(&b)));
+        assert!(d.actions.is_empty(), "{:?}", d.actions);
+        assert_eq!(d.master, None);
+    }
+
+    #[test]
+    fn a_fenced_master_serves_again_when_the_higher_term_is_gone() {
+        // a was fenced in a partition; then b died.
+        let mut a = master();
+        a.serving = Some(false);
+        let b = silent(member(PodState::Running, None, "10.0.0.2"), Some(2));
+        let d = decide(&input(Some(&a), Some(&b)));
+        assert_eq!(d.actions, [Action::Unfence { member: Member::A }]);
+        assert_eq!(d.master, Some(Member::A));
+    }
+
+    #[test]
+    fn a_new_member_gets_its_gate_and_a_silent_fenced_one_keeps_it_closed() {
+        let m = master();
+        let mut new = member(PodState::Pending, None, "");
+        new.serving = None;
+        let d = decide(&input(Some(&m), Some(&new)));
+        assert_eq!(d.actions, [Action::Unfence { member: Member::B }]);
+        new.state = PodState::Terminating;
+        assert!(decide(&input(Some(&m), Some(&new))).actions.is_empty(), "a pod going away is left alone");
+
+        let mut fenced = silent(slave(), Some(1));
+        fenced.serving = Some(false);
+        assert!(decide(&input(Some(&m), Some(&fenced))).actions.is_empty(), "only an answer unfences");
+    }
+
+    #[test]
+    fn a_cordoned_masters_node_is_drained_by_switching_over_first() {
+        let (mut m, s) = (master(), slave());
+        m.cordoned = true;
+        let d = decide(&input(Some(&m), Some(&s)));
+        assert_eq!(d.actions, [Action::Switchover { from: Member::A, reason: "its node is cordoned" }]);
+
+        // Not to a slave without the data, nor onto a node that is being drained too.
+        let mut copying = slave();
+        copying.synced = false;
+        assert!(decide(&input(Some(&m), Some(&copying))).actions.is_empty());
+        let mut cordoned = slave();
+        cordoned.cordoned = true;
+        assert!(decide(&input(Some(&m), Some(&cordoned))).actions.is_empty());
+
+        // A cordoned slave is the drain's to evict; the operator re-seeds it elsewhere.
+        let (m, mut s) = (master(), slave());
+        s.cordoned = true;
+        assert!(decide(&input(Some(&m), Some(&s))).actions.is_empty());
     }
 
     #[test]

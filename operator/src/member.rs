@@ -1,13 +1,14 @@
-//! The operator's client for a member's admin listener: its role, whether its client port is
-//! open, and the planned switchover.
+//! The operator's client for a member's admin listener: its role and term, whether its client
+//! port is open, and the planned switchover.
 
 use std::time::Duration;
 
 use crate::observe::Role;
 use crate::{Error, Result};
 
-/// A member that does not answer this fast counts as unreachable for this round.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A member that does not answer this fast counts as unreachable for this round: short, since
+/// a dead master's probe delays fencing it (a live member answers in milliseconds).
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Longer than cache-node's own hand-over timeout, so that its answer arrives.
 const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -22,19 +23,29 @@ impl Default for MemberClient {
     }
 }
 
+/// What a member's admin listener reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub role: Role,
+    /// Failovers of the pair as the member knows them (`cachepair_replication_term`).
+    pub term: u64,
+    /// `/readyz`: the client port is open (a slave's copy is complete).
+    pub synced: bool,
+}
+
 fn base(ip: &str, port: u16) -> String {
     if ip.contains(':') { format!("http://[{ip}]:{port}") } else { format!("http://{ip}:{port}") }
 }
 
 impl MemberClient {
-    /// `(role, synced)`: the role from `/role`, and whether `/readyz` says the client port is
-    /// open (a slave's copy is complete). `None` when the member does not answer.
-    pub async fn probe(&self, ip: &str, port: u16) -> Option<(Role, bool)> {
+    /// The member's report, its three questions asked at once; `None` when it does not answer.
+    pub async fn probe(&self, ip: &str, port: u16) -> Option<Report> {
         let url = base(ip, port);
-        let role = self.http.get(format!("{url}/role")).timeout(PROBE_TIMEOUT).send().await.ok()?;
-        let role = Role::parse(&role.text().await.ok()?)?;
-        let ready = self.http.get(format!("{url}/readyz")).timeout(PROBE_TIMEOUT).send().await.ok()?;
-        Some((role, ready.status().is_success()))
+        let get = |path: &str| self.http.get(format!("{url}{path}")).timeout(PROBE_TIMEOUT).send();
+        let (role, ready, metrics) = tokio::join!(get("/role"), get("/readyz"), get("/metrics"));
+        let role = Role::parse(&role.ok()?.text().await.ok()?)?;
+        let term = parse_term(&metrics.ok()?.text().await.ok()?)?;
+        Some(Report { role, term, synced: ready.ok()?.status().is_success() })
     }
 
     /// Asks the master to hand its role to its slave; returns once the slave has taken over.
@@ -54,5 +65,23 @@ impl MemberClient {
         } else {
             Err(fail(format!("switchover refused ({status}): {}", body.trim())))
         }
+    }
+}
+
+/// The term from the member's Prometheus metrics.
+fn parse_term(metrics: &str) -> Option<u64> {
+    metrics.lines().find_map(|l| l.strip_prefix("cachepair_replication_term ")).and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_term_is_read_from_the_metrics() {
+        let metrics = "# HELP cachepair_replication_term Failovers.\n# TYPE cachepair_replication_term gauge\n\
+                       cachepair_replication_term 3\ncachepair_replication_terms_x 9\n";
+        assert_eq!(parse_term(metrics), Some(3));
+        assert_eq!(parse_term("memcached_up 1\n"), None);
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::render::{VRRP_CONTAINER, labels};
+use crate::render::{SERVING_CONDITION, VRRP_CONTAINER, labels};
 
 /// A member's replication role as its admin listener reports it (`/role`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,12 +55,24 @@ pub struct MemberView {
     pub node: Option<String>,
     /// The spec revision the pod was made from.
     pub revision: Option<String>,
-    /// The role it reports; `None` when its admin listener did not answer.
+    /// The role it reports; when its admin listener did not answer, `Master` if its pod is
+    /// Ready (the kubelet's probe still says so), else `None`.
     pub role: Option<Role>,
+    /// Its admin listener answered this round.
+    pub answered: bool,
+    /// Its term (failovers of the pair as it knows them): this round's answer or, when it did
+    /// not answer, the last one this operator heard from this pod.
+    pub term: Option<u64>,
     /// Its client port is open (`/readyz`): for a slave, its full copy is complete.
     pub synced: bool,
     /// How long its node has been unreachable (NotReady, Unknown or gone); `None` if healthy.
     pub node_lost_for: Option<Duration>,
+    /// Its node is cordoned (`spec.unschedulable`): it is being drained.
+    pub cordoned: bool,
+    /// Its readiness gate (`cachepair.io/serving`); `None` while the condition is missing.
+    pub serving: Option<bool>,
+    /// Its pod is Ready: an endpoint of the client Service.
+    pub ready: bool,
     /// The role label the operator last put on the pod.
     pub role_label: Option<String>,
     /// Its VRRP sidecar has ended: under `restartPolicy: Never` it will not come back, so this
@@ -96,7 +108,12 @@ pub fn member_view(pod: &Pod, node: Option<&Node>, now: &Time) -> MemberView {
         role_label: pod.metadata.labels.as_ref().and_then(|l| l.get(labels::ROLE).cloned()),
         node_lost_for: node_name.as_ref().and_then(|_| node_lost_for(node, now)),
         node: node_name,
+        cordoned: node.and_then(|n| n.spec.as_ref()).and_then(|s| s.unschedulable).unwrap_or(false),
+        serving: condition(pod, SERVING_CONDITION).map(|status| status == "True"),
+        ready: condition(pod, "Ready") == Some("True"),
         role: None,
+        answered: false,
+        term: None,
         synced: false,
         sidecar_ended: status.and_then(|s| s.container_statuses.as_ref()).is_some_and(|statuses| {
             statuses
@@ -104,6 +121,12 @@ pub fn member_view(pod: &Pod, node: Option<&Node>, now: &Time) -> MemberView {
                 .any(|c| c.name == VRRP_CONTAINER && c.state.as_ref().is_some_and(|state| state.terminated.is_some()))
         }),
     }
+}
+
+/// The status of the pod's condition `type_`.
+fn condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a str> {
+    let conditions = pod.status.as_ref()?.conditions.as_ref()?;
+    conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.as_str())
 }
 
 /// How long a node has not been Ready: since its Ready condition last changed, or "long" when
@@ -193,6 +216,25 @@ mod tests {
         let lost = member_view(&p, Some(&node("Unknown", since)), &now).node_lost_for.unwrap();
         assert_eq!(lost.as_secs(), 90);
         assert_eq!(member_view(&p, None, &now).node_lost_for, Some(Duration::MAX));
+    }
+
+    #[test]
+    fn the_gate_readiness_and_cordon_are_seen() {
+        use k8s_openapi::api::core::v1::{NodeSpec, PodCondition};
+        let now = Time(Timestamp::now());
+        let mut p = pod("Running", "10.0.0.1");
+        let mut n = node("True", now.0);
+        let v = member_view(&p, Some(&n), &now);
+        assert_eq!((v.serving, v.ready, v.cordoned), (None, false, false));
+        let cond = |type_: &str, status: &str| PodCondition {
+            type_: type_.into(),
+            status: status.into(),
+            ..Default::default()
+        };
+        p.status.as_mut().unwrap().conditions = Some(vec![cond("Ready", "True"), cond(SERVING_CONDITION, "False")]);
+        n.spec = Some(NodeSpec { unschedulable: Some(true), ..Default::default() });
+        let v = member_view(&p, Some(&n), &now);
+        assert_eq!((v.serving, v.ready, v.cordoned), (Some(false), true, true));
     }
 
     #[test]

@@ -45,6 +45,7 @@ NAMESPACED_RULES = {
     ("cachepair.io", "cachepairs/status"): {"get", "patch", "update"},
     ("cachepair.io", "cachepairs/finalizers"): {"update"},
     ("", "pods"): {"get", "list", "watch", "create", "delete", "patch"},
+    ("", "pods/status"): {"patch"},
     ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "secrets"): {"get", "list", "watch", "create", "patch"},
     ("", "events"): {"create", "patch"},

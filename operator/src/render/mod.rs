@@ -13,7 +13,7 @@ use kube::Resource;
 
 use crate::crd::CachePair;
 pub use network::{network_policy, pod_disruption_budget};
-pub use pod::{MEMBER_CONTAINER, SECRET_KEY, member_pod, revision};
+pub use pod::{MEMBER_CONTAINER, SECRET_KEY, SERVING_CONDITION, member_pod, revision};
 pub use services::{client_service, members_service, replication_secret};
 pub use vrrp::{VRRP_CONTAINER, keepalived_conf, vrrp_secret};
 

@@ -15,8 +15,8 @@ fn selector(cp: &CachePair) -> LabelSelector {
 }
 
 /// Voluntary disruptions (drains) may not take the master: only the master is Ready, so one
-/// Ready pod must stay. The slave, never Ready, may always be evicted (`AlwaysAllow`); to
-/// drain the master's node, request a switchover first.
+/// Ready pod must stay. The slave, never Ready, may always be evicted (`AlwaysAllow`); when
+/// the master's node is cordoned the operator switches over, and the drain can then evict it.
 pub fn pod_disruption_budget(cp: &CachePair) -> PodDisruptionBudget {
     PodDisruptionBudget {
         metadata: owned_meta(cp, cp.name()),

@@ -6,6 +6,11 @@
 //! Ready and only it is an endpoint of the client Service. When the slave takes over, its probe
 //! passes within a second and the endpoints follow.
 //!
+//! The operator can fence a member that the probe would wrongly call Ready (an ex-master on a
+//! dead node, the minority master of a partition): each pod carries the readiness gate
+//! [`SERVING_CONDITION`], True from creation, so Ready needs both the probe and the operator's
+//! consent, and routing keeps following the probe when the operator is down.
+//!
 //! Members run with `restartPolicy: Never`: a member whose process dies stays down until the
 //! operator re-seeds it as a slave of the survivor. Restarting it in place would bring it back
 //! with the command line it was created with, which may not name the current master.
@@ -15,8 +20,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
-    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, Probe, SecretVolumeSource, SecurityContext, Volume,
-    VolumeMount, WeightedPodAffinityTerm,
+    PodAffinityTerm, PodAntiAffinity, PodReadinessGate, PodSecurityContext, PodSpec, Probe, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -26,6 +31,8 @@ use super::{Member, labels, owned_meta, pair_selector};
 use crate::crd::{AntiAffinity, CachePair, PullPolicy, ReplicationMode};
 
 pub const MEMBER_CONTAINER: &str = "cache-node";
+/// The readiness gate of every member: False while the operator fences the member.
+pub const SERVING_CONDITION: &str = "cachepair.io/serving";
 /// The key of the replication Secret that holds the shared secret.
 pub const SECRET_KEY: &str = "secret";
 const SECRET_DIR: &str = "/etc/cachepair/replication";
@@ -76,6 +83,7 @@ fn pod_spec(cp: &CachePair, member: Member, peer: Option<&str>) -> PodSpec {
         containers,
         volumes: Some(volumes),
         restart_policy: Some("Never".into()),
+        readiness_gates: Some(vec![PodReadinessGate { condition_type: SERVING_CONDITION.into() }]),
         hostname: Some(member.pod_name(&cp.name())),
         subdomain: Some(cp.members_service_name()),
         host_network: vrrp.map(|_| true),
@@ -312,6 +320,7 @@ mod tests {
         assert_eq!(c.readiness_probe.as_ref().unwrap().period_seconds, Some(1));
         assert_eq!(c.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/healthz"));
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(spec.readiness_gates.as_ref().unwrap()[0].condition_type, SERVING_CONDITION);
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!((sc.run_as_non_root, sc.read_only_root_filesystem), (Some(true), Some(true)));
         assert_eq!(spec.volumes.unwrap()[0].secret.as_ref().unwrap().secret_name.as_deref(), Some("demo-replication"));

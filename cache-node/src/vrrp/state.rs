@@ -3,6 +3,11 @@
 //! FAULT state while a tracked check or interface is down. Inputs go in with the time they
 //! happened at; the actions come out in the order the driver must carry them out. No sockets,
 //! no clocks, no addresses are touched here.
+//!
+//! One speed-up keeps to the RFC's timers: an instance keeps listening in FAULT, so when it
+//! leaves FAULT its master-down timer runs from the last advert it heard rather than from
+//! that moment. A master that said goodbye (priority 0) is replaced after the skew time, and
+//! one that went silent longer than the master-down interval ago is replaced at once.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -69,6 +74,9 @@ pub enum Input {
     Priority(u8),
     /// A tracked check or interface without a weight failed (`true`) or recovered.
     Fault(bool),
+    /// An interface the instance listens on went down: adverts may have been missed, so what
+    /// was heard before counts for nothing when it leaves FAULT.
+    Deaf,
     Shutdown,
 }
 
@@ -93,6 +101,10 @@ pub struct Instance {
     started: Option<Instant>,
     /// Since when a lower-priority master has been heard without interruption.
     lower_master_since: Option<Instant>,
+    /// When the master's advert was last heard in BACKUP or FAULT, and its priority; cleared
+    /// on becoming master (the last advert is then our own) and when adverts may have been
+    /// missed.
+    last_advert: Option<(Instant, u8)>,
 }
 
 impl Instance {
@@ -106,6 +118,7 @@ impl Instance {
             deadline: None,
             started: None,
             lower_master_since: None,
+            last_advert: None,
         }
     }
 
@@ -131,6 +144,7 @@ impl Instance {
             Input::Timer => self.timer(now, &mut actions),
             Input::Priority(priority) => self.priority = priority,
             Input::Fault(fault) => self.set_fault(now, fault, &mut actions),
+            Input::Deaf => self.last_advert = None,
             Input::Shutdown => {
                 if self.state == State::Master {
                     actions.push(Action::Send { priority: PRIORITY_STOP });
@@ -169,6 +183,7 @@ impl Instance {
                 }
             }
             State::Backup => {
+                self.last_advert = Some((now, priority));
                 if priority == PRIORITY_STOP {
                     self.lower_master_since = None;
                     self.deadline = Some(now + self.skew());
@@ -181,7 +196,12 @@ impl Instance {
                 }
                 // Otherwise a lower-priority master is ignored and the master-down timer runs out.
             }
-            State::Initialize | State::Fault => {}
+            // Still listening: leaving FAULT, the master-down timer runs from this advert.
+            State::Fault => {
+                self.last_advert = Some((now, priority));
+                self.learn_interval(interval_cs);
+            }
+            State::Initialize => {}
         }
     }
 
@@ -227,11 +247,19 @@ impl Instance {
         actions.push(Action::Send { priority: self.priority });
         self.deadline = Some(now + self.advert_interval());
         self.lower_master_since = None;
+        self.last_advert = None;
     }
 
+    /// The master-down timer runs from the last advert heard (RFC 5798 §6.4.2: Skew_Time after
+    /// a priority 0, Master_Down_Interval after any other), or from now if none was; a deadline
+    /// already past makes the driver fire the timer at once.
     fn become_backup(&mut self, now: Instant, actions: &mut Vec<Action>) {
         self.enter(State::Backup, actions);
-        self.deadline = Some(now + self.master_down_interval());
+        self.deadline = Some(match self.last_advert {
+            Some((at, PRIORITY_STOP)) => at + self.skew(),
+            Some((at, _)) => at + self.master_down_interval(),
+            None => now + self.master_down_interval(),
+        });
     }
 
     fn enter(&mut self, to: State, actions: &mut Vec<Action>) {
@@ -437,6 +465,78 @@ mod tests {
         assert_eq!(i.handle(t0, advert("192.0.2.1", 50)), vec![], "FAULT ignores adverts");
         assert_eq!(i.handle(t0, Input::Fault(false)), vec![transition(State::Fault, State::Backup)]);
         assert!(i.deadline().is_some());
+    }
+
+    /// A backup in FAULT whose check recovers (its cache was promoted).
+    fn faulted_backup(t0: Instant) -> Instance {
+        let mut i = Instance::new(params(100));
+        i.handle(t0, Input::Fault(true));
+        i.handle(t0, Input::Startup);
+        assert_eq!(i.state(), State::Fault);
+        i
+    }
+
+    #[test]
+    fn leaving_fault_the_master_down_timer_runs_from_the_last_advert() {
+        let t0 = Instant::now();
+        let mut i = faulted_backup(t0);
+        let heard = t0 + Duration::from_secs(5);
+        assert_eq!(i.handle(heard, advert("192.0.2.1", 100)), vec![], "FAULT listens but does not act");
+        let t1 = heard + Duration::from_secs(1);
+        assert_eq!(i.handle(t1, Input::Fault(false)), vec![transition(State::Fault, State::Backup)]);
+        assert_eq!(i.deadline(), Some(heard + Duration::from_micros(3_609_375)));
+    }
+
+    #[test]
+    fn leaving_fault_long_after_the_last_advert_takes_over_at_once() {
+        let t0 = Instant::now();
+        let mut i = faulted_backup(t0);
+        i.handle(t0, advert("192.0.2.1", 100));
+        let t1 = t0 + Duration::from_secs(10);
+        i.handle(t1, Input::Fault(false));
+        assert!(i.deadline().unwrap() <= t1, "the master has been silent for longer than master-down");
+        assert_eq!(
+            i.handle(t1, Input::Timer),
+            vec![transition(State::Backup, State::Master), Action::Send { priority: 100 }]
+        );
+    }
+
+    #[test]
+    fn leaving_fault_after_a_goodbye_takes_over_after_the_skew_from_it() {
+        let t0 = Instant::now();
+        let mut i = faulted_backup(t0);
+        i.handle(t0, advert("192.0.2.1", 100));
+        let bye = t0 + Duration::from_millis(500);
+        i.handle(bye, advert("192.0.2.1", PRIORITY_STOP));
+        i.handle(bye + Duration::from_millis(20), Input::Fault(false));
+        assert_eq!(i.deadline(), Some(bye + Duration::from_micros(609_375)));
+    }
+
+    #[test]
+    fn a_v3_interval_heard_in_fault_is_adopted() {
+        let t0 = Instant::now();
+        let mut i = faulted_backup(t0);
+        i.handle(t0, Input::Advert { src: "192.0.2.1".parse().unwrap(), priority: 100, interval_cs: 10 });
+        i.handle(t0, Input::Fault(false));
+        // 3 × 0.1 s + (256 − 100) × 0.1 s / 256.
+        assert_eq!(i.deadline(), Some(t0 + Duration::from_micros(300_000 + 60_937)));
+    }
+
+    #[test]
+    fn after_going_deaf_or_being_master_nothing_heard_counts() {
+        let t0 = Instant::now();
+        let mut i = faulted_backup(t0);
+        i.handle(t0, advert("192.0.2.1", 100));
+        i.handle(t0, Input::Deaf);
+        let t1 = t0 + Duration::from_secs(10);
+        i.handle(t1, Input::Fault(false));
+        assert_eq!(i.deadline(), Some(t1 + Duration::from_micros(3_609_375)), "a full master-down interval");
+
+        let mut m = master(params(100), t0);
+        m.handle(t0, advert("192.0.2.9", PRIORITY_STOP));
+        m.handle(t0, Input::Fault(true));
+        m.handle(t1, Input::Fault(false));
+        assert_eq!(m.deadline(), Some(t1 + Duration::from_micros(3_609_375)), "its own adverts were the last");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! - [`state`]: one instance's state machine, pure; [`track`]: what checks do to it;
 //! - [`socket`], [`addr`], [`announce`]: raw sockets, netlink, gratuitous ARP / unsolicited
 //!   NA — the only code that touches the network;
-//! - [`script`]: check scripts and notify hooks; [`speaker`]: an instance at work;
+//! - [`script`]: check scripts and notify hooks; [`role`]: cache-node's own role check,
+//!   followed in-process; [`speaker`]: an instance at work;
 //! - [`metrics`]: state and advert counters for Prometheus.
 
 pub mod accept;
@@ -15,6 +16,7 @@ pub mod announce;
 pub mod config;
 pub mod metrics;
 pub mod packet;
+pub mod role;
 pub mod script;
 pub mod socket;
 pub mod speaker;

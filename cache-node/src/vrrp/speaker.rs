@@ -18,6 +18,7 @@ use super::announce;
 use super::config::{self, Config, Garp};
 use super::metrics::Metrics;
 use super::packet::{Advert, GROUP_V4, GROUP_V6, Version};
+use super::role::{self, ROLE_POLL, RoleProbe};
 use super::script::{RunAs, Script};
 use super::socket::VrrpSocket;
 use super::state::{Action, Input, Instance, Params, State};
@@ -35,12 +36,28 @@ struct Vip {
     mac: Option<[u8; 6]>,
 }
 
-/// A tracked `vrrp_script` as this instance runs it.
+/// A tracked `vrrp_script` as this instance runs it; `probe` moves to its own task at run.
 struct TrackedScript {
-    script: Script,
+    probe: Option<Probe>,
     interval: Duration,
     timeout: Duration,
     check: Check,
+}
+
+/// What a tracked `vrrp_script` runs.
+enum Probe {
+    Script(Script),
+    /// cache-node's own role check, asked in-process (see [`role`]).
+    Role(RoleProbe),
+}
+
+impl Probe {
+    async fn passes(&mut self, timeout: Duration) -> bool {
+        match self {
+            Probe::Script(script) => script.check(timeout).await,
+            Probe::Role(role) => role.is_master(timeout).await,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -100,11 +117,20 @@ impl Speaker {
                 Some(_) => RunAs::resolve(&def.user).map_err(|e| anyhow!("vrrp_script {}: {e}", def.name))?,
                 None => default_user,
             };
-            let script =
-                Script::new(&def.command, run_as, secure).map_err(|e| anyhow!("vrrp_script {}: {e}", def.name))?;
+            let (probe, interval) = match role::admin_of(&def.command) {
+                Some(admin) => {
+                    info!(instance = %name, script = %def.name, %admin, every = ?ROLE_POLL, "following the cache's role in-process");
+                    (Probe::Role(RoleProbe::new(admin)), ROLE_POLL)
+                }
+                None => {
+                    let script = Script::new(&def.command, run_as, secure)
+                        .map_err(|e| anyhow!("vrrp_script {}: {e}", def.name))?;
+                    (Probe::Script(script), def.interval)
+                }
+            };
             scripts.push(TrackedScript {
-                script,
-                interval: def.interval,
+                probe: Some(probe),
+                interval,
                 timeout: def.timeout.unwrap_or(def.interval),
                 check: Check::new(def.fall, def.rise),
             });
@@ -206,9 +232,12 @@ impl Speaker {
         let (results_tx, mut results) = mpsc::channel(16);
         let checkers: Vec<JoinHandle<()>> = self
             .scripts
-            .iter()
+            .iter_mut()
             .enumerate()
-            .map(|(i, s)| tokio::spawn(run_check(i, s.script.clone(), s.interval, s.timeout, results_tx.clone())))
+            .filter_map(|(i, s)| {
+                let probe = s.probe.take()?;
+                Some(tokio::spawn(run_check(i, probe, s.interval, s.timeout, results_tx.clone())))
+            })
             .collect();
         let mut link_poll = tokio::time::interval(LINK_POLL);
         info!(instance = %self.name, vrid = self.expect.vrid, primary = %self.primary, "VRRP instance starting");
@@ -260,7 +289,7 @@ impl Speaker {
     }
 
     async fn poll_links(&mut self) {
-        let mut changed = false;
+        let (mut changed, mut deaf) = (false, false);
         for (i, (name, _)) in self.links.iter().enumerate() {
             let up = self.netlink.interface(name).await.is_ok_and(|iface| iface.up);
             let t = &mut self.tracked[self.scripts.len() + i];
@@ -268,7 +297,11 @@ impl Speaker {
                 info!(instance = %self.name, interface = %name, up, "tracked interface changed");
                 t.up = up;
                 changed = true;
+                deaf |= !up;
             }
+        }
+        if deaf {
+            self.apply(Input::Deaf).await;
         }
         if changed {
             self.retrack().await;
@@ -394,7 +427,7 @@ async fn locate(instance: &config::Instance, netlink: &Netlink) -> anyhow::Resul
 /// Runs a check every `interval` and reports each result as `(index, passed)`.
 async fn run_check(
     i: usize,
-    script: Script,
+    mut probe: Probe,
     interval: Duration,
     timeout: Duration,
     results: mpsc::Sender<(usize, bool)>,
@@ -403,7 +436,7 @@ async fn run_check(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if results.send((i, script.check(timeout).await)).await.is_err() {
+        if results.send((i, probe.passes(timeout).await)).await.is_err() {
             return;
         }
     }

@@ -30,10 +30,15 @@ pub fn keepalived_conf(cp: &CachePair, vrrp: &Vrrp, member: Member, password: Op
     let _ = writeln!(c, "global_defs {{");
     let _ = writeln!(c, "    router_id {}", member.pod_name(&name));
     let _ = writeln!(c, "    vrrp_version {}", vrrp.version);
+    // keepalived drops a script under enable_script_security when no user is named and it
+    // has no keepalived_script user; the sidecar runs as root anyway.
+    let _ = writeln!(c, "    script_user root");
     let _ = writeln!(c, "    enable_script_security");
     let _ = writeln!(c, "}}\n");
     let _ = writeln!(c, "vrrp_script cache_is_master {{");
     let _ = writeln!(c, "    script \"/usr/local/bin/cache-node is-master --admin 127.0.0.1:{}\"", cp.spec.admin_port);
+    // keepalived runs scripts every whole second at best; cache-node vrrp recognises this
+    // check and asks the cache's role itself every 20 ms.
     let _ = writeln!(c, "    interval 1\n    timeout 1\n    fall 1\n    rise 1");
     let _ = writeln!(c, "}}\n");
     let _ = writeln!(c, "vrrp_instance {name} {{");
@@ -170,6 +175,24 @@ mod tests {
         ] {
             assert!(conf.contains(line), "{line:?} missing from\n{conf}");
         }
+    }
+
+    /// The lab tests of cache-node vrrp (cache-node/tests/vrrp) run these files, with the
+    /// test's binary in place of /usr/local/bin/cache-node.
+    #[test]
+    fn the_lab_tests_run_what_the_operator_renders_by_default() {
+        let mut spec = base();
+        spec["virtualIP"] = json!("192.0.2.100");
+        let cp = vrrp_pair(spec);
+        let vrrp = cp.spec.exposure.vrrp.clone().unwrap();
+        assert_eq!(
+            keepalived_conf(&cp, &vrrp, Member::A, None),
+            include_str!("../../../cache-node/tests/vrrp/operator-a.conf")
+        );
+        assert_eq!(
+            keepalived_conf(&cp, &vrrp, Member::B, None),
+            include_str!("../../../cache-node/tests/vrrp/operator-b.conf")
+        );
     }
 
     #[test]

@@ -18,8 +18,9 @@
 #   CACHEPAIR_K8S_BIN   directory with the binaries (default: what build.sh
 #                       prints; build.sh builds them first if they are missing)
 #   CACHEPAIR_UP_TIMEOUT  seconds to wait for each component (default 60)
-#   CACHEPAIR_NODE_GRACE  how long a node may stop renewing its Lease before it is
-#                       marked NotReady (default 10s: the process kubelet renews every 2 s)
+#
+# The controllers keep Kubernetes' defaults (a node is marked NotReady 50 s after
+# its last Lease renewal): the tests measure what clients see on a default cluster.
 set -euo pipefail
 
 if (($# != 1)); then
@@ -289,8 +290,7 @@ start kube-controller-manager "$bin/kube-controller-manager" \
     --root-ca-file "$pki/ca.crt" \
     --cluster-signing-cert-file "$pki/ca.crt" \
     --cluster-signing-key-file "$pki/ca.key" \
-    --service-cluster-ip-range "$SERVICE_CIDR" \
-    --node-monitor-grace-period "${CACHEPAIR_NODE_GRACE:-10s}"
+    --service-cluster-ip-range "$SERVICE_CIDR"
 start kube-scheduler "$bin/kube-scheduler" \
     "${common_component_flags[@]}" \
     --secure-port "$SCHEDULER_PORT" \

@@ -80,12 +80,12 @@ impl Cluster {
         Ok(())
     }
 
-    /// Node `name` dies: its processes are SIGKILLed and it stops reporting.
-    pub async fn node_down(&self, name: &str) -> bool {
+    /// Node `name` dies: its processes are SIGKILLed, it stops reporting, and its pods'
+    /// addresses go silent.
+    pub async fn node_down(&self, name: &str) -> anyhow::Result<()> {
         let mut kubelets = self.kubelets.lock().await;
-        let Some(i) = kubelets.iter().position(|k| k.node() == name) else { return false };
-        kubelets.remove(i).node_down().await;
-        true
+        let i = kubelets.iter().position(|k| k.node() == name).with_context(|| format!("no kubelet for {name}"))?;
+        kubelets.remove(i).node_down().await
     }
 
     /// SIGKILLs the processes of pod `namespace/name`, wherever it runs.

@@ -8,12 +8,22 @@ use anyhow::{Context as _, bail};
 
 /// Set in the re-executed process: it runs inside the namespace.
 const INSIDE: &str = "CACHEPAIR_E2E_NETNS";
+/// Dropped packets are routed by this table to a veth whose peer discards them (they are not
+/// addressed to its MAC): silence, as from a host that lost power, not a refusal.
+const DROP_TABLE: &str = "200";
+const DROP_DEV: &str = "cut0";
 
 /// Re-executes this process in a new network namespace (`unshare --net`, which needs root or
 /// CAP_SYS_ADMIN) and returns its exit code; `None` when already inside, with `lo` up.
 pub fn enter() -> anyhow::Result<Option<i32>> {
     if std::env::var_os(INSIDE).is_some() {
         run(&["ip", "link", "set", "lo", "up"])?;
+        run(&["ip", "link", "add", DROP_DEV, "type", "veth", "peer", "name", "cut1"])?;
+        run(&["ip", "link", "set", DROP_DEV, "up"])?;
+        run(&["ip", "link", "set", "cut1", "up"])?;
+        // Local addresses after the drop rules, so that an address on `lo` can be dropped.
+        run(&["ip", "rule", "add", "pref", "100", "lookup", "local"])?;
+        run(&["ip", "rule", "del", "pref", "0"])?;
         return Ok(None);
     }
     let exe = std::env::current_exe()?;
@@ -47,4 +57,29 @@ fn run(argv: &[&str]) -> anyhow::Result<()> {
         bail!("{}: {}", argv.join(" "), String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
+}
+
+/// Silently drops packets to `ip`: from every process, or only from those running as `uid`
+/// (the pods run as their own user, so `uid` cuts pods off from one another while the tests,
+/// the kubelets and the operator still reach them).
+pub fn drop_to(ip: &str, uid: Option<u32>) -> anyhow::Result<()> {
+    anyhow::ensure!(std::env::var_os(INSIDE).is_some(), "not inside the test's network namespace");
+    let fake_mac = "02:00:00:00:00:01";
+    run(&["ip", "neigh", "replace", ip, "lladdr", fake_mac, "dev", DROP_DEV, "nud", "permanent"])?;
+    run(&["ip", "route", "replace", &format!("{ip}/32"), "dev", DROP_DEV, "table", DROP_TABLE])?;
+    run(&drop_rule("add", ip, uid).iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Undoes `drop_to`.
+pub fn undrop_to(ip: &str, uid: Option<u32>) -> anyhow::Result<()> {
+    run(&drop_rule("del", ip, uid).iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn drop_rule(verb: &str, ip: &str, uid: Option<u32>) -> Vec<String> {
+    let mut argv: Vec<String> = ["ip", "rule", verb, "pref", "10"].map(String::from).to_vec();
+    if let Some(uid) = uid {
+        argv.extend(["uidrange".into(), format!("{uid}-{uid}")]);
+    }
+    argv.extend(["to".into(), format!("{ip}/32"), "lookup".into(), DROP_TABLE.into()]);
+    argv
 }

@@ -1,6 +1,6 @@
 //! A test-only kubelet: registers a Node, keeps its Lease, and runs the pods bound to it as
-//! local processes, each on its own address, with their probes, status and deletion grace
-//! periods. An image maps to a local binary.
+//! local processes, each on its own address, with their probes, readiness gates, status and
+//! deletion grace periods (SIGTERM, then SIGKILL). An image maps to a local binary.
 //!
 //! Addresses: the API server refuses loopback addresses in EndpointSlices, so pods get
 //! documentation addresses (198.51.100.0/24, then 192.0.2.10–254), added to `lo` of the network
@@ -39,10 +39,13 @@ pub struct Config {
 /// What the test can do to a running pod.
 struct PodHandle {
     uid: String,
+    ip: String,
     /// The pod's processes (for SIGKILL on command).
     pids: Arc<std::sync::Mutex<Vec<u32>>>,
     /// Set when the pod is being deleted.
     stop: watch::Sender<bool>,
+    /// The pod as the API server has it now (its readiness gates' conditions, its grace period).
+    latest: watch::Sender<Pod>,
     task: JoinHandle<()>,
 }
 
@@ -109,17 +112,27 @@ impl ProcessKubelet {
     }
 
     /// The node dies: its processes are SIGKILLed and it stops reporting; its pods stay on the
-    /// API server as they were, as with a real node that lost power.
-    pub async fn node_down(mut self) {
+    /// API server as they were, and packets to their addresses vanish, as with a real node that
+    /// lost power (connections hang until their timeouts rather than being refused).
+    pub async fn node_down(mut self) -> anyhow::Result<()> {
+        let ips: Vec<String> = self.shared.pods.lock().await.values().map(|h| h.ip.clone()).collect();
+        self.stop_all().await;
+        for ip in ips {
+            crate::netns::drop_to(&ip, None)?;
+        }
+        Ok(())
+    }
+
+    /// Stops the kubelet and its processes (the end of a test).
+    pub async fn stop(mut self) {
+        self.stop_all().await;
+    }
+
+    async fn stop_all(&mut self) {
         for task in self.tasks.drain(..) {
             task.abort();
         }
         self.kill_all().await;
-    }
-
-    /// Stops the kubelet and its processes (the end of a test).
-    pub async fn stop(self) {
-        self.node_down().await;
     }
 
     async fn kill_all(&self) {
@@ -188,7 +201,9 @@ async fn sync_pods(shared: Arc<Shared>) {
                     let _ = handle.stop.send(true);
                     running.remove(&k);
                 } else {
-                    if pod.metadata.deletion_timestamp.is_some() {
+                    let deleting = pod.metadata.deletion_timestamp.is_some();
+                    handle.latest.send_replace(pod);
+                    if deleting {
                         let _ = handle.stop.send(true);
                     }
                     continue;
@@ -198,11 +213,19 @@ async fn sync_pods(shared: Arc<Shared>) {
             if matches!(phase, Some("Succeeded" | "Failed")) {
                 continue;
             }
+            let ip = match shared.allocate_ip() {
+                Ok(ip) => ip,
+                Err(e) => {
+                    tracing::warn!(pod = %k, error = %format!("{e:#}"), "no address for the pod");
+                    continue;
+                }
+            };
             let (stop, stop_rx) = watch::channel(pod.metadata.deletion_timestamp.is_some());
+            let (latest, latest_rx) = watch::channel(pod.clone());
             let pids = Arc::new(std::sync::Mutex::new(Vec::new()));
             let uid = pod.uid().unwrap_or_default();
-            let task = tokio::spawn(pod::run(shared.clone(), pod, pids.clone(), stop_rx));
-            running.insert(k, PodHandle { uid, pids, stop, task });
+            let task = tokio::spawn(pod::run(shared.clone(), ip.clone(), pids.clone(), stop_rx, latest_rx));
+            running.insert(k, PodHandle { uid, ip, pids, stop, latest, task });
         }
     }
 }

@@ -1,5 +1,10 @@
-//! One pod as local processes: its volumes, environment and arguments, its probes and
-//! status, its restart policy and its deletion.
+//! One pod as local processes: its volumes, environment and arguments, its probes, readiness
+//! gates and status, its restart policy and its deletion.
+//!
+//! As the kubelet does: Ready is the containers' readiness and every readiness gate's
+//! condition True; conditions are merged into the status by type, so that a gate's condition
+//! (someone else's) is never overwritten; SIGTERM on deletion, SIGKILL after the grace period
+//! the deletion asked for.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -28,11 +33,13 @@ const TICK: Duration = Duration::from_millis(100);
 
 pub(super) async fn run(
     shared: Arc<Shared>,
-    pod: Pod,
+    ip: String,
     pids: Arc<std::sync::Mutex<Vec<u32>>>,
     stop: watch::Receiver<bool>,
+    latest: watch::Receiver<Pod>,
 ) {
-    let runner = match Runner::start(&shared, &pod, pids).await {
+    let pod = latest.borrow().clone();
+    let runner = match Runner::start(&shared, &pod, ip, pids, latest).await {
         Ok(runner) => runner,
         Err(e) => {
             let name = pod.name_any();
@@ -74,8 +81,11 @@ struct Runner {
     host_ip: String,
     dir: PathBuf,
     restart_policy: String,
-    grace: Duration,
     started: Timestamp,
+    /// The pod as the API server has it now: its gates' conditions, its deletion grace period.
+    latest: watch::Receiver<Pod>,
+    /// The Ready and ContainersReady last reported, with their transition times.
+    reported: Option<(Condition, Condition)>,
     images: Vec<(String, PathBuf)>,
     env: Vec<BTreeMap<String, String>>,
     args: Vec<Vec<String>>,
@@ -86,12 +96,17 @@ struct Runner {
 }
 
 impl Runner {
-    async fn start(shared: &Shared, pod: &Pod, pids: Arc<std::sync::Mutex<Vec<u32>>>) -> anyhow::Result<Runner> {
+    async fn start(
+        shared: &Shared,
+        pod: &Pod,
+        ip: String,
+        pids: Arc<std::sync::Mutex<Vec<u32>>>,
+        latest: watch::Receiver<Pod>,
+    ) -> anyhow::Result<Runner> {
         let spec = pod.spec.clone().context("a pod without a spec")?;
         let ns = pod.namespace().unwrap_or_default();
         let name = pod.name_any();
         let uid = pod.uid().unwrap_or_default();
-        let ip = shared.allocate_ip()?;
         let dir = shared.config.work_dir.join("pods").join(format!("{ns}_{name}_{}", &uid[..uid.len().min(8)]));
         std::fs::create_dir_all(&dir)?;
         for d in [dir.as_path(), dir.parent().unwrap_or(&dir)] {
@@ -117,9 +132,6 @@ impl Runner {
             env_all.push(env);
             args_all.push(args);
         }
-        let grace =
-            pod.metadata.deletion_grace_period_seconds.or(spec.termination_grace_period_seconds).unwrap_or(30).max(0)
-                as u64;
         let mut runner = Runner {
             api: Api::namespaced(shared.client.clone(), &ns),
             name,
@@ -128,8 +140,9 @@ impl Runner {
             host_ip: shared.node_ip(),
             dir,
             restart_policy: spec.restart_policy.clone().unwrap_or_else(|| "Always".into()),
-            grace: Duration::from_secs(grace),
             started: Timestamp::now(),
+            latest,
+            reported: None,
             images: shared.config.images.clone(),
             env: env_all,
             args: args_all,
@@ -151,7 +164,7 @@ impl Runner {
             });
         }
         runner.record_pids();
-        runner.report().await?;
+        runner.report(true).await?;
         Ok(runner)
     }
 
@@ -197,9 +210,10 @@ impl Runner {
             let changed = self.step().await;
             if changed {
                 self.record_pids();
-                if let Err(e) = self.report().await {
-                    tracing::warn!(pod = %self.name, error = %e, "pod status");
-                }
+            }
+            // A gate's condition may have changed too: report when anything the kubelet owns did.
+            if let Err(e) = self.report(changed).await {
+                tracing::warn!(pod = %self.name, error = %e, "pod status");
             }
             if self.finished() {
                 // The pod stays, Failed or Succeeded, until someone deletes it.
@@ -210,6 +224,7 @@ impl Runner {
             tokio::select! {
                 _ = tokio::time::sleep(TICK) => {}
                 _ = stop.changed() => {}
+                _ = self.latest.changed() => {}
             }
         }
     }
@@ -317,10 +332,55 @@ impl Runner {
         }
     }
 
-    async fn report(&self) -> anyhow::Result<()> {
+    /// The readiness gates that are not True, with why (the kubelet's messages).
+    fn gates_not_ready(&self) -> Vec<String> {
+        let pod = self.latest.borrow();
+        let gates = pod.spec.as_ref().and_then(|s| s.readiness_gates.clone()).unwrap_or_default();
+        let conditions = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        gates
+            .iter()
+            .filter_map(|g| match conditions.iter().find(|c| c.type_ == g.condition_type) {
+                None => Some(format!(
+                    "corresponding condition of pod readiness gate \"{}\" does not exist.",
+                    g.condition_type
+                )),
+                Some(c) if c.status != "True" => Some(format!(
+                    "the status of pod readiness gate \"{}\" is not \"True\", but {}",
+                    g.condition_type, c.status
+                )),
+                Some(_) => None,
+            })
+            .collect()
+    }
+
+    /// Writes the status when `changed` (the containers) or when Ready or ContainersReady
+    /// would read differently from what was last reported.
+    async fn report(&mut self, changed: bool) -> anyhow::Result<()> {
         let now = Time(Timestamp::now());
-        let ready = !self.finished() && self.procs.iter().all(|p| p.ready);
-        let cond = |type_: &str, ok: bool| json!({"type": type_, "status": if ok { "True" } else { "False" }, "lastTransitionTime": now});
+        let containers_ready = !self.finished() && self.procs.iter().all(|p| p.ready);
+        let gates = self.gates_not_ready();
+        let ready = containers_ready && gates.is_empty();
+        let why = if !containers_ready {
+            Some(("ContainersNotReady".to_string(), "containers with unready status".to_string()))
+        } else if !gates.is_empty() {
+            Some(("ReadinessGatesNotReady".to_string(), gates.join("; ")))
+        } else {
+            None
+        };
+        let next = |type_: &str, ok: bool, last: Option<&Condition>, why: Option<(String, String)>| {
+            let status = if ok { "True" } else { "False" };
+            let since = last.filter(|c| c.status == status).map_or(now.clone(), |c| c.since.clone());
+            Condition { type_: type_.into(), status, since, why }
+        };
+        let last = self.reported.clone();
+        let ready_c = next("Ready", ready, last.as_ref().map(|l| &l.0), why.clone());
+        let containers_c =
+            next("ContainersReady", containers_ready, last.as_ref().map(|l| &l.1), why.filter(|_| !containers_ready));
+        if !changed && last.as_ref().is_some_and(|(r, c)| r.status == ready_c.status && c.status == containers_c.status)
+        {
+            return Ok(());
+        }
+        let cond = |type_: &str| json!({"type": type_, "status": "True", "lastTransitionTime": Time(self.started)});
         let containers: Vec<Value> = self
             .procs
             .iter()
@@ -353,25 +413,33 @@ impl Runner {
             "hostIPs": [{"ip": self.host_ip}],
             "startTime": Time(self.started),
             "conditions": [
-                cond("PodScheduled", true),
-                cond("Initialized", true),
-                cond("ContainersReady", ready),
-                cond("Ready", ready),
+                cond("PodScheduled"),
+                cond("Initialized"),
+                containers_c.json(),
+                ready_c.json(),
             ],
             "containerStatuses": containers,
         }});
-        self.api.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(status)).await?;
+        // Merged by type: the conditions of readiness gates belong to someone else.
+        self.api.patch_status(&self.name, &PatchParams::default(), &Patch::Strategic(status)).await?;
+        self.reported = Some((ready_c, containers_c));
         Ok(())
     }
 
-    /// SIGTERM, the grace period, SIGKILL; then the pod object goes.
+    /// SIGTERM, the grace period the deletion asked for (else the pod's), SIGKILL; then the
+    /// pod object goes.
     async fn terminate(mut self) {
+        let grace = {
+            let pod = self.latest.borrow();
+            let spec_grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds);
+            pod.metadata.deletion_grace_period_seconds.or(spec_grace).unwrap_or(30).max(0) as u64
+        };
         for p in &self.procs {
             if let Some(pid) = p.child.as_ref().and_then(Child::id) {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
             }
         }
-        let deadline = Instant::now() + self.grace;
+        let deadline = Instant::now() + Duration::from_secs(grace);
         for p in &mut self.procs {
             if let Some(child) = p.child.as_mut() {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -387,6 +455,27 @@ impl Runner {
             ..Default::default()
         };
         let _ = self.api.delete(&self.name, &params).await;
+    }
+}
+
+/// A pod condition the kubelet owns, as last reported.
+#[derive(Clone)]
+struct Condition {
+    type_: String,
+    status: &'static str,
+    since: Time,
+    /// Reason and message while False.
+    why: Option<(String, String)>,
+}
+
+impl Condition {
+    fn json(&self) -> Value {
+        let mut c = json!({"type": self.type_, "status": self.status, "lastTransitionTime": self.since});
+        if let Some((reason, message)) = &self.why {
+            c["reason"] = reason.clone().into();
+            c["message"] = message.clone().into();
+        }
+        c
     }
 }
 

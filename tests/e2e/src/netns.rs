@@ -8,10 +8,13 @@ use anyhow::{Context as _, bail};
 
 /// Set in the re-executed process: it runs inside the namespace.
 const INSIDE: &str = "CACHEPAIR_E2E_NETNS";
-/// Dropped packets are routed by this table to a veth whose peer discards them (they are not
-/// addressed to its MAC): silence, as from a host that lost power, not a refusal.
+/// Dropped packets are routed by this table to a veth whose peer discards them (they are
+/// addressed to a gateway MAC that nothing has): silence, as from a host that lost power, not
+/// a refusal.
 const DROP_TABLE: &str = "200";
 const DROP_DEV: &str = "cut0";
+/// The gateway nothing answers for (no pod or node gets this address).
+const NOWHERE: &str = "192.0.2.255";
 
 /// Re-executes this process in a new network namespace (`unshare --net`, which needs root or
 /// CAP_SYS_ADMIN) and returns its exit code; `None` when already inside, with `lo` up.
@@ -21,6 +24,8 @@ pub fn enter() -> anyhow::Result<Option<i32>> {
         run(&["ip", "link", "add", DROP_DEV, "type", "veth", "peer", "name", "cut1"])?;
         run(&["ip", "link", "set", DROP_DEV, "up"])?;
         run(&["ip", "link", "set", "cut1", "up"])?;
+        run(&["ip", "neigh", "add", NOWHERE, "lladdr", "02:00:00:00:00:01", "dev", DROP_DEV, "nud", "permanent"])?;
+        run(&["ip", "route", "add", "default", "via", NOWHERE, "dev", DROP_DEV, "onlink", "table", DROP_TABLE])?;
         // Local addresses after the drop rules, so that an address on `lo` can be dropped.
         run(&["ip", "rule", "add", "pref", "100", "lookup", "local"])?;
         run(&["ip", "rule", "del", "pref", "0"])?;
@@ -59,27 +64,47 @@ fn run(argv: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Silently drops packets to `ip`: from every process, or only from those running as `uid`
-/// (the pods run as their own user, so `uid` cuts pods off from one another while the tests,
-/// the kubelets and the operator still reach them).
-pub fn drop_to(ip: &str, uid: Option<u32>) -> anyhow::Result<()> {
+/// Silently drops every packet to `ip`, as to a host that lost power.
+pub fn drop_to(ip: &str) -> anyhow::Result<()> {
     anyhow::ensure!(std::env::var_os(INSIDE).is_some(), "not inside the test's network namespace");
-    let fake_mac = "02:00:00:00:00:01";
-    run(&["ip", "neigh", "replace", ip, "lladdr", fake_mac, "dev", DROP_DEV, "nud", "permanent"])?;
-    run(&["ip", "route", "replace", &format!("{ip}/32"), "dev", DROP_DEV, "table", DROP_TABLE])?;
-    run(&drop_rule("add", ip, uid).iter().map(String::as_str).collect::<Vec<_>>())
+    run(&["ip", "rule", "add", "pref", "10", "to", &format!("{ip}/32"), "lookup", DROP_TABLE])
 }
 
-/// Undoes `drop_to`.
-pub fn undrop_to(ip: &str, uid: Option<u32>) -> anyhow::Result<()> {
-    run(&drop_rule("del", ip, uid).iter().map(String::as_str).collect::<Vec<_>>())
-}
-
-fn drop_rule(verb: &str, ip: &str, uid: Option<u32>) -> Vec<String> {
-    let mut argv: Vec<String> = ["ip", "rule", verb, "pref", "10"].map(String::from).to_vec();
-    if let Some(uid) = uid {
-        argv.extend(["uidrange".into(), format!("{uid}-{uid}")]);
+/// Silently drops the TCP packets that processes running as `uid` send to or from `port`:
+/// pods run as their own user, so this cuts them off from one another on that port while the
+/// tests, kubelets and operator still reach them. (Addresses cannot tell them apart: on one
+/// host a connection to a local address has that address as its source too.)
+pub fn cut_port(uid: u32, port: u16) -> anyhow::Result<()> {
+    anyhow::ensure!(std::env::var_os(INSIDE).is_some(), "not inside the test's network namespace");
+    for rule in port_rules(uid, port) {
+        run(&["ip", "rule", "add"].iter().copied().chain(rule.iter().map(String::as_str)).collect::<Vec<_>>())?;
     }
-    argv.extend(["to".into(), format!("{ip}/32"), "lookup".into(), DROP_TABLE.into()]);
-    argv
+    Ok(())
+}
+
+/// Undoes `cut_port`.
+pub fn heal_port(uid: u32, port: u16) -> anyhow::Result<()> {
+    for rule in port_rules(uid, port) {
+        run(&["ip", "rule", "del"].iter().copied().chain(rule.iter().map(String::as_str)).collect::<Vec<_>>())?;
+    }
+    Ok(())
+}
+
+fn port_rules(uid: u32, port: u16) -> [Vec<String>; 2] {
+    ["dport", "sport"].map(|dir| {
+        [
+            "pref",
+            "10",
+            "uidrange",
+            &format!("{uid}-{uid}"),
+            "ipproto",
+            "tcp",
+            dir,
+            &port.to_string(),
+            "lookup",
+            DROP_TABLE,
+        ]
+        .map(String::from)
+        .to_vec()
+    })
 }

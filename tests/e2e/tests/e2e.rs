@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
+use e2e::client::{Endpoints, Report, Writer as ServiceWriter};
 use e2e::cluster::{Cluster, wait_for};
 use e2e::memcache;
 use e2e::operator_process::OperatorProcess;
@@ -55,6 +56,21 @@ const TESTS: &[(&str, TestFn, u64)] = &[
         180,
     ),
     ("i_deleting_a_pair_removes_what_it_owned", |c| Box::pin(i_deleting_a_pair_removes_what_it_owned(c)), 180),
+    (
+        "k_a_lost_node_without_the_operator_stays_an_endpoint_until_not_ready",
+        |c| Box::pin(k_a_lost_node_without_the_operator_stays_an_endpoint_until_not_ready(c)),
+        240,
+    ),
+    (
+        "l_a_partition_between_the_members_routes_to_one_master",
+        |c| Box::pin(l_a_partition_between_the_members_routes_to_one_master(c)),
+        240,
+    ),
+    (
+        "m_a_drain_of_the_masters_node_completes_with_zero_loss",
+        |c| Box::pin(m_a_drain_of_the_masters_node_completes_with_zero_loss(c)),
+        240,
+    ),
 ];
 
 fn main() -> std::process::ExitCode {
@@ -187,10 +203,24 @@ async fn endpoints(c: &Cluster, ns: &str, service: &str) -> BTreeSet<String> {
 }
 
 async fn role(ip: &str) -> Option<String> {
+    admin_get(ip, "/role").await
+}
+
+/// A sample's value from a member's `/metrics` (a counter's is `<name>_total`).
+async fn metric(ip: &str, name: &str) -> Option<f64> {
+    let metrics = admin_get(ip, "/metrics").await?;
+    metrics.lines().find_map(|l| {
+        let (sample, value) = l.split_once(' ')?;
+        (sample == name || sample == format!("{name}_total")).then(|| value.parse().ok())?
+    })
+}
+
+/// The body of a GET on a member's admin listener.
+async fn admin_get(ip: &str, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s =
         tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect((ip, 9150))).await.ok()?.ok()?;
-    s.write_all(b"GET /role HTTP/1.0\r\n\r\n").await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.ok()?;
     let mut reply = String::new();
     tokio::time::timeout(Duration::from_secs(1), s.read_to_string(&mut reply)).await.ok()?.ok()?;
     reply.split("\r\n\r\n").nth(1).map(|b| b.trim().to_string())
@@ -255,6 +285,50 @@ fn missing_on(ip: &str, keys: &[String]) -> Vec<String> {
     keys.iter().filter(|k| memcache::get(&addr(ip), k).is_none()).cloned().collect()
 }
 
+/// Starts a client writing through the Service's endpoints once they are exactly `master`.
+async fn measure_from(eps: &Endpoints, master: &str, prefix: &str) -> anyhow::Result<ServiceWriter> {
+    wait_for("the client Service's endpoints to be the master", Duration::from_secs(30), || async {
+        (eps.current() == BTreeSet::from([master.to_string()])).then_some(())
+    })
+    .await?;
+    let writer = ServiceWriter::start(eps, 11211, prefix);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(writer)
+}
+
+/// When the member at `ip` answered as master first (polled every 20 ms), and when the
+/// Service's endpoints became that member alone.
+async fn promotion_then_only(eps: &Endpoints, ip: &str, limit: Duration) -> anyhow::Result<(Instant, Instant)> {
+    let start = Instant::now();
+    let promoted = loop {
+        if role(ip).await.as_deref() == Some("master") {
+            break Instant::now();
+        }
+        ensure!(start.elapsed() < Duration::from_secs(10), "{ip} did not take over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let only = BTreeSet::from([ip.to_string()]);
+    wait_for("the endpoints to hold only the new master", limit, || async { eps.since(&only) }).await?;
+    Ok((promoted, eps.since(&only).context("the endpoints changed again")?))
+}
+
+/// Prints one line of the failover benchmark (docs/bench/failover-kubernetes.md) and returns
+/// how many acknowledged writes the master at `ip` lacks.
+fn bench(scenario: &str, report: Report, ip: &str, test: &str) -> anyhow::Result<usize> {
+    let lost = report.lost_on(&addr(ip))?;
+    let (gap, _) = report.longest_gap();
+    eprintln!(
+        "  bench | {scenario} | longest gap {} ms | {} acknowledged writes, {} lost | cargo test -p e2e --test e2e -- {test}",
+        gap.as_millis(),
+        report.acked.len(),
+        lost.len()
+    );
+    if !lost.is_empty() {
+        eprintln!("  lost, e.g.: {:?}", &lost[..lost.len().min(5)]);
+    }
+    Ok(lost.len())
+}
+
 async fn member_pod(c: &Cluster, ns: &str, name: &str) -> Option<Pod> {
     Api::<Pod>::namespaced(c.client.clone(), ns).get_opt(name).await.ok().flatten()
 }
@@ -313,6 +387,8 @@ async fn b_failover_without_the_operator_then_reseed(c: &Cluster) -> anyhow::Res
     }
     ensure!(acked.len() == 200, "only {} of 200 writes acknowledged before the kill", acked.len());
 
+    let eps = Endpoints::watch(c.client.clone(), ns, "demo");
+    let client = measure_from(&eps, &mip, "b").await?;
     ensure!(c.kill_pod(ns, &master).await, "no kubelet runs {master}");
     let t0 = Instant::now();
     wait_for("the slave to serve as master", Duration::from_secs(5), || async {
@@ -326,6 +402,8 @@ async fn b_failover_without_the_operator_then_reseed(c: &Cluster) -> anyhow::Res
         (endpoints(c, ns, "demo").await == BTreeSet::from([sip.clone()])).then_some(())
     })
     .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    bench("master process SIGKILL (operator stopped)", client.finish(), &sip, "b_failover")?;
     let missing: Vec<&String> = acked.iter().filter(|k| memcache::get(&addr(&sip), k).is_none()).collect();
     ensure!(missing.is_empty(), "sync mode lost acknowledged writes: {missing:?}");
 
@@ -464,34 +542,58 @@ async fn i_deleting_a_pair_removes_what_it_owned(c: &Cluster) -> anyhow::Result<
     Ok(())
 }
 
-/// c. Deleting the master's pod hands the role to the slave and the deleted member comes back
-/// as slave; then the master's whole node goes down: after `nodeLostTimeoutSeconds` its pod is
-/// force-deleted and the member is re-seeded on another node.
+/// c. Deleting the master's pod hands the role to the slave (cache-node hands over on SIGTERM)
+/// with no acknowledged write lost, and the deleted member comes back as slave; then the
+/// master's whole node goes down: the client Service drops the dead master within 2 s of the
+/// slave's promotion (the operator fences it; the node is not NotReady for another 50 s), and
+/// after `nodeLostTimeoutSeconds` its pod is force-deleted and the member re-seeded on another
+/// node.
 async fn c_a_deleted_master_and_a_lost_node_are_reseeded_elsewhere(c: &Cluster) -> anyhow::Result<()> {
     let ns = "e2e-c";
     namespace(c, ns).await?;
     let _op = OperatorProcess::start(c, "operator-c", false)?;
-    create_pair(c, ns, "demo", serde_json::json!({"nodeLostTimeoutSeconds": 3})).await?;
+    create_pair(c, ns, "demo", serde_json::json!({"nodeLostTimeoutSeconds": 3, "replication": {"mode": "sync"}}))
+        .await?;
     let s = wait_ready(c, ns, "demo", 120).await?.status.unwrap();
     let (master, slave) = (s.master.unwrap(), s.slave.unwrap());
+    let eps = Endpoints::watch(c.client.clone(), ns, "demo");
+    let client = measure_from(&eps, &pod_ip(c, ns, &master).await?, "c1-").await?;
     let old_uid = member_pod(c, ns, &master).await.and_then(|p| p.metadata.uid);
     Api::<Pod>::namespaced(c.client.clone(), ns).delete(&master, &Default::default()).await?;
-    let p = wait_for("the deleted master back as slave", Duration::from_secs(60), || async {
+    wait_for("the deleted master back as slave", Duration::from_secs(60), || async {
         let p = pair(c, ns, "demo").await.ok()?;
         let s = p.status.as_ref()?;
         let back = member_pod(c, ns, &master).await?;
         (s.phase == Some(Phase::Ready) && s.master.as_deref() == Some(&slave) && back.metadata.uid != old_uid)
-            .then_some(p)
+            .then_some(())
     })
     .await?;
-    ensure!(p.status.unwrap().failover_count == 1);
+    let sip = pod_ip(c, ns, &slave).await?;
+    let lost = bench("master pod delete (operator running)", client.finish(), &sip, "c_a_deleted")?;
+    // A hand-over, not a failure the slave had to detect: it never promoted itself.
+    let promotions = metric(&sip, "cachepair_replication_failovers").await;
+    ensure!(
+        promotions == Some(0.0),
+        "the deleted master did not hand over: the slave promoted itself ({promotions:?})"
+    );
+    ensure!(lost == 0, "{lost} acknowledged writes lost across the pod's deletion");
 
     // Now the master (the old slave) loses its whole node.
     let node = member_pod(c, ns, &slave).await.and_then(|p| p.spec?.node_name).context("the master's node")?;
     let other = member_pod(c, ns, &master).await.and_then(|p| p.spec?.node_name).context("the slave's node")?;
+    let new_sip = pod_ip(c, ns, &master).await?;
+    let client = measure_from(&eps, &sip, "c2-").await?;
     c.node_down(&node).await?;
     let t0 = Instant::now();
-    let result = wait_for("re-seeding on another node", Duration::from_secs(120), || async {
+    let (promoted, only) = promotion_then_only(&eps, &new_sip, Duration::from_secs(10)).await?;
+    let routed = only.saturating_duration_since(promoted);
+    eprintln!(
+        "  node loss: promoted {:?} after the node went down; the Service held only the live master {routed:?} later",
+        promoted - t0
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lost = bench("node loss of the master (operator running)", client.finish(), &new_sip, "c_a_deleted")?;
+    let result = wait_for("re-seeding on another node", Duration::from_secs(150), || async {
         let p = pair(c, ns, "demo").await.ok()?;
         let s = p.status.as_ref()?;
         let moved = member_pod(c, ns, &slave).await?;
@@ -502,10 +604,13 @@ async fn c_a_deleted_master_and_a_lost_node_are_reseeded_elsewhere(c: &Cluster) 
     .await;
     let n: u8 = node.trim_start_matches("node-").parse()?;
     c.node_up(n).await?;
+    ensure!(routed <= Duration::from_secs(2), "the dead master stayed an endpoint {routed:?} after the promotion");
+    ensure!(lost == 0, "{lost} acknowledged writes lost to the node's loss");
     let on = result?;
     eprintln!("  {slave} re-seeded on {on} {:?} after {node} went down", t0.elapsed());
     let events = Api::<Event>::namespaced(c.client.clone(), ns).list(&ListParams::default()).await?;
-    ensure!(events.items.iter().any(|e| e.reason.as_deref() == Some("NodeLost")), "no NodeLost event");
+    let reasons: BTreeSet<String> = events.items.iter().filter_map(|e| e.reason.clone()).collect();
+    ensure!(reasons.contains("NodeLost") && reasons.contains("Fenced"), "events {reasons:?} lack NodeLost or Fenced");
     Ok(())
 }
 
@@ -711,5 +816,172 @@ async fn h_the_chart_and_deploy_manifests_install_on_the_api_server(c: &Cluster)
         let path = path.to_str().unwrap();
         c.kubectl(&["apply", "--dry-run=server", "-f", path]).with_context(|| format!("deploy/{entry}"))?;
     }
+    Ok(())
+}
+
+/// k. The fallback: the master's node is lost while the operator is stopped. The slave takes
+/// over and becomes an endpoint, but nothing fences the dead master: its pod stays Ready (no
+/// kubelet recomputes it) until the node lifecycle controller marks the node NotReady, 50 s
+/// after its last heartbeat with Kubernetes' defaults, and sets its pods not Ready.
+async fn k_a_lost_node_without_the_operator_stays_an_endpoint_until_not_ready(c: &Cluster) -> anyhow::Result<()> {
+    let ns = "e2e-k";
+    namespace(c, ns).await?;
+    let op = OperatorProcess::start(c, "operator-k", false)?;
+    create_pair(c, ns, "demo", serde_json::json!({"replication": {"mode": "sync"}})).await?;
+    let s = wait_ready(c, ns, "demo", 120).await?.status.unwrap();
+    op.kill();
+    let (master, slave) = (s.master.unwrap(), s.slave.unwrap());
+    let (mip, sip) = (pod_ip(c, ns, &master).await?, pod_ip(c, ns, &slave).await?);
+    let node = member_pod(c, ns, &master).await.and_then(|p| p.spec?.node_name).context("the master's node")?;
+    let eps = Endpoints::watch(c.client.clone(), ns, "demo");
+    let client = measure_from(&eps, &mip, "k").await?;
+    c.node_down(&node).await?;
+    let t0 = Instant::now();
+    let result = async {
+        let (promoted, only) = promotion_then_only(&eps, &sip, Duration::from_secs(90)).await?;
+        let both = eps.history().iter().any(|(_, set)| set.contains(&mip) && set.contains(&sip));
+        anyhow::Ok((promoted, only, both))
+    }
+    .await;
+    let report = client.finish();
+    // The dead pod stays bound to the node: gone before the node comes back.
+    let force = kube::api::DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+    Api::<Pod>::namespaced(c.client.clone(), ns).delete(&master, &force).await?;
+    c.node_up(node.trim_start_matches("node-").parse()?).await?;
+    let (promoted, only, both) = result?;
+    let held = only.saturating_duration_since(promoted);
+    eprintln!(
+        "  node loss without the operator: promoted {:?} after the node went down; the dead master stayed an \
+         endpoint {held:?} longer (until the node was NotReady)",
+        promoted - t0
+    );
+    let lost = bench("node loss of the master (operator stopped)", report, &sip, "k_a_lost")?;
+    ensure!(both, "the promoted slave never shared the endpoints with the dead master");
+    ensure!(
+        (Duration::from_secs(30)..Duration::from_secs(80)).contains(&held),
+        "the dead master stayed an endpoint {held:?} after the promotion: not the node lifecycle controller's 50 s"
+    );
+    ensure!(lost == 0, "{lost} acknowledged writes lost");
+    Ok(())
+}
+
+/// Cuts the members off from each other on the replication port, both ways, until dropped;
+/// the tests, kubelets and operator still reach both.
+struct Partition;
+
+impl Partition {
+    /// The members run as this user; nothing else in the run does.
+    const MEMBER_UID: u32 = 65532;
+    const REPLICATION_PORT: u16 = 11212;
+
+    fn cut() -> anyhow::Result<Partition> {
+        e2e::netns::cut_port(Self::MEMBER_UID, Self::REPLICATION_PORT)?;
+        Ok(Partition)
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        if let Err(e) = e2e::netns::heal_port(Self::MEMBER_UID, Self::REPLICATION_PORT) {
+            eprintln!("cannot heal the partition: {e:#}");
+        }
+    }
+}
+
+/// l. A partition between the members (the operator and clients reach both): the slave
+/// promotes, and the operator fences the old master (lower term) so that the client Service
+/// never has two masters for more than 2 s; after the heal, one master, the other its slave,
+/// no acknowledged write lost (sync mode).
+async fn l_a_partition_between_the_members_routes_to_one_master(c: &Cluster) -> anyhow::Result<()> {
+    let ns = "e2e-l";
+    namespace(c, ns).await?;
+    let _op = OperatorProcess::start(c, "operator-l", false)?;
+    create_pair(c, ns, "demo", serde_json::json!({"replication": {"mode": "sync"}})).await?;
+    let s = wait_ready(c, ns, "demo", 120).await?.status.unwrap();
+    let (master, slave) = (s.master.unwrap(), s.slave.unwrap());
+    let (mip, sip) = (pod_ip(c, ns, &master).await?, pod_ip(c, ns, &slave).await?);
+    let eps = Endpoints::watch(c.client.clone(), ns, "demo");
+    let client = measure_from(&eps, &mip, "l").await?;
+    let partition = Partition::cut()?;
+    let t0 = Instant::now();
+    let (promoted, only) = promotion_then_only(&eps, &sip, Duration::from_secs(15)).await?;
+    eprintln!(
+        "  partition: the slave promoted {:?} after the cut; the old master was out of the Service {:?} later",
+        promoted - t0,
+        only.saturating_duration_since(promoted)
+    );
+    // Both believe they are master for a while; then the heal.
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(t0.elapsed())).await;
+    ensure!(role(&mip).await.as_deref() == Some("master"), "the cut-off master stepped down by itself");
+    drop(partition);
+    let healed = Instant::now();
+    wait_for("one master again, the other its slave", Duration::from_secs(60), || async {
+        let s = pair(c, ns, "demo").await.ok()?.status?;
+        let fenced = member_pod(c, ns, &master)
+            .await?
+            .status?
+            .conditions?
+            .into_iter()
+            .any(|c| c.type_ == operator::render::SERVING_CONDITION && c.status != "True");
+        let roles = (role(&mip).await?, role(&sip).await?);
+        (s.phase == Some(Phase::Ready) && roles == ("slave".into(), "master".into()) && !fenced).then_some(())
+    })
+    .await?;
+    eprintln!("  healed: one master, the other its slave and unfenced, {:?} after the heal", healed.elapsed());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let two = eps.longest_with_two();
+    let lost =
+        bench("partition between the members, healed (operator running)", client.finish(), &sip, "l_a_partition")?;
+    eprintln!("  the Service's longest time with two endpoints: {two:?}");
+    ensure!(two <= Duration::from_secs(2), "two endpoints for {two:?}");
+    ensure!(eps.current() == BTreeSet::from([sip.clone()]), "endpoints {:?}", eps.current());
+    ensure!(lost == 0, "{lost} acknowledged writes lost in the partition");
+    Ok(())
+}
+
+/// m. `kubectl drain` of the master's node: the operator sees the cordon and switches over, the
+/// budget then lets the drain evict the ex-master, which is re-seeded on another node; the drain
+/// completes with no acknowledged write lost.
+async fn m_a_drain_of_the_masters_node_completes_with_zero_loss(c: &Cluster) -> anyhow::Result<()> {
+    let ns = "e2e-m";
+    namespace(c, ns).await?;
+    let _op = OperatorProcess::start(c, "operator-m", false)?;
+    create_pair(c, ns, "demo", serde_json::json!({"replication": {"mode": "sync"}})).await?;
+    let s = wait_ready(c, ns, "demo", 120).await?.status.unwrap();
+    let (master, slave) = (s.master.unwrap(), s.slave.unwrap());
+    let node = member_pod(c, ns, &master).await.and_then(|p| p.spec?.node_name).context("the master's node")?;
+    let eps = Endpoints::watch(c.client.clone(), ns, "demo");
+    let client = measure_from(&eps, &pod_ip(c, ns, &master).await?, "m").await?;
+    let t0 = Instant::now();
+    let drain = {
+        let args = ["drain", node.as_str(), "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=120s"];
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (bin, kubeconfig) = (c.bin.join("kubectl"), c.kubeconfig.clone());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(bin).arg("--kubeconfig").arg(kubeconfig).args(args).output()
+        })
+        .await?
+    };
+    let drained = t0.elapsed();
+    let settled = async {
+        let out = drain?;
+        ensure!(out.status.success(), "kubectl drain failed: {}", String::from_utf8_lossy(&out.stderr));
+        wait_for("the pair whole again, off the drained node", Duration::from_secs(90), || async {
+            let s = pair(c, ns, "demo").await.ok()?.status?;
+            let on = member_pod(c, ns, &master).await?.spec?.node_name?;
+            (s.phase == Some(Phase::Ready) && s.master.as_deref() == Some(&slave) && on != node).then_some(())
+        })
+        .await
+    }
+    .await;
+    let _ = c.kubectl(&["uncordon", &node]);
+    settled?;
+    eprintln!("  kubectl drain completed in {drained:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sip = pod_ip(c, ns, &slave).await?;
+    let lost = bench("kubectl drain of the master's node (operator running)", client.finish(), &sip, "m_a_drain")?;
+    ensure!(lost == 0, "{lost} acknowledged writes lost in the drain");
+    let status = pair(c, ns, "demo").await?.status.unwrap();
+    ensure!(status.failover_count == 0, "a drain is no failover");
     Ok(())
 }

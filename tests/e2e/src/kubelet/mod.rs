@@ -115,11 +115,13 @@ impl ProcessKubelet {
     /// API server as they were, and packets to their addresses vanish, as with a real node that
     /// lost power (connections hang until their timeouts rather than being refused).
     pub async fn node_down(mut self) -> anyhow::Result<()> {
+        // Silence first: a killed process's sockets would otherwise tell its peers (FIN, RST),
+        // which a node that lost power does not.
         let ips: Vec<String> = self.shared.pods.lock().await.values().map(|h| h.ip.clone()).collect();
-        self.stop_all().await;
-        for ip in ips {
-            crate::netns::drop_to(&ip, None)?;
+        for ip in &ips {
+            crate::netns::drop_to(ip)?;
         }
+        self.stop_all().await;
         Ok(())
     }
 

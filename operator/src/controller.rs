@@ -419,7 +419,7 @@ impl CachePair {
                     condition("Ready", false, "Superseded", &message),
                 ];
                 let note = format!("{} taken out of the client Service: {reason}", member.pod_name(&pair));
-                warn!(pair = %pair, %note, "fenced");
+                warn!(pair = %pair, namespace = self.namespace().unwrap_or_default(), %note, "fenced");
                 self.event(ctx, EventType::Warning, "Fenced", "Fence", &note).await;
                 (*member, conditions)
             }
@@ -429,7 +429,7 @@ impl CachePair {
                         "{} follows the current master: its readiness probe decides again",
                         member.pod_name(&pair)
                     );
-                    info!(pair = %pair, %note, "unfenced");
+                    info!(pair = %pair, namespace = self.namespace().unwrap_or_default(), %note, "unfenced");
                     self.event(ctx, EventType::Normal, "Unfenced", "Unfence", &note).await;
                 }
                 (*member, vec![condition(render::SERVING_CONDITION, true, "Serving", "not superseded")])

@@ -135,15 +135,16 @@ pub fn superseded(member: &MemberView, other: Option<&MemberView>) -> bool {
 
 /// Whether `member`'s readiness gate must change. Unanswered members keep their gate, except
 /// that a missing one is set True (a new pod): only evidence fences, only an answer unfences.
+/// A pod being deleted is no endpoint anyway (EndpointSlices mark it terminating).
 fn fencing(member: Member, view: Option<&MemberView>, other: Option<&MemberView>) -> Option<Action> {
-    let v = view.filter(|v| v.state != PodState::Exited)?;
+    let v = view.filter(|v| matches!(v.state, PodState::Pending | PodState::Running))?;
     if superseded(v, other) {
         // Ready too: on a dead node no kubelet recomputes it from the gate.
         let reason = if v.answered { "a higher term is master" } else { "it does not answer; a higher term is master" };
         return (v.serving != Some(false) || v.ready).then_some(Action::Fence { member, reason });
     }
     let unfence = match v.serving {
-        None => v.state != PodState::Terminating,
+        None => true,
         Some(false) => v.answered,
         Some(true) => false,
     };
@@ -586,6 +587,12 @@ mod tests {
         assert_eq!(d.actions, [Action::Unfence { member: Member::B }]);
         new.state = PodState::Terminating;
         assert!(decide(&input(Some(&m), Some(&new))).actions.is_empty(), "a pod going away is left alone");
+        let mut deleted_master = silent(master(), Some(1));
+        deleted_master.state = PodState::Terminating;
+        let mut promoted = slave();
+        (promoted.role, promoted.term) = (Some(Role::Master), Some(2));
+        let d = decide(&input(Some(&deleted_master), Some(&promoted)));
+        assert!(d.actions.is_empty(), "terminating pods are no endpoints: {:?}", d.actions);
 
         let mut fenced = silent(slave(), Some(1));
         fenced.serving = Some(false);

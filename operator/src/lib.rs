@@ -4,13 +4,14 @@
 //! Pure functions at the centre, I/O at the edges:
 //! - [`crd`]: the resource's types, defaults and schema validation;
 //! - [`observe`]: what the members are doing (pods, nodes, the role each member reports);
-//! - [`decide`]: what to do about it — create, re-seed, switch over, roll — as a function of
+//! - [`decide`]: what to do about it — fence a superseded master out of the client Service,
+//!   create, re-seed, switch over (on request, or off a cordoned node), roll — as a function of
 //!   the observed state;
 //! - [`render`]: the Kubernetes objects a pair owns (member pods, Services, PDB,
 //!   NetworkPolicy, the VRRP sidecar's configuration);
 //! - [`controller`]: the reconcile loop that reads the cluster, calls `decide` and `render`, and
 //!   applies the result (server-side apply, finalizer, Events, status);
-//! - [`member`]: the HTTP client for a member's admin listener (role, switchover);
+//! - [`member`]: the HTTP client for a member's admin listener (role, term, switchover);
 //! - [`metrics`], [`leader`], [`telemetry`]: the operator's own `/metrics`, Lease, logs.
 
 pub mod controller;

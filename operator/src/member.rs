@@ -8,7 +8,7 @@ use crate::{Error, Result};
 
 /// A member that does not answer this fast counts as unreachable for this round: short, since
 /// a dead master's probe delays fencing it (a live member answers in milliseconds).
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 /// Longer than cache-node's own hand-over timeout, so that its answer arrives.
 const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(15);
 

@@ -83,6 +83,15 @@ impl Lan {
         let _ = kill(Pid::from_raw(i32::try_from(pid).unwrap()), signal);
     }
 
+    /// Sends `signal` to every process in `host`'s namespace: the whole host stops or dies.
+    pub fn signal_host(&self, host: &str, signal: Signal) {
+        for pid in ip_out(&["netns", "pids", &self.ns(host)]).split_whitespace() {
+            if let Ok(pid) = pid.parse::<i32>() {
+                let _ = kill(Pid::from_raw(pid), signal);
+            }
+        }
+    }
+
     /// Waits (bounded) for the process to exit; true if it exited successfully.
     pub fn wait_exit(&mut self, p: Proc) -> bool {
         let child = &mut self.procs[p.0].1;

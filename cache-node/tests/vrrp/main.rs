@@ -2,8 +2,10 @@
 //! elections and hand-overs in both directions for VRRPv2 (PASS authentication) and VRRPv3
 //! (IPv4 and IPv6), gratuitous ARP moving a client's neighbour entry, and the seed's setup —
 //! a replicated pair whose virtual IP follows the cache master when the master is SIGKILLed.
+//! [`failover`] measures that from a client's side with the operator's rendered defaults.
 //! Needs root (namespaces, raw sockets); skipped otherwise.
 
+mod failover;
 mod lan;
 
 use std::time::{Duration, Instant};

@@ -35,6 +35,8 @@ use crate::{Error, Result};
 pub const FINALIZER: &str = "cachepair.io/cleanup";
 /// The one field manager of everything the operator writes.
 pub const MANAGER: &str = "cachepair-operator";
+/// How long a superseded master that answers gets to step down before it is fenced.
+const CONFIRM_FENCE: Duration = Duration::from_millis(200);
 
 pub struct Context {
     pub client: Client,
@@ -413,6 +415,14 @@ impl CachePair {
         let condition = |type_: &str, ok: bool, reason: &str, message: &str| json!({"type": type_, "status": if ok { "True" } else { "False" }, "reason": reason, "message": message, "lastTransitionTime": now});
         let (member, conditions) = match action {
             decide::Action::Fence { member, reason } => {
+                if let Some(ip) = views.get(member).filter(|v| v.answered).and_then(|v| v.ip.as_deref()) {
+                    // A master handing over (a switchover, a deleted pod) reports master with
+                    // the old term for a moment: only one that still does is fenced.
+                    tokio::time::sleep(CONFIRM_FENCE).await;
+                    if ctx.members.probe(ip, self.spec.admin_port).await.is_none_or(|r| r.role != Role::Master) {
+                        return Ok(());
+                    }
+                }
                 let message = format!("fenced by the operator: {reason}");
                 let conditions = vec![
                     condition(render::SERVING_CONDITION, false, "Superseded", &message),

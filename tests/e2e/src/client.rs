@@ -115,6 +115,8 @@ fn ready(slice: &EndpointSlice) -> BTreeSet<String> {
 pub struct Report {
     /// Acknowledged keys, with when they were acknowledged.
     pub acked: Vec<(String, Instant)>,
+    /// Connections and requests that failed (refused, timed out, closed, not stored).
+    pub failures: u64,
     pub started: Instant,
     pub stopped: Instant,
 }
@@ -163,7 +165,7 @@ impl Writer {
             let started = Instant::now();
             let mut acked = Vec::new();
             let mut conn: Option<(BufReader<TcpStream>, Instant)> = None;
-            let mut n = 0u64;
+            let (mut n, mut failures) = (0u64, 0u64);
             // Spreads new connections over the listed endpoints, as kube-proxy does.
             let mut pick = 0usize;
             while !st.load(Ordering::Relaxed) {
@@ -178,6 +180,9 @@ impl Writer {
                     let addr = format!("{}:{port}", listed[pick % listed.len()]);
                     conn = connect(&addr).ok().map(|c| (c, Instant::now()));
                     if conn.is_none() {
+                        // A refusal comes back at once: pause as a client pool would.
+                        failures += 1;
+                        std::thread::sleep(Duration::from_millis(10));
                         continue;
                     }
                 }
@@ -189,10 +194,13 @@ impl Writer {
                         n += 1;
                     }
                     // Not stored, or no answer: another connection, the same key again.
-                    _ => conn = None,
+                    _ => {
+                        failures += 1;
+                        conn = None;
+                    }
                 }
             }
-            Report { acked, started, stopped: Instant::now() }
+            Report { acked, failures, started, stopped: Instant::now() }
         });
         Writer { stop, thread: Some(thread) }
     }

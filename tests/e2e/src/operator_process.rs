@@ -14,6 +14,16 @@ pub struct OperatorProcess {
 impl OperatorProcess {
     /// Starts `cachepair-operator --kubeconfig …`; `lease` turns leader election on.
     pub fn start(cluster: &Cluster, name: &str, lease: bool) -> anyhow::Result<Self> {
+        Self::spawn(cluster, name, lease, &[])
+    }
+
+    /// Starts an operator that watches `namespace` only: its timings are not shared with
+    /// the pairs other tests left behind.
+    pub fn start_in(cluster: &Cluster, name: &str, namespace: &str) -> anyhow::Result<Self> {
+        Self::spawn(cluster, name, false, &["--namespace", namespace])
+    }
+
+    fn spawn(cluster: &Cluster, name: &str, lease: bool, extra: &[&str]) -> anyhow::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let listen = format!("127.0.0.1:{port}");
         let log =
@@ -30,6 +40,7 @@ impl OperatorProcess {
                 if lease { "true" } else { "false" },
             ])
             .args(["--lease-namespace", "default"])
+            .args(extra)
             .env("POD_NAME", name)
             .env("RUST_LOG", "info,kube=warn")
             .stdin(Stdio::null())

@@ -318,10 +318,12 @@ fn bench(scenario: &str, report: Report, ip: &str, test: &str) -> anyhow::Result
     let lost = report.lost_on(&addr(ip))?;
     let (gap, _) = report.longest_gap();
     eprintln!(
-        "  bench | {scenario} | longest gap {} ms | {} acknowledged writes, {} lost | cargo test -p e2e --test e2e -- {test}",
+        "  bench | {scenario} | longest gap {} ms | {} acknowledged writes, {} lost | {} failed requests | \
+         cargo test -p e2e --test e2e -- {test}",
         gap.as_millis(),
         report.acked.len(),
-        lost.len()
+        lost.len(),
+        report.failures
     );
     if !lost.is_empty() {
         eprintln!("  lost, e.g.: {:?}", &lost[..lost.len().min(5)]);
@@ -551,7 +553,7 @@ async fn i_deleting_a_pair_removes_what_it_owned(c: &Cluster) -> anyhow::Result<
 async fn c_a_deleted_master_and_a_lost_node_are_reseeded_elsewhere(c: &Cluster) -> anyhow::Result<()> {
     let ns = "e2e-c";
     namespace(c, ns).await?;
-    let _op = OperatorProcess::start(c, "operator-c", false)?;
+    let _op = OperatorProcess::start_in(c, "operator-c", ns)?;
     create_pair(c, ns, "demo", serde_json::json!({"nodeLostTimeoutSeconds": 3, "replication": {"mode": "sync"}}))
         .await?;
     let s = wait_ready(c, ns, "demo", 120).await?.status.unwrap();
@@ -826,7 +828,7 @@ async fn h_the_chart_and_deploy_manifests_install_on_the_api_server(c: &Cluster)
 async fn k_a_lost_node_without_the_operator_stays_an_endpoint_until_not_ready(c: &Cluster) -> anyhow::Result<()> {
     let ns = "e2e-k";
     namespace(c, ns).await?;
-    let op = OperatorProcess::start(c, "operator-k", false)?;
+    let op = OperatorProcess::start_in(c, "operator-k", ns)?;
     create_pair(c, ns, "demo", serde_json::json!({"replication": {"mode": "sync"}})).await?;
     let s = wait_ready(c, ns, "demo", 120).await?.status.unwrap();
     op.kill();
@@ -895,7 +897,7 @@ impl Drop for Partition {
 async fn l_a_partition_between_the_members_routes_to_one_master(c: &Cluster) -> anyhow::Result<()> {
     let ns = "e2e-l";
     namespace(c, ns).await?;
-    let _op = OperatorProcess::start(c, "operator-l", false)?;
+    let _op = OperatorProcess::start_in(c, "operator-l", ns)?;
     create_pair(c, ns, "demo", serde_json::json!({"replication": {"mode": "sync"}})).await?;
     let s = wait_ready(c, ns, "demo", 120).await?.status.unwrap();
     let (master, slave) = (s.master.unwrap(), s.slave.unwrap());
@@ -945,7 +947,7 @@ async fn l_a_partition_between_the_members_routes_to_one_master(c: &Cluster) -> 
 async fn m_a_drain_of_the_masters_node_completes_with_zero_loss(c: &Cluster) -> anyhow::Result<()> {
     let ns = "e2e-m";
     namespace(c, ns).await?;
-    let _op = OperatorProcess::start(c, "operator-m", false)?;
+    let _op = OperatorProcess::start_in(c, "operator-m", ns)?;
     create_pair(c, ns, "demo", serde_json::json!({"replication": {"mode": "sync"}})).await?;
     let s = wait_ready(c, ns, "demo", 120).await?.status.unwrap();
     let (master, slave) = (s.master.unwrap(), s.slave.unwrap());

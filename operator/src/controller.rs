@@ -412,7 +412,10 @@ impl CachePair {
     async fn route(&self, ctx: &Context, action: &decide::Action, views: &BTreeMap<Member, MemberView>) -> Result<()> {
         let pair = self.name();
         let now = Time(Timestamp::now());
-        let condition = |type_: &str, ok: bool, reason: &str, message: &str| json!({"type": type_, "status": if ok { "True" } else { "False" }, "reason": reason, "message": message, "lastTransitionTime": now});
+        let condition = |type_: &str, ok: bool, reason: &str, message: &str| {
+            let status = if ok { "True" } else { "False" };
+            json!({"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": now})
+        };
         let (member, conditions) = match action {
             decide::Action::Fence { member, reason } => {
                 if let Some(ip) = views.get(member).filter(|v| v.answered).and_then(|v| v.ip.as_deref()) {

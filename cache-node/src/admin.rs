@@ -288,6 +288,11 @@ impl StatsCollector {
             "Links refused because a side failed authentication.",
             r.auth_failures.load(Relaxed),
         )?;
+        out.counter(
+            "cachepair_replication_shutdown_handover_timeouts",
+            "Graceful shutdowns of this master that gave up handing its role over (--shutdown-timeout).",
+            r.shutdown_handover_timeouts.load(Relaxed),
+        )?;
         let lag = r.lag.summary();
         let mut metric = out.0.encode_descriptor(
             "cachepair_replication_lag_seconds",

@@ -113,6 +113,12 @@ pub struct Config {
     #[arg(long = "serve-while-syncing")]
     pub serve_while_syncing: bool,
 
+    /// On SIGTERM or SIGINT, how long a master may take to hand everything it acknowledged and
+    /// its role over to its slave before it exits anyway, in seconds (0: exit at once). Client
+    /// ports close first; a slave, or a node without a peer, exits at once.
+    #[arg(long = "shutdown-timeout", value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_timeout: u64,
+
     /// Instead of serving: a command for a running node, or the VRRP sidecar
     #[command(subcommand)]
     pub command: Option<Command>,

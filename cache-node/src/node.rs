@@ -1,6 +1,7 @@
 //! A node's life, in memcached's order: check who we are, bind the ports, become the `-u`
 //! user, daemonize, write the pid file, then start the runtime and serve until SIGTERM or
-//! SIGINT, when the node stops accepting, removes its pid file and exits 0.
+//! SIGINT, when the node stops serving clients, hands the master role over if it has it,
+//! removes its pid file and exits 0.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -62,7 +63,10 @@ fn start(config: &Config) -> Result<(), Fatal> {
         .enable_all()
         .build()
         .map_err(|e| Fatal::new(EX_OSERR, format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(serve(ctx, listeners, admin, replication)).map_err(|e| Fatal::new(1, format!("{e:#}")))?;
+    let shutdown_timeout = Duration::from_secs(config.shutdown_timeout);
+    runtime
+        .block_on(serve(ctx, listeners, admin, replication, shutdown_timeout))
+        .map_err(|e| Fatal::new(1, format!("{e:#}")))?;
     // Connections still open end with the runtime, before the pid file goes.
     drop(runtime);
     info!("stopped");
@@ -125,12 +129,13 @@ fn context(config: &Config) -> Arc<Context> {
     Context::new(store, settings, config.verbose)
 }
 
-/// Serves until SIGTERM or SIGINT.
+/// Serves until SIGTERM or SIGINT; then a master hands its role over before returning.
 async fn serve(
     ctx: Arc<Context>,
     listeners: Listeners,
     admin: Option<std::net::TcpListener>,
     replication: Option<replication::Config>,
+    shutdown_timeout: Duration,
 ) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -151,13 +156,18 @@ async fn serve(
         info!(signal = name, "shutting down");
     };
     // A joining slave opens its client ports only once it holds a complete copy.
-    let ready = match replication {
+    let (repl, ready) = match replication {
         Some(config) => {
             let (repl, ready) = Replicator::new(config, ctx.clone())?;
-            tokio::spawn(repl.run());
-            Some(ready)
+            tokio::spawn(repl.clone().run());
+            (Some(repl), Some(ready))
         }
-        None => None,
+        None => (None, None),
     };
-    server::run(ctx, listeners, ready, shutdown).await
+    // Returns once no client is served any more: nothing written after this was acknowledged.
+    server::run(ctx, listeners, ready, shutdown).await?;
+    if let Some(repl) = repl {
+        repl.hand_over_for_shutdown(shutdown_timeout).await;
+    }
+    Ok(())
 }

@@ -46,11 +46,41 @@ impl Shared {
     }
 }
 
-pub async fn run(repl: &Arc<Replicator>, stream: TcpStream, accepted: bool) -> anyhow::Result<()> {
+/// How far a link got before it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reached {
+    /// The peer closed the connection without a word, or the link failed: no sign of a master.
+    Nothing,
+    /// The peer held the connection open but said nothing before the handshake timed out: a
+    /// live peer too slow to answer (a starved machine), or a hung one.
+    Silence,
+    /// The peer's listener greeted us (only a master listens), but the link did not come up:
+    /// the peer process is alive, if slow or refusing us.
+    Greeted,
+    /// Authenticated and synced.
+    Up,
+}
+
+/// Runs one link to its end. Returns how far it got, and why it ended.
+pub async fn run(repl: &Arc<Replicator>, stream: TcpStream, accepted: bool) -> (Reached, anyhow::Result<()>) {
+    let mut reached = Reached::Nothing;
+    let result = run_link(repl, stream, accepted, &mut reached).await;
+    if reached == Reached::Nothing && result.as_ref().is_err_and(|e| e.is::<tokio::time::error::Elapsed>()) {
+        reached = Reached::Silence;
+    }
+    (reached, result)
+}
+
+async fn run_link(
+    repl: &Arc<Replicator>,
+    stream: TcpStream,
+    accepted: bool,
+    reached: &mut Reached,
+) -> anyhow::Result<()> {
     let (mut rd, mut wr) = stream.into_split();
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
     let (peer_id, remote) = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-        let peer_id = handshake(repl, &mut rd, &mut wr, &mut rbuf, accepted).await?;
+        let peer_id = handshake(repl, &mut rd, &mut wr, &mut rbuf, accepted, reached).await?;
         let remote = exchange_sync(repl, &mut rd, &mut wr, &mut rbuf, peer_id).await?;
         anyhow::Ok((peer_id, remote))
     })
@@ -63,6 +93,7 @@ pub async fn run(repl: &Arc<Replicator>, stream: TcpStream, accepted: bool) -> a
     repl.status.term.fetch_max(remote.side.term, Relaxed);
     let joining = local.role == Role::Starting && role == Role::Slave;
     info!(peer_id = format_args!("{peer_id:016x}"), ?role, "link up");
+    *reached = Reached::Up;
     repl.status.link_up.store(true, Relaxed);
     repl.status.lag.link_reset();
     // From now on this node's changes are kept for the peer.
@@ -100,6 +131,7 @@ async fn handshake(
     wr: &mut OwnedWriteHalf,
     rbuf: &mut BytesMut,
     accepted: bool,
+    reached: &mut Reached,
 ) -> anyhow::Result<u64> {
     let secret = &repl.config.secret;
     if accepted {
@@ -132,6 +164,7 @@ async fn handshake(
         let (server_id, nonce) = match recv(repl, rd, rbuf).await? {
             (Message::Hello { proto, node_id, nonce, .. }, len) => {
                 rbuf.advance(len);
+                *reached = Reached::Greeted;
                 if proto != PROTOCOL_VERSION {
                     bail!("peer speaks replication protocol {proto}, this node {PROTOCOL_VERSION}");
                 }
@@ -225,6 +258,8 @@ async fn writer(repl: &Replicator, wr: &mut OwnedWriteHalf, start: Option<u64>, 
     };
     let mut ping = tokio::time::interval(repl.config.heartbeat);
     let mut acked = shared.applied.load(Relaxed);
+    // A second StepDown on one link would read as the confirmation of the first on the peer.
+    let mut handed_over = false;
     loop {
         let changed = repl.feed.changed.notified();
         tokio::pin!(changed);
@@ -243,11 +278,12 @@ async fn writer(repl: &Replicator, wr: &mut OwnedWriteHalf, start: Option<u64>, 
             _ = &mut changed => {}
             _ = shared.wake.notified() => {}
             _ = ping.tick() => send(wr, &Message::Ping { millis: unix_millis() }).await?,
-            _ = repl.status.stepdown.notified(), if repl.status.role() == Role::Master => {
+            _ = repl.status.stepdown.notified(), if repl.status.role() == Role::Master && !handed_over => {
                 // Everything written so far goes first; the slave takes over where it ends.
                 drain(repl, wr, &mut offset, &mut out, shared).await?;
                 info!(offset, "handing the master role over");
                 send(wr, &Message::StepDown { offset }).await?;
+                handed_over = true;
             }
         }
     }

@@ -28,13 +28,14 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::engine::Context;
 use crate::store::{Change, ChangeSink, Clock};
 use auth::Secret;
 use backlog::Backlog;
 use codec::{Entry, Message, Op, ReplId, Role};
+use link::Reached;
 
 /// Replication settings (from `-x`, `-X`, `-q` and the `--repl-*` options).
 #[derive(Debug, Clone)]
@@ -71,6 +72,9 @@ pub struct Status {
     pub switchovers: AtomicU64,
     pub ops_applied: AtomicU64,
     pub auth_failures: AtomicU64,
+    /// Graceful shutdowns that gave up handing the master role over (see
+    /// [`Replicator::hand_over_for_shutdown`]).
+    pub shutdown_handover_timeouts: AtomicU64,
     /// End of this node's stream, and how far the peer acknowledged it.
     pub stream_end: AtomicU64,
     pub peer_acked: AtomicU64,
@@ -204,6 +208,7 @@ impl Status {
             ("sync_degraded".into(), self.sync_degraded.load(Relaxed).to_string()),
             ("ops_applied".into(), self.ops_applied.load(Relaxed).to_string()),
             ("auth_failures".into(), self.auth_failures.load(Relaxed).to_string()),
+            ("shutdown_handover_timeouts".into(), self.shutdown_handover_timeouts.load(Relaxed).to_string()),
         ]
     }
 }
@@ -345,13 +350,7 @@ impl Replicator {
         }
         if let Some(peer) = self.config.peer.clone() {
             self.status.set_role(Role::Starting);
-            match self.connect(&peer).await {
-                Ok(stream) => {
-                    info!(%peer, "joining the peer");
-                    self.clone().link(stream, false).await;
-                }
-                Err(e) => info!(%peer, error = %e, "peer unreachable: starting as master"),
-            }
+            self.clone().join(&peer).await;
         }
         loop {
             if self.status.role() == Role::Slave {
@@ -367,10 +366,48 @@ impl Replicator {
         }
     }
 
+    /// repcached's start-up rule: join the peer if it answers, become master if it cannot be
+    /// reached (refused, no answer to the connection within `CONNECT_TIMEOUT`, or closed
+    /// without a greeting). A peer that greets us, or holds the connection open without a word,
+    /// is alive: a link that then fails (a handshake too slow on a starved machine, a wrong
+    /// secret) is retried with this node still `starting`, since becoming master beside a live
+    /// master would be a split brain. Returns once a link came up and ended, or the peer is
+    /// unreachable.
+    async fn join(self: Arc<Self>, peer: &str) {
+        let mut failures = 0u32;
+        loop {
+            match self.connect(peer).await {
+                Ok(stream) => {
+                    info!(%peer, "joining the peer");
+                    match self.clone().link(stream, false).await {
+                        Reached::Up => return,
+                        Reached::Nothing => {
+                            info!(%peer, "the peer closed the connection without a greeting: starting as master");
+                            return;
+                        }
+                        Reached::Silence | Reached::Greeted => {}
+                    }
+                }
+                Err(e) => {
+                    info!(%peer, error = %e, "peer unreachable: starting as master");
+                    return;
+                }
+            }
+            failures += 1;
+            if failures.is_power_of_two() {
+                warn!(%peer, failures, "the peer is reachable but the link did not come up: retrying, still starting");
+            }
+            // Quick retries for a slow peer, backing off to a few seconds for a refusing one.
+            let backoff = JOIN_RETRY.saturating_mul(1 << failures.min(5)).min(JOIN_RETRY_MAX);
+            tokio::time::sleep(backoff / 2 + jitter(backoff / 2)).await;
+        }
+    }
+
     /// A slave whose link ended tries its master again for as long as a heartbeat failure
     /// would take to notice (`misses` heartbeats): a short network drop resumes from the
     /// backlog and changes no role. A refused connection means the master process is gone, and
-    /// the slave takes over at once.
+    /// the slave takes over at once. A master that still greets it is alive: the slave keeps
+    /// trying and never takes over while it does.
     async fn rejoin(self: Arc<Self>) {
         let Some(peer) = self.config.peer.clone() else { return };
         let patience = self.config.heartbeat * self.config.misses;
@@ -378,16 +415,61 @@ impl Replicator {
         while self.status.role() == Role::Slave && tokio::time::Instant::now() < deadline {
             let attempt = tokio::time::timeout_at(deadline, self.connect(&peer)).await;
             match attempt.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
-                // Only a link that came up earns more patience: a peer address that accepts
-                // and then fails every handshake is as good as dead.
-                Ok(stream) => {
-                    if self.clone().link(stream, false).await {
+                Ok(stream) => match self.clone().link(stream, false).await {
+                    Reached::Up => deadline = tokio::time::Instant::now() + patience,
+                    Reached::Greeted => {
                         deadline = tokio::time::Instant::now() + patience;
+                        tokio::time::sleep(self.config.heartbeat / 2).await;
                     }
-                }
+                    // A master that cannot greet within the handshake timeout has missed far
+                    // more heartbeats than a failure takes: it counts as dead.
+                    Reached::Silence | Reached::Nothing => {}
+                },
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
                 Err(_) => tokio::time::sleep(self.config.heartbeat / 2).await,
             }
+        }
+    }
+
+    /// A graceful shutdown, once clients are no longer served: a master hands everything it
+    /// acknowledged and its role to the slave, as in a switchover, so that nothing is lost and
+    /// the slave need not detect a failure. A slave whose link is down is waited for only while
+    /// it lacks some of this node's stream. Gives up after `timeout`, saying so in the log and
+    /// in `shutdown_handover_timeouts`; the slave then takes over when this process is gone.
+    pub async fn hand_over_for_shutdown(&self, timeout: Duration) {
+        let status = &self.status;
+        if status.role() != Role::Master || !self.feed.recording.load(Relaxed) {
+            return;
+        }
+        info!(?timeout, "shutdown: handing the master role over to the slave");
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if status.role() != Role::Master {
+                info!("shutdown: the slave took over with everything this node acknowledged");
+                return;
+            }
+            let unconfirmed = status.stream_end().saturating_sub(status.peer_acked.load(Relaxed));
+            let linked = status.link_up.load(Relaxed);
+            if !linked && unconfirmed == 0 {
+                info!("shutdown: no slave linked, and the last one confirmed everything");
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                status.shutdown_handover_timeouts.fetch_add(1, Relaxed);
+                // An error, not a warning: writes this node acknowledged may be lost.
+                error!(
+                    ?timeout,
+                    unconfirmed_bytes = unconfirmed,
+                    linked,
+                    "shutdown: gave up handing the master role over; the slave takes over without the unconfirmed writes"
+                );
+                return;
+            }
+            // Repeated requests are harmless: a link hands over at most once.
+            if linked {
+                status.stepdown.notify_one();
+            }
+            tokio::time::sleep(HANDOVER_POLL).await;
         }
     }
 
@@ -463,16 +545,17 @@ impl Replicator {
         Ok(stream)
     }
 
-    /// Runs one link to its end, keeping the status current. Returns whether the link came
-    /// up (authenticated and synced), as opposed to failing on the way.
-    async fn link(self: Arc<Self>, stream: TcpStream, accepted: bool) -> bool {
+    /// Runs one link to its end, keeping the status current. Returns how far it got.
+    async fn link(self: Arc<Self>, stream: TcpStream, accepted: bool) -> Reached {
         let peer = stream.peer_addr().ok();
         *self.status.peer.lock() = peer;
-        match link::run(&self, stream, accepted).await {
+        let (reached, result) = link::run(&self, stream, accepted).await;
+        match result {
             Ok(()) => info!(peer = ?peer, "link closed"),
             Err(e) => warn!(peer = ?peer, error = %e, "link ended"),
         }
-        self.status.link_up.swap(false, Relaxed)
+        self.status.link_up.store(false, Relaxed);
+        reached
     }
 }
 
@@ -480,6 +563,11 @@ impl Replicator {
 /// second master at its peer's address.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// A joiner's first retry after a link that did not come up, and the longest wait between two.
+const JOIN_RETRY: Duration = Duration::from_millis(100);
+const JOIN_RETRY_MAX: Duration = Duration::from_secs(5);
+/// How often a shutting-down master checks on its hand-over.
+const HANDOVER_POLL: Duration = Duration::from_millis(5);
 
 /// A random duration below `max`.
 fn jitter(max: Duration) -> Duration {

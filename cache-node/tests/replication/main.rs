@@ -1,5 +1,6 @@
 //! Pair replication with real processes on loopback: two nodes, writes both ways, SIGKILL of
-//! the master, the ex-master's return as slave, and strangers on the replication port.
+//! the master, the ex-master's return as slave, the start-up rule on a starved machine, the
+//! master's hand-over on SIGTERM, and strangers on the replication port.
 
 #[path = "../ops/common.rs"]
 #[allow(dead_code)]
@@ -175,13 +176,20 @@ fn strangers_on_the_replication_port_get_nothing() {
     wait_role(&a.node, "master");
     assert_eq!(a.node.client().call("set private 0 0 6\r\nsecret\r\n"), "STORED\r\n");
 
-    // A peer with the wrong secret is refused and learns no data.
+    // A peer with the wrong secret is refused and learns no data. The master it reached is
+    // alive, so it keeps trying as `starting` rather than become a second master.
     let wrong = dir.0.join("wrong");
     std::fs::write(&wrong, "not-the-shared-secret-at-all").unwrap();
-    let b = member("wrong-secret", free_port(), port, &["--repl-secret-file", wrong.to_str().unwrap()]);
-    wait_role(&b.node, "master");
-    assert_eq!(b.node.client().call_until_end("get private\r\n"), "END\r\n");
+    let b = member(
+        "wrong-secret",
+        free_port(),
+        port,
+        &["--repl-secret-file", wrong.to_str().unwrap(), "--serve-while-syncing"],
+    );
     wait_for("an auth failure", || (repl_stat(&a.node, "auth_failures") != "0").then_some(()));
+    wait_for("a second refusal", || (stat_num(&b.node, "auth_failures") >= 2).then_some(()));
+    assert_eq!(repl_stat(&b.node, "role"), "starting");
+    assert_eq!(b.node.client().call_until_end("get private\r\n"), "END\r\n");
 
     // Garbage on the port: the node drops the connection and keeps serving.
     for garbage in [&b"GET / HTTP/1.0\r\n\r\n"[..], &[0xff; 64], &[0, 0, 0, 5, 2, 1, 2, 3, 4]] {
@@ -591,4 +599,181 @@ fn a_master_that_stops_answering_is_replaced_by_heartbeat() {
     let takeover = cut.elapsed();
     assert!(takeover < Duration::from_secs(1), "takeover took {takeover:?}");
     assert_eq!(stat_num(&b.node, "failovers"), 1);
+}
+
+/// Polls a joiner's `/role` for `period`, failing if it ever reports anything but `starting`.
+fn stays_starting(admin: u16, period: Duration) {
+    let until = Instant::now() + period;
+    while Instant::now() < until {
+        assert_eq!(http_get(admin, "/role").1, "starting\n", "the joiner left `starting` while its peer was alive");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_joiner_whose_handshake_stalls_keeps_trying_and_never_becomes_master() {
+    // The joiner reaches the master through a proxy that moves no bytes for longer than the
+    // handshake may take: a starved master, or a starved network.
+    let (pa, pb, via, admin_b) = (free_port(), free_port(), free_port(), free_port());
+    let a = member("stalled-join-a", pa, pb, &[]);
+    wait_role(&a.node, "master");
+    let proxy = Proxy::start(via, ([127, 0, 0, 1], pa).into());
+    proxy.pause();
+    let b = member("stalled-join-b", pb, via, &["-v", "--admin-listen", &format!("127.0.0.1:{admin_b}")]);
+    stays_starting(admin_b, Duration::from_secs(3));
+    proxy.resume();
+    wait_role(&b.node, "slave");
+    assert_eq!(repl_stat(&a.node, "role"), "master");
+    assert_eq!((stat_num(&a.node, "failovers"), stat_num(&b.node, "failovers")), (0, 0));
+    assert!(b.node.stderr().contains("retrying, still starting"), "{}", b.node.stderr());
+}
+
+#[test]
+fn a_joiner_stopped_during_start_up_beside_a_busy_master_joins_as_slave() {
+    let (pa, pb) = (free_port(), free_port());
+    let a = member("starved-a", pa, pb, &[]);
+    wait_role(&a.node, "master");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let (stop, addr) = (stop.clone(), a.node.addr());
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) && n < 1_000_000 {
+                    assert_eq!(c.call(&format!("set load{w}:{} 0 0 4\r\nbusy\r\n", n % 1000)), "STORED\r\n");
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    // The joiner is frozen at different points of its start-up (before connecting, during the
+    // handshake, during the sync), each time for longer than the handshake may take.
+    for (round, delay_ms) in [0u64, 15, 60].into_iter().enumerate() {
+        let admin = free_port();
+        let mut b = member(&format!("starved-b{round}"), pb, pa, &["--admin-listen", &format!("127.0.0.1:{admin}")]);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        b.node.signal(Signal::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(2500));
+        b.node.signal(Signal::SIGCONT);
+        wait_role(&b.node, "slave");
+        assert_eq!(repl_stat(&a.node, "role"), "master", "round {round}");
+        assert!(!b.node.stderr().contains("starting as master"), "round {round}: {}", b.node.stderr());
+        assert_eq!(stat_num(&b.node, "failovers"), 0, "round {round}");
+        b.node.signal(Signal::SIGKILL);
+        b.node.wait_exit();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert_eq!(stat_num(&a.node, "failovers"), 0);
+}
+
+/// A pair with admin listeners, returned as (master, slave, the slave's admin port).
+fn pair_with_admin(tag: &str, extra_a: &[&str]) -> (Member, Member, u16) {
+    let (pa, pb, admin_b) = (free_port(), free_port(), free_port());
+    let a = member(&format!("{tag}-a"), pa, pb, extra_a);
+    wait_role(&a.node, "master");
+    let b = member(&format!("{tag}-b"), pb, pa, &["--admin-listen", &format!("127.0.0.1:{admin_b}")]);
+    wait_role(&b.node, "slave");
+    wait_for("the link", || (repl_stat(&a.node, "link") == "up").then_some(()));
+    (a, b, admin_b)
+}
+
+#[test]
+fn sigterm_on_a_master_under_load_hands_everything_over_and_exits() {
+    let (mut a, b, admin_b) = pair_with_admin("term-load", &[]);
+    // A writer until the master goes away under it: every STORED it read is acknowledged.
+    let writer = {
+        let addr = a.node.addr();
+        std::thread::spawn(move || {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream.set_read_timeout(Some(common::WAIT)).unwrap();
+            let (mut acked, mut reply) = (0usize, [0u8; 8]);
+            while acked < 1_000_000
+                && stream.write_all(format!("set t{acked} 0 0 1\r\nx\r\n").as_bytes()).is_ok()
+                && stream.read_exact(&mut reply).is_ok()
+                && &reply == b"STORED\r\n"
+            {
+                acked += 1;
+            }
+            acked
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    a.node.signal(Signal::SIGTERM);
+    let signalled = Instant::now();
+    let status = a.node.wait_exit();
+    let exited = signalled.elapsed();
+    assert!(status.success(), "{status}: {}", a.node.stderr());
+    assert_eq!(http_get(admin_b, "/master").0, 200, "the slave is master by the time the master exits");
+    let acked = writer.join().unwrap();
+    eprintln!("SIGTERM under load: {acked} writes acknowledged; the master exited after {exited:?}");
+    assert!(acked > 100, "too few writes to mean anything: {acked}");
+    let keys: Vec<String> = (0..acked).map(|i| format!("t{i}")).collect();
+    let lost = contents(&b.node, &keys).iter().filter(|v| v.is_none()).count();
+    assert_eq!(lost, 0, "{lost} of {acked} acknowledged writes lost");
+    assert_eq!((stat_num(&b.node, "switchovers"), stat_num(&b.node, "failovers")), (1, 0));
+}
+
+#[test]
+fn sigint_on_a_master_waits_for_a_stopped_slave_and_hands_it_everything() {
+    // repcached's t.rep/72-shutdown-sync.t: stop the slave, write 10 × 1 MB on the master,
+    // SIGINT the master, resume the slave: every value is on the survivor.
+    let (mut a, mut b, admin_b) = pair_with_admin("term-stopped", &[]);
+    b.node.signal(Signal::SIGSTOP);
+    let value = "v".repeat(1_000_000);
+    let mut c = a.node.client();
+    for i in 0..10 {
+        assert_eq!(c.call(&format!("set big{i} 0 0 {}\r\n{value}\r\n", value.len())), "STORED\r\n");
+    }
+    drop(c);
+    a.node.signal(Signal::SIGINT);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(a.node.child.try_wait().unwrap().is_none(), "the master exited without handing over");
+    b.node.signal(Signal::SIGCONT);
+    assert!(a.node.wait_exit().success(), "{}", a.node.stderr());
+    wait_for("the survivor's /master", || (http_get(admin_b, "/master").0 == 200).then_some(()));
+    let keys: Vec<String> = (0..10).map(|i| format!("big{i}")).collect();
+    let held = contents(&b.node, &keys);
+    assert!(held.iter().all(|v| v.as_deref() == Some(value.as_str())), "values missing on the survivor");
+    assert_eq!((stat_num(&b.node, "switchovers"), stat_num(&b.node, "failovers")), (1, 0));
+    b.node.signal(Signal::SIGKILL);
+    b.node.wait_exit();
+}
+
+#[test]
+fn a_master_whose_slave_never_returns_gives_up_after_the_shutdown_timeout() {
+    let (mut a, b, admin_b) = pair_with_admin("term-timeout", &["--shutdown-timeout", "1"]);
+    b.node.signal(Signal::SIGSTOP);
+    let value = "v".repeat(1_000_000);
+    let mut c = a.node.client();
+    for i in 0..5 {
+        assert_eq!(c.call(&format!("set big{i} 0 0 {}\r\n{value}\r\n", value.len())), "STORED\r\n");
+    }
+    drop(c);
+    a.node.signal(Signal::SIGTERM);
+    let signalled = Instant::now();
+    assert!(a.node.wait_exit().success(), "{}", a.node.stderr());
+    let waited = signalled.elapsed();
+    assert!(waited >= Duration::from_secs(1), "exited after {waited:?}, before its timeout");
+    let log = a.node.stderr();
+    assert!(log.contains("gave up handing the master role over") && log.contains("unconfirmed_bytes"), "{log}");
+    // The slave, resumed, finds its master gone: a failover, not a switchover.
+    b.node.signal(Signal::SIGCONT);
+    wait_for("the survivor's /master", || (http_get(admin_b, "/master").0 == 200).then_some(()));
+    assert_eq!((stat_num(&b.node, "switchovers"), stat_num(&b.node, "failovers")), (0, 1));
+}
+
+#[test]
+fn a_slave_exits_at_once_on_sigterm() {
+    let (a, mut b, _) = pair_with_admin("term-slave", &[]);
+    b.node.signal(Signal::SIGTERM);
+    let signalled = Instant::now();
+    assert!(b.node.wait_exit().success(), "{}", b.node.stderr());
+    // Far below the 10 s a master would wait for its slave.
+    assert!(signalled.elapsed() < Duration::from_secs(5), "exited after {:?}", signalled.elapsed());
+    assert_eq!(repl_stat(&a.node, "role"), "master");
+    assert_eq!(stat_num(&a.node, "failovers"), 0);
 }

@@ -38,6 +38,9 @@ pub const SECRET_KEY: &str = "secret";
 const SECRET_DIR: &str = "/etc/cachepair/replication";
 /// Non-root uid of the distroless images.
 const RUN_AS: i64 = 65532;
+/// How long a master stopped by SIGTERM may take to hand its role to the slave (cache-node's
+/// `--shutdown-timeout`, seconds); the pod's grace period leaves it room before SIGKILL.
+const SHUTDOWN_TIMEOUT: i64 = 10;
 
 /// The pod of `member`. `peer` is the current master's replication address (`host:port`) when
 /// this member joins one as a slave; without it the member starts as master.
@@ -100,8 +103,7 @@ fn pod_spec(cp: &CachePair, member: Member, peer: Option<&str>) -> PodSpec {
             }),
             ..Default::default()
         }),
-        // cache-node stops on SIGTERM at once; connections close with it.
-        termination_grace_period_seconds: Some(10),
+        termination_grace_period_seconds: Some(SHUTDOWN_TIMEOUT + 5),
         enable_service_links: Some(false),
         ..Default::default()
     }
@@ -137,6 +139,8 @@ fn cache_node_container(cp: &CachePair, peer: Option<&str>) -> Container {
         repl.sync_timeout_millis.to_string(),
         "--repl-secret-file".into(),
         format!("{SECRET_DIR}/{SECRET_KEY}"),
+        "--shutdown-timeout".into(),
+        SHUTDOWN_TIMEOUT.to_string(),
     ];
     // Each member binds its pod's address; in VRRP mode (host network) every address of the
     // node, so that clients reach it on the virtual IP too.
@@ -278,6 +282,7 @@ mod tests {
             ("--repl-misses", "4"),
             ("--repl-sync-timeout-ms", "250"),
             ("--repl-secret-file", "/etc/cachepair/replication/secret"),
+            ("--shutdown-timeout", "10"),
             ("-l", "$(POD_IP)"),
             ("--admin-listen", "$(POD_IP):9200"),
             ("-x", "10.0.0.7:11400"),
@@ -321,6 +326,8 @@ mod tests {
         assert_eq!(c.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/healthz"));
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
         assert_eq!(spec.readiness_gates.as_ref().unwrap()[0].condition_type, SERVING_CONDITION);
+        // A deleted master hands over within its shutdown timeout, before SIGKILL.
+        assert_eq!(spec.termination_grace_period_seconds, Some(15));
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!((sc.run_as_non_root, sc.read_only_root_filesystem), (Some(true), Some(true)));
         assert_eq!(spec.volumes.unwrap()[0].secret.as_ref().unwrap().secret_name.as_deref(), Some("demo-replication"));

@@ -45,9 +45,6 @@ pub struct Context {
     pub members: MemberClient,
     /// Consecutive failures per pair, for the error backoff.
     failures: Mutex<HashMap<ObjectRef<CachePair>, u32>>,
-    /// The last term each member pod (by uid) reported, per pair: a member that stops
-    /// answering is judged by it.
-    terms: Mutex<HashMap<ObjectRef<CachePair>, HashMap<String, u64>>>,
 }
 
 impl Context {
@@ -59,7 +56,6 @@ impl Context {
             metrics,
             members: MemberClient::default(),
             failures: Mutex::default(),
-            terms: Mutex::default(),
         }
     }
 }
@@ -218,7 +214,6 @@ impl CachePair {
 
     async fn cleanup(&self, ctx: &Context) -> Result<Action> {
         info!(pair = %self.name(), "deleted: its objects go with it (owner references)");
-        ctx.terms.lock().remove(&ObjectRef::from_obj(self));
         self.event(ctx, EventType::Normal, "Deleting", "Delete", "deleting the pair's members and services").await;
         for member in Member::BOTH {
             for role in ["master", "slave", "starting", "down"] {
@@ -379,30 +374,33 @@ impl CachePair {
             }
         }))
         .await;
-        let mut terms = ctx.terms.lock();
-        let known = terms.remove(&ObjectRef::from_obj(self)).unwrap_or_default();
-        let mut heard = HashMap::new();
         let mut views = BTreeMap::new();
         for ((member, pod, mut view), report) in members.into_iter().zip(reports) {
-            let uid = pod.uid().unwrap_or_default();
             match report {
                 Some(r) => {
+                    if view.term != Some(r.term) {
+                        // Kept on the pod, for when it stops answering: its last term says
+                        // whether a master that took over since supersedes it, whichever
+                        // operator replica looks then.
+                        let patch =
+                            json!({"metadata": {"annotations": {observe::TERM_ANNOTATION: r.term.to_string()}}});
+                        let params = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+                        match pods.patch(&pod.name_any(), &params, &Patch::Merge(&patch)).await {
+                            Ok(_) => {}
+                            Err(kube::Error::Api(e)) if e.code == 404 => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
                     (view.role, view.term, view.synced, view.answered) = (Some(r.role), Some(r.term), r.synced, true);
                 }
-                None => {
-                    view.term = known.get(&uid).copied();
-                    // Unreachable from here: the kubelet's probe still says who is master.
-                    if view.state == PodState::Running && view.ready {
-                        (view.role, view.synced) = (Some(Role::Master), true);
-                    }
+                // Unreachable from here: the kubelet's probe still says who is master.
+                None if view.state == PodState::Running && view.ready => {
+                    (view.role, view.synced) = (Some(Role::Master), true);
                 }
-            }
-            if let Some(term) = view.term {
-                heard.insert(uid, term);
+                None => {}
             }
             views.insert(member, view);
         }
-        terms.insert(ObjectRef::from_obj(self), heard);
         Ok(views)
     }
 

@@ -8,6 +8,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::render::{SERVING_CONDITION, VRRP_CONTAINER, labels};
 
+/// The pod annotation with the last term the member reported to the operator.
+pub const TERM_ANNOTATION: &str = "cachepair.io/term";
+
 /// A member's replication role as its admin listener reports it (`/role`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -61,7 +64,7 @@ pub struct MemberView {
     /// Its admin listener answered this round.
     pub answered: bool,
     /// Its term (failovers of the pair as it knows them): this round's answer or, when it did
-    /// not answer, the last one this operator heard from this pod.
+    /// not answer, the last one recorded on its pod (`cachepair.io/term`).
     pub term: Option<u64>,
     /// Its client port is open (`/readyz`): for a slave, its full copy is complete.
     pub synced: bool,
@@ -113,7 +116,7 @@ pub fn member_view(pod: &Pod, node: Option<&Node>, now: &Time) -> MemberView {
         ready: condition(pod, "Ready") == Some("True"),
         role: None,
         answered: false,
-        term: None,
+        term: pod.metadata.annotations.as_ref().and_then(|a| a.get(TERM_ANNOTATION)).and_then(|t| t.parse().ok()),
         synced: false,
         sidecar_ended: status.and_then(|s| s.container_statuses.as_ref()).is_some_and(|statuses| {
             statuses
@@ -219,7 +222,7 @@ mod tests {
     }
 
     #[test]
-    fn the_gate_readiness_and_cordon_are_seen() {
+    fn the_gate_readiness_cordon_and_last_term_are_seen() {
         use k8s_openapi::api::core::v1::{NodeSpec, PodCondition};
         let now = Time(Timestamp::now());
         let mut p = pod("Running", "10.0.0.1");
@@ -232,9 +235,10 @@ mod tests {
             ..Default::default()
         };
         p.status.as_mut().unwrap().conditions = Some(vec![cond("Ready", "True"), cond(SERVING_CONDITION, "False")]);
+        p.metadata.annotations = Some([(TERM_ANNOTATION.to_string(), "3".to_string())].into());
         n.spec = Some(NodeSpec { unschedulable: Some(true), ..Default::default() });
         let v = member_view(&p, Some(&n), &now);
-        assert_eq!((v.serving, v.ready, v.cordoned), (Some(false), true, true));
+        assert_eq!((v.serving, v.ready, v.cordoned, v.term), (Some(false), true, true, Some(3)));
     }
 
     #[test]

@@ -18,6 +18,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "unit and Rust integration tests"
 cargo test --workspace --exclude e2e
 
+step "the replication suite again, with a busy loop on every core beside it"
+tests/stress-replication.sh 1
+
 step "black-box tests (memccapable, pymemcache, differential against memcached 1.6.18);" \
     "Kubernetes packaging (helm lint and template, deploy/, CRD samples, Dockerfiles)"
 cargo build -p cache-node

@@ -91,7 +91,6 @@ async fn run_link(
     let role = after_meeting(local, Side { node_id: peer_id, ..remote.side }, accepted);
     repl.status.set_role(role);
     repl.status.term.fetch_max(remote.side.term, Relaxed);
-    let joining = local.role == Role::Starting && role == Role::Slave;
     info!(peer_id = format_args!("{peer_id:016x}"), ?role, "link up");
     *reached = Reached::Up;
     repl.status.link_up.store(true, Relaxed);
@@ -113,7 +112,7 @@ async fn run_link(
     };
     tokio::select! {
         r = writer(repl, &mut wr, start, &shared) => r,
-        r = reader(repl, &mut rd, rbuf, &shared, joining) => r,
+        r = reader(repl, &mut rd, rbuf, &shared) => r,
         r = watchdog(repl, &shared) => r,
     }
 }
@@ -335,15 +334,11 @@ fn snapshot_entry<'a>(repl: &Replicator, change: Change<'a>) -> Option<Entry<'a>
 }
 
 /// Applies the peer's stream.
-async fn reader(
-    repl: &Replicator,
-    rd: &mut OwnedReadHalf,
-    mut rbuf: BytesMut,
-    shared: &Shared,
-    joining: bool,
-) -> anyhow::Result<()> {
+async fn reader(repl: &Replicator, rd: &mut OwnedReadHalf, mut rbuf: BytesMut, shared: &Shared) -> anyhow::Result<()> {
     let max_frame = repl.config.max_frame;
     let mut frames = 0u32;
+    // The peer's stream id and offset of a snapshot being received.
+    let mut snapshot = None;
     loop {
         let mut applied_any = false;
         while let Some((msg, len)) = codec::decode(&rbuf, max_frame)? {
@@ -352,7 +347,10 @@ async fn reader(
             match msg {
                 Message::FullSync { repl_id, offset } => {
                     repl.status.full_syncs_received.fetch_add(1, Relaxed);
-                    *repl.peer_stream.lock() = (repl_id, offset);
+                    // Until the snapshot is whole, there is nothing to resume from: a link that
+                    // ends half-way takes a full sync again, not the stream after the snapshot.
+                    *repl.peer_stream.lock() = (codec::NO_HISTORY, 0);
+                    snapshot = Some((repl_id, offset));
                     shared.applied.store(offset, Relaxed);
                     info!("receiving the peer's snapshot");
                 }
@@ -367,9 +365,11 @@ async fn reader(
                 }
                 Message::SnapshotEnd { count } => {
                     info!(count, "peer's snapshot applied");
-                    if joining {
-                        repl.ready.send_replace(true);
+                    if let Some(stream) = snapshot.take() {
+                        *repl.peer_stream.lock() = stream;
                     }
+                    // A joining slave holds a complete copy now: its client ports may open.
+                    repl.ready.send_replace(true);
                 }
                 Message::Op { offset, op } => {
                     match op {

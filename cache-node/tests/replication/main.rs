@@ -777,3 +777,31 @@ fn a_slave_exits_at_once_on_sigterm() {
     assert_eq!(repl_stat(&a.node, "role"), "master");
     assert_eq!(stat_num(&a.node, "failovers"), 0);
 }
+
+#[test]
+fn a_link_cut_in_the_middle_of_a_full_sync_takes_a_full_sync_again() {
+    // Resuming after a cut snapshot would skip the items not yet sent: the joiner must start over.
+    const ITEMS: usize = 300_000;
+    let (pa, pb, via, admin_b) = (free_port(), free_port(), free_port(), free_port());
+    let a = member("cut-sync-a", pa, pb, &["-m", "256"]);
+    wait_role(&a.node, "master");
+    fill(&a.node, "item:", ITEMS, b"0123456789");
+    let proxy = Proxy::start(via, ([127, 0, 0, 1], pa).into());
+    let b = member("cut-sync-b", pb, via, &["-m", "256", "--admin-listen", &format!("127.0.0.1:{admin_b}")]);
+    let items = || {
+        let metrics = http_get(admin_b, "/metrics").1;
+        let line = metrics.lines().find(|l| l.starts_with("memcached_current_items ")).map(str::to_string);
+        line.and_then(|l| l.split(' ').nth(1)?.parse::<usize>().ok()).unwrap_or(0)
+    };
+    wait_for("the snapshot under way", || (items() > 0).then_some(()));
+    proxy.cut();
+    let held = items();
+    assert!(held < ITEMS, "the snapshot ended before the cut ({held} items): make it bigger");
+    std::thread::sleep(Duration::from_millis(100));
+    proxy.heal();
+    wait_role(&b.node, "slave");
+    wait_for("the copy to be complete", || (b.node.client().stat("curr_items") == ITEMS.to_string()).then_some(()));
+    assert!(stat_num(&a.node, "full_syncs_sent") >= 2, "the second link resumed instead of a full sync");
+    let keys: Vec<String> = (0..ITEMS).map(|i| format!("item:{i}")).collect();
+    assert!(contents(&b.node, &keys).iter().all(Option::is_some));
+}

@@ -21,8 +21,9 @@ use super::codec::{self, Entry, Message, Op, PROTOCOL_VERSION, Role};
 use super::roles::{Side, after_meeting};
 use crate::store::{Change, RemoteItem};
 
-/// Time allowed for the handshake and the exchange of `Sync` messages.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time allowed for the handshake and the exchange of `Sync` messages, unless the caller
+/// has less patience (see [`run`]).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How much of the stream is copied out of the backlog per write.
 const WRITE_CHUNK: usize = 256 * 1024;
 
@@ -61,10 +62,16 @@ pub enum Reached {
     Up,
 }
 
-/// Runs one link to its end. Returns how far it got, and why it ended.
-pub async fn run(repl: &Arc<Replicator>, stream: TcpStream, accepted: bool) -> (Reached, anyhow::Result<()>) {
+/// Runs one link to its end, allowing `handshake` for the handshake. Returns how far it got,
+/// and why it ended.
+pub async fn run(
+    repl: &Arc<Replicator>,
+    stream: TcpStream,
+    accepted: bool,
+    handshake: Duration,
+) -> (Reached, anyhow::Result<()>) {
     let mut reached = Reached::Nothing;
-    let result = run_link(repl, stream, accepted, &mut reached).await;
+    let result = run_link(repl, stream, accepted, handshake, &mut reached).await;
     if reached == Reached::Nothing && result.as_ref().is_err_and(|e| e.is::<tokio::time::error::Elapsed>()) {
         reached = Reached::Silence;
     }
@@ -75,11 +82,12 @@ async fn run_link(
     repl: &Arc<Replicator>,
     stream: TcpStream,
     accepted: bool,
+    timeout: Duration,
     reached: &mut Reached,
 ) -> anyhow::Result<()> {
     let (mut rd, mut wr) = stream.into_split();
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
-    let (peer_id, remote) = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+    let (peer_id, remote) = tokio::time::timeout(timeout, async {
         let peer_id = handshake(repl, &mut rd, &mut wr, &mut rbuf, accepted, reached).await?;
         let remote = exchange_sync(repl, &mut rd, &mut wr, &mut rbuf, peer_id).await?;
         anyhow::Ok((peer_id, remote))

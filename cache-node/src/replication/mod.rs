@@ -35,7 +35,7 @@ use crate::store::{Change, ChangeSink, Clock};
 use auth::Secret;
 use backlog::Backlog;
 use codec::{Entry, Message, Op, ReplId, Role};
-use link::Reached;
+use link::{HANDSHAKE_TIMEOUT, Reached};
 
 /// Replication settings (from `-x`, `-X`, `-q` and the `--repl-*` options).
 #[derive(Debug, Clone)]
@@ -379,7 +379,7 @@ impl Replicator {
             match self.connect(peer).await {
                 Ok(stream) => {
                     info!(%peer, "joining the peer");
-                    match self.clone().link(stream, false).await {
+                    match self.clone().link(stream, false, HANDSHAKE_TIMEOUT).await {
                         Reached::Up => return,
                         Reached::Nothing => {
                             info!(%peer, "the peer closed the connection without a greeting: starting as master");
@@ -407,22 +407,24 @@ impl Replicator {
     /// would take to notice (`misses` heartbeats): a short network drop resumes from the
     /// backlog and changes no role. A refused connection means the master process is gone, and
     /// the slave takes over at once. A master that still greets it is alive: the slave keeps
-    /// trying and never takes over while it does.
+    /// trying and never takes over while it does; one that accepts but does not greet within
+    /// the patience left is taken for dead.
     async fn rejoin(self: Arc<Self>) {
         let Some(peer) = self.config.peer.clone() else { return };
         let patience = self.config.heartbeat * self.config.misses;
         let mut deadline = tokio::time::Instant::now() + patience;
         while self.status.role() == Role::Slave && tokio::time::Instant::now() < deadline {
             let attempt = tokio::time::timeout_at(deadline, self.connect(&peer)).await;
+            // A master that has not greeted by the deadline has missed as many heartbeats as
+            // a failure takes: it counts as dead (a frozen process, whose kernel still accepts).
+            let handshake = (deadline - tokio::time::Instant::now()).max(self.config.heartbeat);
             match attempt.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
-                Ok(stream) => match self.clone().link(stream, false).await {
+                Ok(stream) => match self.clone().link(stream, false, handshake).await {
                     Reached::Up => deadline = tokio::time::Instant::now() + patience,
                     Reached::Greeted => {
                         deadline = tokio::time::Instant::now() + patience;
                         tokio::time::sleep(self.config.heartbeat / 2).await;
                     }
-                    // A master that cannot greet within the handshake timeout has missed far
-                    // more heartbeats than a failure takes: it counts as dead.
                     Reached::Silence | Reached::Nothing => {}
                 },
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
@@ -506,7 +508,7 @@ impl Replicator {
                         if let Err(e) = stream.set_nodelay(true) {
                             warn!(error = %e, "cannot set TCP_NODELAY on the link");
                         }
-                        self.clone().link(stream, true).await;
+                        self.clone().link(stream, true, HANDSHAKE_TIMEOUT).await;
                     }
                     Err(e) => {
                         warn!(error = %e, "accept failed on the replication port");
@@ -516,7 +518,7 @@ impl Replicator {
                 _ = probe, if self.config.peer.is_some() && !self.peer_is_self() => {
                     let peer = self.config.peer.clone().unwrap_or_default();
                     if let Ok(stream) = self.connect(&peer).await {
-                        self.clone().link(stream, false).await;
+                        self.clone().link(stream, false, HANDSHAKE_TIMEOUT).await;
                     }
                 }
             }
@@ -546,10 +548,10 @@ impl Replicator {
     }
 
     /// Runs one link to its end, keeping the status current. Returns how far it got.
-    async fn link(self: Arc<Self>, stream: TcpStream, accepted: bool) -> Reached {
+    async fn link(self: Arc<Self>, stream: TcpStream, accepted: bool, handshake: Duration) -> Reached {
         let peer = stream.peer_addr().ok();
         *self.status.peer.lock() = peer;
-        let (reached, result) = link::run(&self, stream, accepted).await;
+        let (reached, result) = link::run(&self, stream, accepted, handshake).await;
         match result {
             Ok(()) => info!(peer = ?peer, "link closed"),
             Err(e) => warn!(peer = ?peer, error = %e, "link ended"),

@@ -805,3 +805,22 @@ fn a_link_cut_in_the_middle_of_a_full_sync_takes_a_full_sync_again() {
     let keys: Vec<String> = (0..ITEMS).map(|i| format!("item:{i}")).collect();
     assert!(contents(&b.node, &keys).iter().all(Option::is_some));
 }
+
+#[test]
+fn a_frozen_master_is_replaced_by_heartbeat_and_rejoins_as_slave() {
+    // SIGSTOP: the master's kernel still accepts the slave's reconnections, but nothing answers.
+    let (a, b) = pair(&[]);
+    assert_eq!(a.node.client().call("set before 0 0 1\r\nx\r\n"), "STORED\r\n");
+    wait_item(&b.node, "before", Option::is_some);
+    a.node.signal(Signal::SIGSTOP);
+    let frozen = Instant::now();
+    wait_role(&b.node, "master");
+    let takeover = frozen.elapsed();
+    eprintln!("a frozen master was replaced after {takeover:?}");
+    // Heartbeats (3 × 100 ms) and a reconnection that gets no greeting in the time left, not
+    // the 2 s a joiner allows for a handshake.
+    assert!(takeover < Duration::from_millis(1500), "takeover took {takeover:?}");
+    a.node.signal(Signal::SIGCONT);
+    wait_role(&a.node, "slave");
+    assert_eq!(repl_stat(&b.node, "role"), "master");
+}

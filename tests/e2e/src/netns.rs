@@ -70,41 +70,36 @@ pub fn drop_to(ip: &str) -> anyhow::Result<()> {
     run(&["ip", "rule", "add", "pref", "10", "to", &format!("{ip}/32"), "lookup", DROP_TABLE])
 }
 
-/// Silently drops the TCP packets that processes running as `uid` send to or from `port`:
-/// pods run as their own user, so this cuts them off from one another on that port while the
-/// tests, kubelets and operator still reach them. (Addresses cannot tell them apart: on one
-/// host a connection to a local address has that address as its source too.)
-pub fn cut_port(uid: u32, port: u16) -> anyhow::Result<()> {
+/// Silently drops the TCP packets on `port` that processes running as `uid` send to any of
+/// `ips` (to the port, or from it: the replies). Pods run as their own user, so this cuts the
+/// pods at `ips` off from one another on that port while the tests, kubelets and operator
+/// still reach them. (Addresses alone cannot tell them apart: on one host a connection to a
+/// local address has that address as its source too.)
+pub fn cut_port(uid: u32, port: u16, ips: &[&str]) -> anyhow::Result<()> {
     anyhow::ensure!(std::env::var_os(INSIDE).is_some(), "not inside the test's network namespace");
-    for rule in port_rules(uid, port) {
+    for rule in port_rules(uid, port, ips) {
         run(&["ip", "rule", "add"].iter().copied().chain(rule.iter().map(String::as_str)).collect::<Vec<_>>())?;
     }
     Ok(())
 }
 
 /// Undoes `cut_port`.
-pub fn heal_port(uid: u32, port: u16) -> anyhow::Result<()> {
-    for rule in port_rules(uid, port) {
+pub fn heal_port(uid: u32, port: u16, ips: &[&str]) -> anyhow::Result<()> {
+    for rule in port_rules(uid, port, ips) {
         run(&["ip", "rule", "del"].iter().copied().chain(rule.iter().map(String::as_str)).collect::<Vec<_>>())?;
     }
     Ok(())
 }
 
-fn port_rules(uid: u32, port: u16) -> [Vec<String>; 2] {
-    ["dport", "sport"].map(|dir| {
-        [
-            "pref",
-            "10",
-            "uidrange",
-            &format!("{uid}-{uid}"),
-            "ipproto",
-            "tcp",
-            dir,
-            &port.to_string(),
-            "lookup",
-            DROP_TABLE,
-        ]
-        .map(String::from)
-        .to_vec()
-    })
+fn port_rules(uid: u32, port: u16, ips: &[&str]) -> Vec<Vec<String>> {
+    let (uids, port) = (format!("{uid}-{uid}"), port.to_string());
+    let mut rules = Vec::new();
+    for ip in ips {
+        let to = format!("{ip}/32");
+        for dir in ["dport", "sport"] {
+            let rule = ["pref", "10", "uidrange", &uids, "to", &to, "ipproto", "tcp", dir, &port, "lookup", DROP_TABLE];
+            rules.push(rule.map(String::from).to_vec());
+        }
+    }
+    rules
 }

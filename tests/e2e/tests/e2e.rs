@@ -867,24 +867,25 @@ async fn k_a_lost_node_without_the_operator_stays_an_endpoint_until_not_ready(c:
     Ok(())
 }
 
-/// Cuts the members off from each other on the replication port, both ways, until dropped;
+/// Cuts two members off from each other on the replication port, both ways, until dropped;
 /// the tests, kubelets and operator still reach both.
-struct Partition;
+struct Partition([String; 2]);
 
 impl Partition {
     /// The members run as this user; nothing else in the run does.
     const MEMBER_UID: u32 = 65532;
     const REPLICATION_PORT: u16 = 11212;
 
-    fn cut() -> anyhow::Result<Partition> {
-        e2e::netns::cut_port(Self::MEMBER_UID, Self::REPLICATION_PORT)?;
-        Ok(Partition)
+    fn cut(a: &str, b: &str) -> anyhow::Result<Partition> {
+        e2e::netns::cut_port(Self::MEMBER_UID, Self::REPLICATION_PORT, &[a, b])?;
+        Ok(Partition([a.to_string(), b.to_string()]))
     }
 }
 
 impl Drop for Partition {
     fn drop(&mut self) {
-        if let Err(e) = e2e::netns::heal_port(Self::MEMBER_UID, Self::REPLICATION_PORT) {
+        let [a, b] = &self.0;
+        if let Err(e) = e2e::netns::heal_port(Self::MEMBER_UID, Self::REPLICATION_PORT, &[a, b]) {
             eprintln!("cannot heal the partition: {e:#}");
         }
     }
@@ -904,7 +905,7 @@ async fn l_a_partition_between_the_members_routes_to_one_master(c: &Cluster) -> 
     let (mip, sip) = (pod_ip(c, ns, &master).await?, pod_ip(c, ns, &slave).await?);
     let eps = Endpoints::watch(c.client.clone(), ns, "demo");
     let client = measure_from(&eps, &mip, "l").await?;
-    let partition = Partition::cut()?;
+    let partition = Partition::cut(&mip, &sip)?;
     let t0 = Instant::now();
     let (promoted, only) = promotion_then_only(&eps, &sip, Duration::from_secs(15)).await?;
     eprintln!(

@@ -297,7 +297,8 @@ impl Speaker {
                 info!(instance = %self.name, interface = %name, up, "tracked interface changed");
                 t.up = up;
                 changed = true;
-                deaf |= !up;
+                // Its own interface (the first) down: it may have missed adverts.
+                deaf |= i == 0 && !up;
             }
         }
         if deaf {

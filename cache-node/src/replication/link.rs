@@ -111,15 +111,17 @@ async fn run_link(
         let resumable = remote.repl_id == repl.repl_id && (backlog.start()..=backlog.end()).contains(&remote.offset);
         resumable.then_some(remote.offset)
     };
+    // Where the peer's stream resumes here: the peer knows that much is applied.
+    let applied = repl.peer_stream.lock().1;
     let shared = Shared {
         started: Instant::now(),
         heard: AtomicU64::new(0),
-        applied: AtomicU64::new(repl.peer_stream.lock().1),
+        applied: AtomicU64::new(applied),
         wake: Notify::new(),
         confirm_stepdown: AtomicU64::new(0),
     };
     tokio::select! {
-        r = writer(repl, &mut wr, start, &shared) => r,
+        r = writer(repl, &mut wr, start, applied, &shared) => r,
         r = reader(repl, &mut rd, rbuf, &shared) => r,
         r = watchdog(repl, &shared) => r,
     }
@@ -228,8 +230,15 @@ async fn exchange_sync(
 }
 
 /// Sends this node's stream: a snapshot unless the peer can resume, then every change as it
-/// is made, with heartbeats and acknowledgements in between.
-async fn writer(repl: &Replicator, wr: &mut OwnedWriteHalf, start: Option<u64>, shared: &Shared) -> anyhow::Result<()> {
+/// is made, with heartbeats and acknowledgements in between. `acked` is how much of the peer's
+/// stream the peer already knows to be applied here.
+async fn writer(
+    repl: &Replicator,
+    wr: &mut OwnedWriteHalf,
+    start: Option<u64>,
+    mut acked: u64,
+    shared: &Shared,
+) -> anyhow::Result<()> {
     let mut out = Vec::with_capacity(WRITE_CHUNK);
     let mut offset = match start {
         Some(offset) => {
@@ -264,7 +273,6 @@ async fn writer(repl: &Replicator, wr: &mut OwnedWriteHalf, start: Option<u64>, 
         }
     };
     let mut ping = tokio::time::interval(repl.config.heartbeat);
-    let mut acked = shared.applied.load(Relaxed);
     // A second StepDown on one link would read as the confirmation of the first on the peer.
     let mut handed_over = false;
     loop {
@@ -359,7 +367,6 @@ async fn reader(repl: &Replicator, rd: &mut OwnedReadHalf, mut rbuf: BytesMut, s
                     // ends half-way takes a full sync again, not the stream after the snapshot.
                     *repl.peer_stream.lock() = (codec::NO_HISTORY, 0);
                     snapshot = Some((repl_id, offset));
-                    shared.applied.store(offset, Relaxed);
                     info!("receiving the peer's snapshot");
                 }
                 Message::Resume { repl_id, offset } => {
@@ -373,8 +380,11 @@ async fn reader(repl: &Replicator, rd: &mut OwnedReadHalf, mut rbuf: BytesMut, s
                 }
                 Message::SnapshotEnd { count } => {
                     info!(count, "peer's snapshot applied");
+                    // Only now is everything before the snapshot's offset applied here.
                     if let Some(stream) = snapshot.take() {
                         *repl.peer_stream.lock() = stream;
+                        shared.applied.store(stream.1, Relaxed);
+                        applied_any = true;
                     }
                     // A joining slave holds a complete copy now: its client ports may open.
                     repl.ready.send_replace(true);

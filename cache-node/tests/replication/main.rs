@@ -513,7 +513,9 @@ fn a_stalled_slave_costs_the_master_bounded_memory_and_catches_up_afterwards() {
     let a = member("stall-a", pa, pb, &["-q", "256"]);
     wait_role(&a.node, "master");
     let proxy = Proxy::start(via, ([127, 0, 0, 1], pa).into());
-    let b = member("stall-b", pb, via, &[]);
+    // The slave waits 10 s before taking its silent master for dead: the stall is the
+    // network's, and the writes below may take longer than the default 300 ms on a busy machine.
+    let b = member("stall-b", pb, via, &["--repl-misses", "100"]);
     wait_role(&b.node, "slave");
     let full_before = stat_num(&a.node, "full_syncs_sent");
 

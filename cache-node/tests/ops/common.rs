@@ -4,6 +4,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cache-node");
@@ -14,9 +15,32 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that is free on 127.0.0.1 and that this process has not handed out before. It is
+/// taken below the kernel's ephemeral range: a port from that range (what binding port 0
+/// gives) may become the source port of one of the tests' many client connections before the
+/// node binds it, and the node then fails to start.
 pub fn free_port() -> u16 {
+    const FIRST: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let room = ephemeral_start().saturating_sub(FIRST);
+    // Test binaries may run side by side: each starts at its own place in the range.
+    let offset = std::process::id() % 64 * 300;
+    for _ in 0..room.min(1000) {
+        let port = (FIRST + (offset + NEXT.fetch_add(1, Relaxed)) % room) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    // No room below the ephemeral range on this machine: let the kernel choose.
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The first port of the kernel's ephemeral range (Linux's default when unknown).
+fn ephemeral_start() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// A UDP port that was free a moment ago on 127.0.0.1.

@@ -139,15 +139,6 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    if let Some(listener) = admin {
-        info!(addr = %listener.local_addr()?, "admin listening");
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            if let Err(e) = admin::serve(ctx, listener).await {
-                error!(error = %e, "admin listener failed");
-            }
-        });
-    }
     let shutdown = async move {
         let name = tokio::select! {
             _ = term.recv() => "SIGTERM",
@@ -164,6 +155,16 @@ async fn serve(
         }
         None => (None, None),
     };
+    // Only now: before the replicator exists, `/role` would read "standalone" on a pair member.
+    if let Some(listener) = admin {
+        info!(addr = %listener.local_addr()?, "admin listening");
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = admin::serve(ctx, listener).await {
+                error!(error = %e, "admin listener failed");
+            }
+        });
+    }
     // Returns once no client is served any more: nothing written after this was acknowledged.
     server::run(ctx, listeners, ready, shutdown).await?;
     if let Some(repl) = repl {

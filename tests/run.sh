@@ -37,6 +37,7 @@ step "benchmark smoke run (correctness of the tooling, not a measurement)"
 python3 tests/bench/compare.py --build --quick
 python3 tests/bench/replication.py --quick
 python3 tests/bench/vrrp.py --quick
+python3 tests/bench/failover_vrrp.py --quick
 
 echo
 echo "all tests passed"

@@ -77,11 +77,11 @@ pub async fn run(
     };
     let owned = watcher::Config::default().labels(labels::PAIR);
     let controller = Controller::new(pairs, watcher::Config::default().any_semantic());
-    // A cordoned node is being drained (switch its masters over); a NotReady one may hold a
+    // A draining node (cordoned, or tainted for removal) needs its masters switched over; a NotReady one may hold a
     // master to fence. Rare events: every pair looks, and finds out whether it is concerned.
     let store = controller.store();
     let concerning = move |node: Node| {
-        let drained_or_lost = node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) || !node_ready(&node);
+        let drained_or_lost = observe::node_draining(&node) || !node_ready(&node);
         let pairs = if drained_or_lost { store.state() } else { Vec::new() };
         pairs.into_iter().map(|cp| ObjectRef::from_obj(&*cp)).collect::<Vec<_>>()
     };

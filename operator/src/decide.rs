@@ -204,9 +204,9 @@ fn with_master(input: &Input<'_>, master: Member, other: Option<&MemberView>, d:
                 d.message = format!("the VRRP sidecar of {} ended; switching over", name(master));
                 d.actions.push(Action::Switchover { from: master, reason: "its VRRP sidecar ended" });
                 d.requeue = BUSY;
-            } else if master_view.cordoned && !v.cordoned {
+            } else if master_view.draining && !v.draining {
                 // A drain: the budget keeps the master until it is the slave.
-                d.actions.push(Action::Switchover { from: master, reason: "its node is cordoned" });
+                d.actions.push(Action::Switchover { from: master, reason: "its node is being drained" });
                 d.requeue = BUSY;
             } else if v.revision.as_deref() != Some(input.revision) {
                 d.actions.push(Action::Delete { member: master.other(), reason: "rolling the slave to the new spec" });
@@ -283,7 +283,7 @@ mod tests {
             term: Some(1),
             synced: true,
             node_lost_for: None,
-            cordoned: false,
+            draining: false,
             serving: Some(true),
             ready: role == Some(Role::Master),
             role_label: None,
@@ -600,23 +600,23 @@ mod tests {
     }
 
     #[test]
-    fn a_cordoned_masters_node_is_drained_by_switching_over_first() {
+    fn a_master_on_a_draining_node_switches_over_first() {
         let (mut m, s) = (master(), slave());
-        m.cordoned = true;
+        m.draining = true;
         let d = decide(&input(Some(&m), Some(&s)));
-        assert_eq!(d.actions, [Action::Switchover { from: Member::A, reason: "its node is cordoned" }]);
+        assert_eq!(d.actions, [Action::Switchover { from: Member::A, reason: "its node is being drained" }]);
 
         // Not to a slave without the data, nor onto a node that is being drained too.
         let mut copying = slave();
         copying.synced = false;
         assert!(decide(&input(Some(&m), Some(&copying))).actions.is_empty());
-        let mut cordoned = slave();
-        cordoned.cordoned = true;
-        assert!(decide(&input(Some(&m), Some(&cordoned))).actions.is_empty());
+        let mut draining = slave();
+        draining.draining = true;
+        assert!(decide(&input(Some(&m), Some(&draining))).actions.is_empty());
 
-        // A cordoned slave is the drain's to evict; the operator re-seeds it elsewhere.
+        // A draining slave is the drain's to evict; the operator re-seeds it elsewhere.
         let (m, mut s) = (master(), slave());
-        s.cordoned = true;
+        s.draining = true;
         assert!(decide(&input(Some(&m), Some(&s))).actions.is_empty());
     }
 

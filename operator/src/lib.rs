@@ -5,7 +5,7 @@
 //! - [`crd`]: the resource's types, defaults and schema validation;
 //! - [`observe`]: what the members are doing (pods, nodes, the role each member reports);
 //! - [`decide`]: what to do about it — fence a superseded master out of the client Service,
-//!   create, re-seed, switch over (on request, or off a cordoned node), roll — as a function of
+//!   create, re-seed, switch over (on request, or off a draining node), roll — as a function of
 //!   the observed state;
 //! - [`render`]: the Kubernetes objects a pair owns (member pods, Services, PDB,
 //!   NetworkPolicy, the VRRP sidecar's configuration);

@@ -70,8 +70,9 @@ pub struct MemberView {
     pub synced: bool,
     /// How long its node has been unreachable (NotReady, Unknown or gone); `None` if healthy.
     pub node_lost_for: Option<Duration>,
-    /// Its node is cordoned (`spec.unschedulable`): it is being drained.
-    pub cordoned: bool,
+    /// Its node is being drained: cordoned, or tainted for removal by an autoscaler (see
+    /// [`node_draining`]).
+    pub draining: bool,
     /// Its readiness gate (`cachepair.io/serving`); `None` while the condition is missing.
     pub serving: Option<bool>,
     /// Its pod is Ready: an endpoint of the client Service.
@@ -111,7 +112,7 @@ pub fn member_view(pod: &Pod, node: Option<&Node>, now: &Time) -> MemberView {
         role_label: pod.metadata.labels.as_ref().and_then(|l| l.get(labels::ROLE).cloned()),
         node_lost_for: node_name.as_ref().and_then(|_| node_lost_for(node, now)),
         node: node_name,
-        cordoned: node.and_then(|n| n.spec.as_ref()).and_then(|s| s.unschedulable).unwrap_or(false),
+        draining: node.is_some_and(node_draining),
         serving: condition(pod, SERVING_CONDITION).map(|status| status == "True"),
         ready: condition(pod, "Ready") == Some("True"),
         role: None,
@@ -124,6 +125,24 @@ pub fn member_view(pod: &Pod, node: Option<&Node>, now: &Time) -> MemberView {
                 .any(|c| c.name == VRRP_CONTAINER && c.state.as_ref().is_some_and(|state| state.terminated.is_some()))
         }),
     }
+}
+
+/// Taints that announce a node's removal by an autoscaler, whose evictions come without a
+/// cordon: cluster-autoscaler's scale-down and Karpenter's disruption (v1, and v0.3x's
+/// `karpenter.sh/disruption=disrupting`).
+const DRAIN_TAINTS: [(&str, Option<&str>); 3] = [
+    ("ToBeDeletedByClusterAutoscaler", None),
+    ("karpenter.sh/disrupted", None),
+    ("karpenter.sh/disruption", Some("disrupting")),
+];
+
+/// The node is being emptied: cordoned (`kubectl drain` cordons first) or tainted for removal.
+pub fn node_draining(node: &Node) -> bool {
+    let Some(spec) = node.spec.as_ref() else { return false };
+    let tainted = spec.taints.iter().flatten().any(|t| {
+        DRAIN_TAINTS.iter().any(|(key, value)| t.key == *key && value.is_none_or(|v| t.value.as_deref() == Some(v)))
+    });
+    spec.unschedulable == Some(true) || tainted
 }
 
 /// The status of the pod's condition `type_`.
@@ -222,13 +241,13 @@ mod tests {
     }
 
     #[test]
-    fn the_gate_readiness_cordon_and_last_term_are_seen() {
+    fn the_gate_readiness_drain_and_last_term_are_seen() {
         use k8s_openapi::api::core::v1::{NodeSpec, PodCondition};
         let now = Time(Timestamp::now());
         let mut p = pod("Running", "10.0.0.1");
         let mut n = node("True", now.0);
         let v = member_view(&p, Some(&n), &now);
-        assert_eq!((v.serving, v.ready, v.cordoned), (None, false, false));
+        assert_eq!((v.serving, v.ready, v.draining), (None, false, false));
         let cond = |type_: &str, status: &str| PodCondition {
             type_: type_.into(),
             status: status.into(),
@@ -238,7 +257,30 @@ mod tests {
         p.metadata.annotations = Some([(TERM_ANNOTATION.to_string(), "3".to_string())].into());
         n.spec = Some(NodeSpec { unschedulable: Some(true), ..Default::default() });
         let v = member_view(&p, Some(&n), &now);
-        assert_eq!((v.serving, v.ready, v.cordoned, v.term), (Some(false), true, true, Some(3)));
+        assert_eq!((v.serving, v.ready, v.draining, v.term), (Some(false), true, true, Some(3)));
+    }
+
+    #[test]
+    fn a_node_drains_when_cordoned_or_tainted_for_removal() {
+        use k8s_openapi::api::core::v1::{NodeSpec, Taint};
+        let tainted = |key: &str, value: Option<&str>| {
+            let taint = Taint {
+                key: key.into(),
+                value: value.map(Into::into),
+                effect: "NoSchedule".into(),
+                ..Default::default()
+            };
+            Node { spec: Some(NodeSpec { taints: Some(vec![taint]), ..Default::default() }), ..Default::default() }
+        };
+        assert!(!node_draining(&Node::default()));
+        assert!(!node_draining(&tainted("dedicated", Some("cache"))));
+        assert!(node_draining(&tainted("ToBeDeletedByClusterAutoscaler", Some("1733450000"))));
+        assert!(node_draining(&tainted("karpenter.sh/disrupted", None)));
+        assert!(node_draining(&tainted("karpenter.sh/disruption", Some("disrupting"))));
+        assert!(!node_draining(&tainted("karpenter.sh/disruption", Some("candidate"))));
+        let cordoned =
+            Node { spec: Some(NodeSpec { unschedulable: Some(true), ..Default::default() }), ..Default::default() };
+        assert!(node_draining(&cordoned));
     }
 
     #[test]

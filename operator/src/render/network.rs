@@ -16,7 +16,8 @@ fn selector(cp: &CachePair) -> LabelSelector {
 
 /// Voluntary disruptions (drains) may not take the master: only the master is Ready, so one
 /// Ready pod must stay. The slave, never Ready, may always be evicted (`AlwaysAllow`); when
-/// the master's node is cordoned the operator switches over, and the drain can then evict it.
+/// the master's node is being drained (cordoned, or tainted for removal by an autoscaler) the
+/// operator switches over, and the drain can then evict it.
 pub fn pod_disruption_budget(cp: &CachePair) -> PodDisruptionBudget {
     PodDisruptionBudget {
         metadata: owned_meta(cp, cp.name()),

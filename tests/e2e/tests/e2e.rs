@@ -17,7 +17,7 @@ use e2e::memcache;
 use e2e::operator_process::OperatorProcess;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, EvictParams, ListParams, ObjectMeta, PostParams};
 use operator::crd::{CachePair, Phase};
 
 type TestFn = for<'a> fn(&'a Cluster) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
@@ -69,6 +69,11 @@ const TESTS: &[(&str, TestFn, u64)] = &[
     (
         "m_a_drain_of_the_masters_node_completes_with_zero_loss",
         |c| Box::pin(m_a_drain_of_the_masters_node_completes_with_zero_loss(c)),
+        240,
+    ),
+    (
+        "n_an_autoscalers_scale_down_evicts_the_master_after_a_switchover",
+        |c| Box::pin(n_an_autoscalers_scale_down_evicts_the_master_after_a_switchover(c)),
         240,
     ),
 ];
@@ -986,5 +991,56 @@ async fn m_a_drain_of_the_masters_node_completes_with_zero_loss(c: &Cluster) -> 
     ensure!(lost == 0, "{lost} acknowledged writes lost in the drain");
     let status = pair(c, ns, "demo").await?.status.unwrap();
     ensure!(status.failover_count == 0, "a drain is no failover");
+    Ok(())
+}
+
+/// n. An autoscaler's scale-down, which does not cordon: cluster-autoscaler taints the master's
+/// node `ToBeDeletedByClusterAutoscaler` and calls the Eviction API, retrying while the budget
+/// refuses. The operator sees the taint and switches over; the eviction then goes through, with
+/// no acknowledged write lost and no failover.
+async fn n_an_autoscalers_scale_down_evicts_the_master_after_a_switchover(c: &Cluster) -> anyhow::Result<()> {
+    let ns = "e2e-n";
+    namespace(c, ns).await?;
+    let _op = OperatorProcess::start_in(c, "operator-n", ns)?;
+    create_pair(c, ns, "demo", serde_json::json!({"replication": {"mode": "sync"}})).await?;
+    let s = wait_ready(c, ns, "demo", 120).await?.status.unwrap();
+    let (master, slave) = (s.master.unwrap(), s.slave.unwrap());
+    let node = member_pod(c, ns, &master).await.and_then(|p| p.spec?.node_name).context("the master's node")?;
+    let eps = Endpoints::watch(c.client.clone(), ns, "demo");
+    let client = measure_from(&eps, &pod_ip(c, ns, &master).await?, "n").await?;
+    let taint = "ToBeDeletedByClusterAutoscaler=1733450000:NoSchedule";
+    c.kubectl(&["taint", "nodes", &node, taint])?;
+    let t0 = Instant::now();
+    let pods = Api::<Pod>::namespaced(c.client.clone(), ns);
+    let evicted = wait_for("the master's eviction to be let through", Duration::from_secs(60), || async {
+        // As the autoscaler does: try, and try again while the budget says no.
+        pods.evict(&master, &EvictParams::default()).await.ok().map(|_| t0.elapsed())
+    })
+    .await;
+    let settled = async {
+        let evicted = evicted?;
+        wait_for("the pair whole again, off the tainted node", Duration::from_secs(90), || async {
+            let s = pair(c, ns, "demo").await.ok()?.status?;
+            let on = member_pod(c, ns, &master).await?.spec?.node_name?;
+            (s.phase == Some(Phase::Ready) && s.master.as_deref() == Some(&slave) && on != node).then_some(())
+        })
+        .await?;
+        anyhow::Ok(evicted)
+    }
+    .await;
+    let _ = c.kubectl(&["taint", "nodes", &node, "ToBeDeletedByClusterAutoscaler-"]);
+    let evicted = settled?;
+    eprintln!("  the master's eviction went through {evicted:?} after the taint");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sip = pod_ip(c, ns, &slave).await?;
+    let lost = bench(
+        "autoscaler scale-down: taint, then evict the master (operator running)",
+        client.finish(),
+        &sip,
+        "n_an_autoscaler",
+    )?;
+    ensure!(lost == 0, "{lost} acknowledged writes lost in the scale-down");
+    let status = pair(c, ns, "demo").await?.status.unwrap();
+    ensure!(status.failover_count == 0, "a scale-down is no failover");
     Ok(())
 }

@@ -208,6 +208,10 @@ fn with_master(input: &Input<'_>, master: Member, other: Option<&MemberView>, d:
                 // A drain: the budget keeps the master until it is the slave.
                 d.actions.push(Action::Switchover { from: master, reason: "its node is being drained" });
                 d.requeue = BUSY;
+            } else if master_view.eviction_requested && !v.draining {
+                // The webhook refused its eviction; the evictor's retry takes it as the slave.
+                d.actions.push(Action::Switchover { from: master, reason: "its eviction was requested" });
+                d.requeue = BUSY;
             } else if v.revision.as_deref() != Some(input.revision) {
                 d.actions.push(Action::Delete { member: master.other(), reason: "rolling the slave to the new spec" });
                 d.requeue = BUSY;
@@ -284,6 +288,7 @@ mod tests {
             synced: true,
             node_lost_for: None,
             draining: false,
+            eviction_requested: false,
             serving: Some(true),
             ready: role == Some(Role::Master),
             role_label: None,
@@ -618,6 +623,18 @@ mod tests {
         let (m, mut s) = (master(), slave());
         s.draining = true;
         assert!(decide(&input(Some(&m), Some(&s))).actions.is_empty());
+    }
+
+    #[test]
+    fn a_master_whose_eviction_was_refused_switches_over() {
+        let (mut m, s) = (master(), slave());
+        m.eviction_requested = true;
+        let d = decide(&input(Some(&m), Some(&s)));
+        assert_eq!(d.actions, [Action::Switchover { from: Member::A, reason: "its eviction was requested" }]);
+        // Not to a slave without the data: the budget keeps refusing until it has it.
+        let mut copying = slave();
+        copying.synced = false;
+        assert!(decide(&input(Some(&m), Some(&copying))).actions.is_empty());
     }
 
     #[test]

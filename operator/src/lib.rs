@@ -11,6 +11,7 @@
 //!   NetworkPolicy, the VRRP sidecar's configuration);
 //! - [`controller`]: the reconcile loop that reads the cluster, calls `decide` and `render`, and
 //!   applies the result (server-side apply, finalizer, Events, status);
+//! - [`eviction`]: the admission webhook that turns an eviction of a master into a switchover;
 //! - [`member`]: the HTTP client for a member's admin listener (role, term, switchover);
 //! - [`metrics`], [`leader`], [`telemetry`]: the operator's own `/metrics`, Lease, logs.
 
@@ -18,6 +19,7 @@ pub mod controller;
 pub mod crd;
 pub mod decide;
 pub mod error;
+pub mod eviction;
 pub mod leader;
 pub mod member;
 pub mod metrics;

@@ -14,9 +14,9 @@ use clap::Parser;
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use operator::controller::{self, Context};
-use operator::leader;
 use operator::metrics::Metrics;
 use operator::telemetry::{self, LogFormat};
+use operator::{eviction, leader};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tracing::{error, info};
@@ -47,6 +47,16 @@ struct Args {
     lease_namespace: Option<String>,
     #[arg(long, value_enum, default_value = "json")]
     log_format: LogFormat,
+    /// Serve the eviction webhook (HTTPS, `POST /validate-eviction`) here; needs
+    /// --webhook-cert and --webhook-key. Off when not given.
+    #[arg(long, requires_all = ["webhook_cert", "webhook_key"])]
+    webhook_listen: Option<SocketAddr>,
+    /// The webhook's certificate chain (PEM)
+    #[arg(long, requires = "webhook_listen")]
+    webhook_cert: Option<PathBuf>,
+    /// The webhook's private key (PEM)
+    #[arg(long, requires = "webhook_listen")]
+    webhook_key: Option<PathBuf>,
 }
 
 struct Health {
@@ -80,6 +90,18 @@ async fn main() -> anyhow::Result<()> {
             error!(error = %e, "the metrics listener failed");
         }
     });
+    if let (Some(addr), Some(cert), Some(key)) = (args.webhook_listen, args.webhook_cert, args.webhook_key) {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        // Read now, so that a bad certificate stops the operator with a clear error.
+        let acceptor = eviction::tls_acceptor(&cert, &key)?;
+        let server = eviction::serve_tls(listener, eviction::router(client.clone()), acceptor);
+        info!(listen = %addr, "eviction webhook listening");
+        tokio::spawn(async move {
+            if let Err(e) = server.await {
+                error!(error = %e, "the eviction webhook failed");
+            }
+        });
+    }
     info!(listen = %args.listen, identity, "cachepair-operator starting");
 
     let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), &identity));

@@ -5,11 +5,18 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 
 use crate::render::{SERVING_CONDITION, VRRP_CONTAINER, labels};
 
 /// The pod annotation with the last term the member reported to the operator.
 pub const TERM_ANNOTATION: &str = "cachepair.io/term";
+/// The pod annotation the eviction webhook sets, with the time, when it refused to evict a
+/// master (see [`crate::eviction`]).
+pub const EVICTION_ANNOTATION: &str = "cachepair.io/eviction-requested";
+/// How long a refused eviction asks for a switchover: an evictor retries within seconds, and
+/// an old mark must not move the role again after the member is master once more.
+const EVICTION_REQUEST_TTL: Duration = Duration::from_secs(120);
 
 /// A member's replication role as its admin listener reports it (`/role`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +80,8 @@ pub struct MemberView {
     /// Its node is being drained: cordoned, or tainted for removal by an autoscaler (see
     /// [`node_draining`]).
     pub draining: bool,
+    /// An eviction of it was refused by the webhook lately: it should stop being master.
+    pub eviction_requested: bool,
     /// Its readiness gate (`cachepair.io/serving`); `None` while the condition is missing.
     pub serving: Option<bool>,
     /// Its pod is Ready: an endpoint of the client Service.
@@ -113,11 +122,14 @@ pub fn member_view(pod: &Pod, node: Option<&Node>, now: &Time) -> MemberView {
         node_lost_for: node_name.as_ref().and_then(|_| node_lost_for(node, now)),
         node: node_name,
         draining: node.is_some_and(node_draining),
+        eviction_requested: annotation(pod, EVICTION_ANNOTATION)
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .is_some_and(|at| now.0.duration_since(at).unsigned_abs() < EVICTION_REQUEST_TTL),
         serving: condition(pod, SERVING_CONDITION).map(|status| status == "True"),
         ready: condition(pod, "Ready") == Some("True"),
         role: None,
         answered: false,
-        term: pod.metadata.annotations.as_ref().and_then(|a| a.get(TERM_ANNOTATION)).and_then(|t| t.parse().ok()),
+        term: annotation(pod, TERM_ANNOTATION).and_then(|t| t.parse().ok()),
         synced: false,
         sidecar_ended: status.and_then(|s| s.container_statuses.as_ref()).is_some_and(|statuses| {
             statuses
@@ -143,6 +155,10 @@ pub fn node_draining(node: &Node) -> bool {
         DRAIN_TAINTS.iter().any(|(key, value)| t.key == *key && value.is_none_or(|v| t.value.as_deref() == Some(v)))
     });
     spec.unschedulable == Some(true) || tainted
+}
+
+fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
+    pod.metadata.annotations.as_ref()?.get(key).map(String::as_str)
 }
 
 /// The status of the pod's condition `type_`.
@@ -258,6 +274,20 @@ mod tests {
         n.spec = Some(NodeSpec { unschedulable: Some(true), ..Default::default() });
         let v = member_view(&p, Some(&n), &now);
         assert_eq!((v.serving, v.ready, v.draining, v.term), (Some(false), true, true, Some(3)));
+    }
+
+    #[test]
+    fn a_refused_eviction_asks_for_a_switchover_for_two_minutes() {
+        let now = Time(Timestamp::now());
+        let mut p = pod("Running", "10.0.0.1");
+        assert!(!member_view(&p, None, &now).eviction_requested);
+        for (ago, requested) in [(0, true), (119, true), (121, false)] {
+            let at = now.0 - SignedDuration::from_secs(ago);
+            p.metadata.annotations = Some([(EVICTION_ANNOTATION.to_string(), at.to_string())].into());
+            assert_eq!(member_view(&p, None, &now).eviction_requested, requested, "{ago} s ago");
+        }
+        p.metadata.annotations = Some([(EVICTION_ANNOTATION.to_string(), "garbage".to_string())].into());
+        assert!(!member_view(&p, None, &now).eviction_requested);
     }
 
     #[test]

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from benchlib import DEFAULT_OUT, REPO, log
 
-TESTS = ("b_failover", "c_a_deleted", "k_a_lost", "l_a_partition", "m_a_drain", "n_an_autoscaler")
+TESTS = ("b_failover", "c_a_deleted", "k_a_lost", "l_a_partition", "m_a_drain", "n_an_autoscaler", "o_an_eviction")
 
 BENCH = re.compile(
     r"bench \| (?P<scenario>[^|]+?) \| longest gap (?P<gap>\d+) ms \| (?P<acked>\d+) acknowledged writes, "

@@ -63,7 +63,8 @@ LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update", "p
 
 # The operator binary's flags (`cachepair-operator --help`).
 OPERATOR_FLAGS = {"--kubeconfig", "--namespace", "--listen", "--leader-election", "--lease-name",
-                  "--lease-namespace", "--log-format"}
+                  "--lease-namespace", "--log-format", "--webhook-listen", "--webhook-cert",
+                  "--webhook-key"}
 
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 HELM_ONLY_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by"}
@@ -320,6 +321,47 @@ def test_deployment_follows_the_operator_contract(config):
         assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
         if "serviceMonitor.labels.release" in values:
             assert sm["metadata"]["labels"]["release"] == values["serviceMonitor.labels.release"]
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["lint", "lint-strict"])
+def test_eviction_webhook(strict):
+    sets = ("evictionWebhook.enabled=true", f"watchNamespace={WATCH_NS}")
+    args = ["lint", str(CHART), "--namespace", RELEASE_NAMESPACE, "--kube-version", MIN_KUBE_VERSION]
+    for s in sets:
+        args += ["--set", s]
+    helm(*args, *(["--strict"] if strict else []))
+    docs = render(*sets)
+    dep, pod, c = deployment_parts(docs)
+    args = parse_args(c["args"])
+    assert args["--webhook-listen"] == "0.0.0.0:9443"
+    mount = one_of(c["volumeMounts"], "webhook-tls")
+    assert mount["readOnly"] is True
+    assert (args["--webhook-cert"], args["--webhook-key"]) == (
+        f"{mount['mountPath']}/tls.crt", f"{mount['mountPath']}/tls.key")
+    assert {"name": "webhook", "containerPort": 9443, "protocol": "TCP"} in c["ports"]
+    secret = one(docs, "Secret", "cachepair-operator-webhook-tls")
+    assert one_of(pod["volumes"], "webhook-tls")["secret"]["secretName"] == "cachepair-operator-webhook-tls"
+    assert secret["type"] == "kubernetes.io/tls" and set(secret["data"]) == {"tls.crt", "tls.key", "ca.crt"}
+    svc = one(docs, "Service", "cachepair-operator-webhook")
+    assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    assert svc["spec"]["ports"] == [{"name": "webhook", "port": 9443, "targetPort": "webhook",
+                                     "protocol": "TCP"}]
+    (config,) = find(docs, "ValidatingWebhookConfiguration")
+    (hook,) = config["webhooks"]
+    assert hook["clientConfig"]["service"] == {"name": "cachepair-operator-webhook",
+                                               "namespace": RELEASE_NAMESPACE,
+                                               "path": "/validate-eviction", "port": 9443}
+    assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+    assert hook["rules"] == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                              "resources": ["pods/eviction"], "scope": "Namespaced"}]
+    assert (hook["failurePolicy"], hook["sideEffects"]) == ("Ignore", "NoneOnDryRun")
+    assert hook["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": WATCH_NS}}
+    assert not find(render(), "ValidatingWebhookConfiguration"), "off by default"
+
+
+def one_of(items: list[dict], name: str) -> dict:
+    (item,) = [i for i in items if i["name"] == name]
+    return item
 
 
 def test_values_reach_the_deployment():

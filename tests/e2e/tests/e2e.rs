@@ -76,6 +76,11 @@ const TESTS: &[(&str, TestFn, u64)] = &[
         |c| Box::pin(n_an_autoscalers_scale_down_evicts_the_master_after_a_switchover(c)),
         240,
     ),
+    (
+        "o_an_eviction_of_the_master_is_a_switchover_through_the_webhook",
+        |c| Box::pin(o_an_eviction_of_the_master_is_a_switchover_through_the_webhook(c)),
+        240,
+    ),
 ];
 
 fn main() -> std::process::ExitCode {
@@ -800,12 +805,28 @@ async fn h_the_chart_and_deploy_manifests_install_on_the_api_server(c: &Cluster)
     helm_run(&["install", "cp-op", chart, "-n", ns, "--create-namespace", "--set", "nodeSelector.e2e=none"])?;
     let deploy = c.kubectl(&["-n", ns, "get", "deployment", "-o", "name"])?;
     ensure!(deploy.contains("deployment.apps/cp-op-cachepair-operator"), "{deploy}");
-    helm_run(&["upgrade", "cp-op", chart, "-n", ns, "--set", "nodeSelector.e2e=none", "--set", "logFormat=text"])?;
+    let upgrade = ["upgrade", "cp-op", chart, "-n", ns, "--set", "nodeSelector.e2e=none", "--set", "logFormat=text"];
+    let webhook = ["--set", "evictionWebhook.enabled=true"];
+    helm_run(&[&upgrade[..], &webhook[..]].concat())?;
     let jsonpath = "jsonpath={.spec.template.spec.containers[0].args}";
     let args = c.kubectl(&["-n", ns, "get", "deployment", "cp-op-cachepair-operator", "-o", jsonpath])?;
     ensure!(args.contains("--log-format=text"), "the upgrade did not reach the Deployment: {args}");
+    ensure!(args.contains("--webhook-listen=0.0.0.0:9443"), "the webhook is not served: {args}");
+    // The API server took the webhook's configuration, and an upgrade keeps its certificate.
+    let ca = |c: &Cluster| {
+        c.kubectl(&[
+            "get",
+            "validatingwebhookconfiguration",
+            &format!("cp-op-cachepair-operator-webhook-{ns}"),
+            "-o",
+            "jsonpath={.webhooks[0].clientConfig.caBundle}",
+        ])
+    };
+    let first = ca(c)?;
+    helm_run(&[&upgrade[..], &webhook[..]].concat())?;
+    ensure!(!first.is_empty() && ca(c)? == first, "the webhook's CA changed across an upgrade");
     helm_run(&["uninstall", "cp-op", "-n", ns, "--wait"])?;
-    let kinds = "deployment,serviceaccount,role,rolebinding,service";
+    let kinds = "deployment,serviceaccount,role,rolebinding,service,secret,validatingwebhookconfiguration";
     let left = c.kubectl(&["-n", ns, "get", kinds, "-l", "app.kubernetes.io/instance=cp-op", "-o", "name"])?;
     ensure!(left.trim().is_empty(), "left after uninstall: {left}");
     let chart_crd = std::fs::read_to_string(repo.join("charts/cachepair-operator/crds/cachepair.yaml"))?;
@@ -1043,4 +1064,89 @@ async fn n_an_autoscalers_scale_down_evicts_the_master_after_a_switchover(c: &Cl
     let status = pair(c, ns, "demo").await?.status.unwrap();
     ensure!(status.failover_count == 0, "a scale-down is no failover");
     Ok(())
+}
+
+/// o. An eviction of the master with no cordon and no taint (a direct call to the Eviction
+/// API, as the descheduler makes): the operator's admission webhook refuses it with 429 and
+/// marks the master, the operator switches over, and the evictor's retry goes through, with no
+/// acknowledged write lost and no failover.
+async fn o_an_eviction_of_the_master_is_a_switchover_through_the_webhook(c: &Cluster) -> anyhow::Result<()> {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::admissionregistration::v1::{
+        RuleWithOperations, ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    let ns = "e2e-o";
+    namespace(c, ns).await?;
+    let (_op, url, ca) = OperatorProcess::start_with_webhook(c, "operator-o", ns)?;
+    // As the chart renders it, but for this test's namespace only.
+    let webhook = ValidatingWebhookConfiguration {
+        metadata: ObjectMeta { name: Some("e2e-o-cachepair-eviction".into()), ..Default::default() },
+        webhooks: Some(vec![ValidatingWebhook {
+            name: "eviction.cachepair.io".into(),
+            admission_review_versions: vec!["v1".into()],
+            side_effects: "NoneOnDryRun".into(),
+            failure_policy: Some("Ignore".into()),
+            timeout_seconds: Some(5),
+            client_config: WebhookClientConfig {
+                url: Some(url),
+                ca_bundle: Some(ByteString(ca)),
+                ..Default::default()
+            },
+            rules: Some(vec![RuleWithOperations {
+                api_groups: Some(vec!["".into()]),
+                api_versions: Some(vec!["v1".into()]),
+                operations: Some(vec!["CREATE".into()]),
+                resources: Some(vec!["pods/eviction".into()]),
+                scope: Some("Namespaced".into()),
+            }]),
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some([("kubernetes.io/metadata.name".to_string(), ns.to_string())].into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+    };
+    let webhooks = Api::<ValidatingWebhookConfiguration>::all(c.client.clone());
+    webhooks.create(&PostParams::default(), &webhook).await?;
+    let result = async {
+        create_pair(c, ns, "demo", serde_json::json!({"replication": {"mode": "sync"}})).await?;
+        let s = wait_ready(c, ns, "demo", 120).await?.status.unwrap();
+        let (master, slave) = (s.master.unwrap(), s.slave.unwrap());
+        let eps = Endpoints::watch(c.client.clone(), ns, "demo");
+        let client = measure_from(&eps, &pod_ip(c, ns, &master).await?, "o").await?;
+        let t0 = Instant::now();
+        let pods = Api::<Pod>::namespaced(c.client.clone(), ns);
+        // kube's client retries a 429 by itself, as an evictor does.
+        let evicted = wait_for("the master's eviction to be let through", Duration::from_secs(60), || async {
+            pods.evict(&master, &EvictParams::default()).await.ok().map(|_| t0.elapsed())
+        })
+        .await?;
+        let events = Api::<Event>::namespaced(c.client.clone(), ns).list(&ListParams::default()).await?;
+        ensure!(
+            events.items.iter().any(|e| {
+                e.reason.as_deref() == Some("Switchover")
+                    && e.message.as_deref().is_some_and(|m| m.contains("its eviction was requested"))
+            }),
+            "no switchover for the eviction: {:?}",
+            events.items.iter().map(|e| (&e.reason, &e.message)).collect::<Vec<_>>()
+        );
+        wait_for("the pair whole again, the slave master", Duration::from_secs(90), || async {
+            let s = pair(c, ns, "demo").await.ok()?.status?;
+            (s.phase == Some(Phase::Ready) && s.master.as_deref() == Some(&slave)).then_some(())
+        })
+        .await?;
+        eprintln!("  the master's eviction went through {evicted:?} after the first attempt");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let sip = pod_ip(c, ns, &slave).await?;
+        let lost =
+            bench("eviction of the master, no cordon (operator's webhook)", client.finish(), &sip, "o_an_eviction")?;
+        ensure!(lost == 0, "{lost} acknowledged writes lost in the eviction");
+        let status = pair(c, ns, "demo").await?.status.unwrap();
+        ensure!(status.failover_count == 0, "an eviction is no failover");
+        anyhow::Ok(())
+    }
+    .await;
+    webhooks.delete("e2e-o-cachepair-eviction", &Default::default()).await?;
+    result
 }

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
 
+/// repcached's replication port, used when replication is asked for without -X.
+const DEFAULT_REPL_PORT: u16 = 11212;
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "cache-node",
@@ -80,9 +83,11 @@ pub struct Config {
     #[arg(short = 'x', long = "peer", value_name = "HOST[:PORT]")]
     pub peer: Option<String>,
 
-    /// Replication port (repcached's -X), on the first -l address; 0 turns replication off
-    #[arg(short = 'X', long = "repl-port", default_value_t = 11212)]
-    pub repl_port: u16,
+    /// Replication port (repcached's -X; default 11212), on the first -l address. Replication
+    /// is on only when asked for, with -x, -X or --repl-secret-file: a plain memcached command
+    /// line opens no second port. 0 turns it off
+    #[arg(short = 'X', long = "repl-port", value_name = "PORT")]
+    pub repl_port: Option<u16>,
 
     /// Replication backlog (repcached's -q): changes kept for a peer that reconnects, in
     /// items of about 1 KiB; a peer further behind takes a full sync
@@ -161,9 +166,18 @@ impl Config {
         self.addrs(self.port)
     }
 
-    /// Where this node listens for its peer when master: `-X` on the first `-l` address.
+    /// Where this node listens for its peer when master: `-X` on the first `-l` address;
+    /// `None` when replication was not asked for (no `-x`, `-X` or secret file) or is off.
     pub fn repl_listen(&self) -> anyhow::Result<Option<SocketAddr>> {
-        Ok(self.addrs(self.repl_port)?.into_iter().next())
+        let asked = self.peer.is_some() || self.repl_port.is_some() || self.repl_secret_file.is_some();
+        if !asked {
+            return Ok(None);
+        }
+        Ok(self.addrs(self.repl_port())?.into_iter().next())
+    }
+
+    fn repl_port(&self) -> u16 {
+        self.repl_port.unwrap_or(DEFAULT_REPL_PORT)
     }
 
     /// The peer's replication address: `-x` with `-X` as the default port.
@@ -173,9 +187,9 @@ impl Config {
         Some(if has_port {
             peer.to_string()
         } else if peer.contains(':') {
-            format!("[{}]:{}", peer.trim_start_matches('[').trim_end_matches(']'), self.repl_port)
+            format!("[{}]:{}", peer.trim_start_matches('[').trim_end_matches(']'), self.repl_port())
         } else {
-            format!("{peer}:{}", self.repl_port)
+            format!("{peer}:{}", self.repl_port())
         })
     }
 
@@ -265,6 +279,21 @@ mod tests {
         assert_eq!(c.pidfile, Some(PathBuf::from("/var/run/memcached/memcached.pid")));
         assert_eq!((c.verbose, c.udp_port), (1, 0));
         assert!(c.udp_addrs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn replication_listens_only_when_asked_for() {
+        let listen = |args: &str| {
+            let c = Config::try_parse_from(format!("cache-node -l 127.0.0.1 {args}").split_whitespace()).unwrap();
+            c.repl_listen().unwrap().map(|a| a.to_string())
+        };
+        assert_eq!(listen("-p 11211"), None, "a plain memcached command line");
+        assert_eq!(listen("-x 10.0.0.2").as_deref(), Some("127.0.0.1:11212"));
+        assert_eq!(listen("-X 11300").as_deref(), Some("127.0.0.1:11300"));
+        assert_eq!(listen("--repl-secret-file /s").as_deref(), Some("127.0.0.1:11212"));
+        assert_eq!(listen("-x 10.0.0.2 -X 0"), None, "-X 0 turns it off");
+        let c = Config::try_parse_from(["cache-node", "-x", "10.0.0.2"]).unwrap();
+        assert_eq!(c.repl_peer().as_deref(), Some("10.0.0.2:11212"));
     }
 
     #[test]

@@ -42,6 +42,9 @@ fn admin_listener_serves_metrics_and_health() {
     assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
     let ready = get(admin_port, "/readyz").unwrap();
     assert_eq!((ready.status, ready.body.as_str()), (200, "ready\n"));
+    // memcached's command line: replication is off, so no replication port is open.
+    let role = get(admin_port, "/role").unwrap();
+    assert_eq!((role.status, role.body.as_str()), (200, "standalone\n"));
     assert_eq!(get(admin_port, "/nowhere").unwrap().status, 404);
 
     let mut c = node.client();

@@ -4,8 +4,25 @@
 # VRRP peer), the Python test packages, cargo-fuzz, helm (for the chart tests) and a Kubernetes
 # control plane built from the Go module proxy (for the end-to-end tests). Skips whatever is
 # already there.
+#
+# Two prerequisites it checks but does not install: a Rust toolchain, 1.88 or newer, with
+# rustfmt and clippy (https://rustup.rs), and Go 1.21 or newer (https://go.dev/dl/), which
+# fetches the Go toolchain that tests/controlplane/go.mod asks for from the module proxy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+need() { echo "setup: $*" >&2; exit 1; }
+command -v cargo >/dev/null || need "Rust is needed: install it with rustup (https://rustup.rs), then run this again"
+rust_minor="$(rustc --version | sed -n 's/^rustc 1\.\([0-9]*\)\..*/\1/p')"
+[ "${rust_minor:-0}" -ge 88 ] || need "Rust 1.88 or newer is needed (found $(rustc --version)): rustup update stable"
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null || need "cargo fmt and cargo clippy are needed (rustfmt and clippy)"
+    rustup component add rustfmt clippy
+fi
+command -v go >/dev/null ||
+    need "Go 1.21 or newer is needed to build helm and the Kubernetes control plane: https://go.dev/dl/"
+go_minor="$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')"
+[ "${go_minor:-0}" -ge 21 ] || need "Go 1.21 or newer is needed (found $(go env GOVERSION)): https://go.dev/dl/"
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"

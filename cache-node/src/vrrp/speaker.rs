@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::accept::{Expect, Verdict, judge};
-use super::addr::{Interface, Netlink};
+use super::addr::{Interface, NetError, Netlink};
 use super::announce;
 use super::config::{self, Config, Garp};
 use super::metrics::Metrics;
@@ -291,7 +291,15 @@ impl Speaker {
     async fn poll_links(&mut self) {
         let (mut changed, mut deaf) = (false, false);
         for (i, (name, _)) in self.links.iter().enumerate() {
-            let up = self.netlink.interface(name).await.is_ok_and(|iface| iface.up);
+            let up = match self.netlink.interface(name).await {
+                Ok(iface) => iface.up,
+                Err(NetError::NoInterface(_)) => false,
+                // A failed read says nothing about the link: the next poll asks again.
+                Err(e) => {
+                    warn!(instance = %self.name, interface = %name, error = %e, "cannot read a tracked interface");
+                    continue;
+                }
+            };
             let t = &mut self.tracked[self.scripts.len() + i];
             if t.up != up {
                 info!(instance = %self.name, interface = %name, up, "tracked interface changed");

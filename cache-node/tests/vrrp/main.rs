@@ -401,8 +401,11 @@ fn an_instance_waits_for_its_interface() {
     let mut lan = Lan::new(&["a"]);
     let early = cache_node_vrrp(&mut lan, "a", "early", &conf);
     let waiting = cache_node_vrrp(&mut lan, "a", "waiting", &conf);
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(lan.log("waiting").contains("waiting for it"), "{}", lan.logs());
+    let deadline = Instant::now() + lan::WAIT;
+    while !lan.log("waiting").contains("waiting for it") {
+        assert!(Instant::now() < deadline, "no speaker waits for its interface\n{}", lan.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     stop(&mut lan, early, "early");
 
     for cmd in [

@@ -19,7 +19,7 @@ step "unit and Rust integration tests"
 cargo test --workspace --exclude e2e
 
 step "the replication suite again, with a busy loop on every core beside it"
-tests/stress-replication.sh 1
+tests/stress.sh 1
 
 step "black-box tests (memccapable, pymemcache, differential against memcached 1.6.18);" \
     "Kubernetes packaging (helm lint and template, deploy/, CRD samples, Dockerfiles)"

@@ -204,13 +204,11 @@ fn with_master(input: &Input<'_>, master: Member, other: Option<&MemberView>, d:
                 d.message = format!("the VRRP sidecar of {} ended; switching over", name(master));
                 d.actions.push(Action::Switchover { from: master, reason: "its VRRP sidecar ended" });
                 d.requeue = BUSY;
-            } else if master_view.draining && !v.draining {
-                // A drain: the budget keeps the master until it is the slave.
-                d.actions.push(Action::Switchover { from: master, reason: "its node is being drained" });
-                d.requeue = BUSY;
-            } else if master_view.eviction_requested && !v.draining {
-                // The webhook refused its eviction; the evictor's retry takes it as the slave.
-                d.actions.push(Action::Switchover { from: master, reason: "its eviction was requested" });
+            } else if let Some(reason) = master_view.leaving()
+                && !v.draining
+            {
+                // The budget keeps the master until it is the slave; the evictor retries then.
+                d.actions.push(Action::Switchover { from: master, reason });
                 d.requeue = BUSY;
             } else if v.revision.as_deref() != Some(input.revision) {
                 d.actions.push(Action::Delete { member: master.other(), reason: "rolling the slave to the new spec" });

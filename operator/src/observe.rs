@@ -94,6 +94,17 @@ pub struct MemberView {
 }
 
 impl MemberView {
+    /// Why this member is to be evicted, if it is: a master then hands its role over first.
+    pub fn leaving(&self) -> Option<&'static str> {
+        if self.draining {
+            Some("its node is being drained")
+        } else if self.eviction_requested {
+            Some("its eviction was requested")
+        } else {
+            None
+        }
+    }
+
     /// Running and answering as `role`.
     pub fn is(&self, role: Role) -> bool {
         self.state == PodState::Running && self.role == Some(role)

@@ -296,6 +296,24 @@ fn missing_on(ip: &str, keys: &[String]) -> Vec<String> {
 }
 
 /// Starts a client writing through the Service's endpoints once they are exactly `master`.
+/// A sync-mode pair `demo` in `ns`, Ready, with a client writing through its Service.
+struct Writing {
+    master: String,
+    slave: String,
+    /// The watch the client follows: kept for as long as the client runs.
+    eps: Endpoints,
+    client: ServiceWriter,
+}
+
+async fn sync_pair_under_writes(c: &Cluster, ns: &str, prefix: &str) -> anyhow::Result<Writing> {
+    create_pair(c, ns, "demo", serde_json::json!({"replication": {"mode": "sync"}})).await?;
+    let s = wait_ready(c, ns, "demo", 120).await?.status.unwrap();
+    let (master, slave) = (s.master.unwrap(), s.slave.unwrap());
+    let eps = Endpoints::watch(c.client.clone(), ns, "demo");
+    let client = measure_from(&eps, &pod_ip(c, ns, &master).await?, prefix).await?;
+    Ok(Writing { master, slave, eps, client })
+}
+
 async fn measure_from(eps: &Endpoints, master: &str, prefix: &str) -> anyhow::Result<ServiceWriter> {
     wait_for("the client Service's endpoints to be the master", Duration::from_secs(30), || async {
         (eps.current() == BTreeSet::from([master.to_string()])).then_some(())
@@ -975,12 +993,8 @@ async fn m_a_drain_of_the_masters_node_completes_with_zero_loss(c: &Cluster) -> 
     let ns = "e2e-m";
     namespace(c, ns).await?;
     let _op = OperatorProcess::start_in(c, "operator-m", ns)?;
-    create_pair(c, ns, "demo", serde_json::json!({"replication": {"mode": "sync"}})).await?;
-    let s = wait_ready(c, ns, "demo", 120).await?.status.unwrap();
-    let (master, slave) = (s.master.unwrap(), s.slave.unwrap());
+    let Writing { master, slave, eps: _eps, client } = sync_pair_under_writes(c, ns, "m").await?;
     let node = member_pod(c, ns, &master).await.and_then(|p| p.spec?.node_name).context("the master's node")?;
-    let eps = Endpoints::watch(c.client.clone(), ns, "demo");
-    let client = measure_from(&eps, &pod_ip(c, ns, &master).await?, "m").await?;
     let t0 = Instant::now();
     let drain = {
         let args = ["drain", node.as_str(), "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=120s"];
@@ -1023,12 +1037,8 @@ async fn n_an_autoscalers_scale_down_evicts_the_master_after_a_switchover(c: &Cl
     let ns = "e2e-n";
     namespace(c, ns).await?;
     let _op = OperatorProcess::start_in(c, "operator-n", ns)?;
-    create_pair(c, ns, "demo", serde_json::json!({"replication": {"mode": "sync"}})).await?;
-    let s = wait_ready(c, ns, "demo", 120).await?.status.unwrap();
-    let (master, slave) = (s.master.unwrap(), s.slave.unwrap());
+    let Writing { master, slave, eps: _eps, client } = sync_pair_under_writes(c, ns, "n").await?;
     let node = member_pod(c, ns, &master).await.and_then(|p| p.spec?.node_name).context("the master's node")?;
-    let eps = Endpoints::watch(c.client.clone(), ns, "demo");
-    let client = measure_from(&eps, &pod_ip(c, ns, &master).await?, "n").await?;
     let taint = "ToBeDeletedByClusterAutoscaler=1733450000:NoSchedule";
     c.kubectl(&["taint", "nodes", &node, taint])?;
     let t0 = Instant::now();
@@ -1110,11 +1120,7 @@ async fn o_an_eviction_of_the_master_is_a_switchover_through_the_webhook(c: &Clu
     let webhooks = Api::<ValidatingWebhookConfiguration>::all(c.client.clone());
     webhooks.create(&PostParams::default(), &webhook).await?;
     let result = async {
-        create_pair(c, ns, "demo", serde_json::json!({"replication": {"mode": "sync"}})).await?;
-        let s = wait_ready(c, ns, "demo", 120).await?.status.unwrap();
-        let (master, slave) = (s.master.unwrap(), s.slave.unwrap());
-        let eps = Endpoints::watch(c.client.clone(), ns, "demo");
-        let client = measure_from(&eps, &pod_ip(c, ns, &master).await?, "o").await?;
+        let Writing { master, slave, eps: _eps, client } = sync_pair_under_writes(c, ns, "o").await?;
         let t0 = Instant::now();
         let pods = Api::<Pod>::namespaced(c.client.clone(), ns);
         // kube's client retries a 429 by itself, as an evictor does.

@@ -131,6 +131,30 @@ pub struct Config {
     /// Missed heartbeats after which the peer counts as dead (the slave then promotes itself)
     #[arg(long = "repl-misses", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub repl_misses: u32,
+
+    /// memcached's extended options, comma-separated or repeated. Supported:
+    /// idle_timeout=SECONDS closes a client connection that sent no command for that long
+    /// (0, the default: never)
+    #[arg(short = 'o', long = "extended", value_name = "OPTION", value_delimiter = ',', action = ArgAction::Append, value_parser = parse_extended)]
+    pub extended: Vec<Extended>,
+}
+
+/// One `-o` option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extended {
+    IdleTimeout(u64),
+}
+
+fn parse_extended(s: &str) -> Result<Extended, String> {
+    let (key, value) = s.split_once('=').unwrap_or((s, ""));
+    match key.trim() {
+        "idle_timeout" => {
+            let secs =
+                value.trim().parse().map_err(|_| format!("idle_timeout takes a number of seconds, not {value:?}"))?;
+            Ok(Extended::IdleTimeout(secs))
+        }
+        other => Err(format!("unknown option {other:?} (cache-node supports idle_timeout=SECONDS)")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -161,6 +185,12 @@ pub enum Command {
 }
 
 impl Config {
+    /// `-o idle_timeout`, when on.
+    pub fn idle_timeout(&self) -> Option<std::time::Duration> {
+        let secs = self.extended.iter().rev().map(|&Extended::IdleTimeout(secs)| secs).next()?;
+        (secs > 0).then(|| std::time::Duration::from_secs(secs))
+    }
+
     /// The TCP addresses to bind: each `-l` interface (default: all) on `-p`; none for `-p 0`.
     pub fn tcp_addrs(&self) -> anyhow::Result<Vec<SocketAddr>> {
         self.addrs(self.port)
@@ -318,6 +348,20 @@ mod tests {
         let c = Config::try_parse_from(["cache-node", "-p", "1", "-l", "127.0.0.1,::1", "-l", "127.0.0.2"]).unwrap();
         let addrs: Vec<String> = c.tcp_addrs().unwrap().iter().map(|a| a.to_string()).collect();
         assert_eq!(addrs, ["127.0.0.1:1", "[::1]:1", "127.0.0.2:1"]);
+    }
+
+    #[test]
+    fn extended_options_follow_memcached() {
+        let idle = |args: &str| {
+            Config::try_parse_from(format!("cache-node {args}").split_whitespace()).map(|c| c.idle_timeout())
+        };
+        assert_eq!(idle("").unwrap(), None);
+        assert_eq!(idle("-o idle_timeout=30").unwrap(), Some(std::time::Duration::from_secs(30)));
+        assert_eq!(idle("-o idle_timeout=0").unwrap(), None);
+        assert_eq!(idle("-o idle_timeout=5 -o idle_timeout=7").unwrap(), Some(std::time::Duration::from_secs(7)));
+        let err = idle("-o modern").unwrap_err().to_string();
+        assert!(err.contains("unknown option \"modern\""), "{err}");
+        assert!(idle("-o idle_timeout=x").is_err());
     }
 
     #[test]

@@ -125,6 +125,7 @@ fn context(config: &Config) -> Arc<Context> {
         threads: config.threads,
         item_size_max: config.item_size_max,
         limit_bytes,
+        idle_timeout: config.idle_timeout(),
     };
     Context::new(store, settings, config.verbose)
 }

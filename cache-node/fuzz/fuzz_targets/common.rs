@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use cache_node::engine::{Context, Progress};
+use cache_node::engine::{Context, Progress, Reply};
 use cache_node::store;
 
 fn context() -> &'static Context {
@@ -16,9 +16,9 @@ fn context() -> &'static Context {
 
 /// Runs `process` over `data` split at a point chosen by its first byte: no panic, and the
 /// engine never claims more bytes than it was given.
-pub fn drive(data: &[u8], process: fn(&Context, &[u8], &mut Vec<u8>) -> Progress) {
+pub fn drive(data: &[u8], process: fn(&Context, &[u8], &mut Reply) -> Progress) {
     let ctx = context();
-    let mut out = Vec::new();
+    let mut out = Reply::default();
     let split = data.first().map_or(0, |&b| b as usize % (data.len() + 1));
     let mut buf = data[..split].to_vec();
     let mut swallow = 0;

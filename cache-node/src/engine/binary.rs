@@ -6,18 +6,24 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::stats::{self, StatList};
-use super::{Context, Progress};
+use super::{Context, Progress, Reply};
 use crate::protocol::binary::{Command, Header, NO_VIVIFY, Parse, Request, ResponseHeader, Status, parse};
 use crate::store::{
     ArithOutcome, ArithRequest, DeleteRequest, DeleteStatus, Mode, ReadOptions, RelTime, StoreRequest, StoreStatus,
 };
 
-/// Handles every complete frame at the front of `buf`, appending responses to `out`.
-pub fn process(ctx: &Context, buf: &[u8], out: &mut Vec<u8>) -> Progress {
+/// Handles the complete frames at the front of `buf`, appending responses to `out`, until the
+/// buffer or the batch is full.
+pub fn process(ctx: &Context, buf: &[u8], out: &mut Reply) -> Progress {
     let now = ctx.clock.now();
     let mut progress = Progress::default();
+    let mut requests = 0;
     loop {
         let rest = &buf[progress.consumed..];
+        if rest.is_empty() || progress.full(requests, out) {
+            return progress;
+        }
+        requests += 1;
         let (len, swallow) = match parse(rest, ctx.settings.item_size_max) {
             Parse::Incomplete => return progress,
             Parse::Close => {
@@ -62,6 +68,12 @@ pub fn process(ctx: &Context, buf: &[u8], out: &mut Vec<u8>) -> Progress {
 
 /// Appends one response frame.
 fn respond(out: &mut Vec<u8>, h: &Header, status: Status, cas: u64, extras: &[u8], key: &[u8], value: &[u8]) {
+    respond_head(out, h, status, cas, extras, key, value.len());
+    out.extend_from_slice(value);
+}
+
+/// Appends a response frame up to its value, which is `value_len` bytes.
+fn respond_head(out: &mut Vec<u8>, h: &Header, status: Status, cas: u64, extras: &[u8], key: &[u8], value_len: usize) {
     // Keys are at most 250 bytes and values at most -I (1 GiB), so the casts are exact.
     ResponseHeader {
         opcode: h.opcode,
@@ -70,12 +82,11 @@ fn respond(out: &mut Vec<u8>, h: &Header, status: Status, cas: u64, extras: &[u8
         cas,
         extras_len: extras.len() as u8,
         key_len: key.len() as u16,
-        body_len: (extras.len() + key.len() + value.len()) as u32,
+        body_len: (extras.len() + key.len() + value_len) as u32,
     }
     .encode(out);
     out.extend_from_slice(extras);
     out.extend_from_slice(key);
-    out.extend_from_slice(value);
 }
 
 /// An error with memcached's message for it; errors are sent even for quiet opcodes.
@@ -101,15 +112,20 @@ fn rel_exptime(ctx: &Context, exptime: u32, now: RelTime) -> RelTime {
 }
 
 /// Applies one request. Returns false when the connection must close (quit).
-fn execute(ctx: &Context, req: &Request<'_>, now: RelTime, out: &mut Vec<u8>) -> bool {
+fn execute(ctx: &Context, req: &Request<'_>, now: RelTime, out: &mut Reply) -> bool {
     let h = &req.header;
     match req.command {
         Command::Get { key, exptime, with_key, with_value } => {
             let opts = ReadOptions { touch: exptime.map(|e| rel_exptime(ctx, e, now)), ..ReadOptions::default() };
             let echoed: &[u8] = if with_key { key } else { &[] };
             let hit = ctx.store.read(key, now, opts, |it, _| {
-                let value = if with_value { it.value() } else { &[] };
-                respond(out, h, Status::Success, it.cas, &it.flags.to_be_bytes(), echoed, value);
+                let flags = it.flags.to_be_bytes();
+                if with_value {
+                    respond_head(out, h, Status::Success, it.cas, &flags, echoed, it.value().len());
+                    out.push_value(it);
+                } else {
+                    respond(out, h, Status::Success, it.cas, &flags, echoed, &[]);
+                }
             });
             if hit.is_none() && !req.quiet {
                 // getk and gatk name the missing key instead of giving a message.

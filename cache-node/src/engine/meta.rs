@@ -6,7 +6,7 @@
 //! request set its expiry in order, the later winning. The store applies the outcome
 //! atomically; the rendering loop below replays the order.
 
-use super::{Context, push_num};
+use super::{Context, Reply, push_num};
 use crate::protocol::meta::{Command, Exptime, Flags, Meta, OPAQUE_TOO_LONG, encode_key};
 use crate::store::item::{BINARY_KEY, FETCHED};
 use crate::store::{
@@ -17,7 +17,7 @@ use crate::store::{
 const TOO_LARGE: &str = "SERVER_ERROR object too large for cache";
 
 /// Executes one meta command.
-pub fn execute(ctx: &Context, m: &Meta<'_>, now: RelTime, out: &mut Vec<u8>) {
+pub fn execute(ctx: &Context, m: &Meta<'_>, now: RelTime, out: &mut Reply) {
     let mut buf = [0; MAX_KEY_LEN];
     let Some(key) = m.key(&mut buf) else {
         // The parser has vetted base64 keys; stay total all the same.
@@ -97,7 +97,7 @@ impl Expiry {
 }
 
 /// mg: HD or VA with the requested flags, EN on a miss (nothing with q).
-fn get(ctx: &Context, m: &Meta<'_>, key: &[u8], now: RelTime, out: &mut Vec<u8>) {
+fn get(ctx: &Context, m: &Meta<'_>, key: &[u8], now: RelTime, out: &mut Reply) {
     let f = &m.flags;
     let exp = Expiry::new(ctx, f, now);
     // memcached fails an over-long opaque while writing the reply: what came before it on
@@ -169,7 +169,7 @@ fn get(ctx: &Context, m: &Meta<'_>, key: &[u8], now: RelTime, out: &mut Vec<u8>)
         }
         out.extend_from_slice(b"\r\n");
         if f.value {
-            out.extend_from_slice(value);
+            out.push_value(it);
             out.extend_from_slice(b"\r\n");
         }
     });

@@ -3,6 +3,7 @@
 
 pub mod binary;
 pub mod meta;
+pub mod reply;
 pub mod stats;
 pub mod text;
 
@@ -10,7 +11,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 use crate::store::{Clock, Store};
+pub use reply::Reply;
 pub use stats::ServerStats;
+
+/// A batch stops taking requests once its reply holds this many bytes, or after this many
+/// requests: the connection writes the reply before it goes on, so a client that does not read
+/// its replies is paused instead of buffered for without limit (memcached stops reading such a
+/// connection too), and one connection's pipeline does not hold its worker for long.
+pub const BATCH_REPLY_BYTES: usize = 256 * 1024;
+pub const BATCH_REQUESTS: usize = 256;
 
 /// Settings that replies and `stats settings` report.
 #[derive(Debug, Clone)]
@@ -22,6 +31,8 @@ pub struct Settings {
     pub threads: usize,
     pub item_size_max: usize,
     pub limit_bytes: usize,
+    /// `-o idle_timeout`: close client connections that sent no command for this long.
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 /// Everything a connection needs, shared by all of them.
@@ -62,6 +73,7 @@ impl Context {
             threads: 1,
             item_size_max: config.item_size_max,
             limit_bytes: config.limit_bytes,
+            idle_timeout: None,
         };
         Self::new(Store::new(config), settings, 0)
     }
@@ -97,9 +109,58 @@ pub struct Progress {
     pub swallow: usize,
     /// Close the connection once the replies are written.
     pub close: bool,
+    /// The batch is full (see [`BATCH_REPLY_BYTES`]): write the reply, then process the rest of
+    /// the buffer before reading more.
+    pub more: bool,
+}
+
+impl Progress {
+    /// Whether a batch that has handled `requests` and built `reply` must stop here.
+    fn full(&mut self, requests: usize, reply: &Reply) -> bool {
+        self.more = requests >= BATCH_REQUESTS || reply.len() >= BATCH_REPLY_BYTES;
+        self.more
+    }
 }
 
 /// Appends a decimal number.
 pub fn push_num(out: &mut Vec<u8>, n: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Arc<Context> {
+        Context::detached(crate::store::Config::default())
+    }
+
+    #[test]
+    fn a_batch_stops_after_so_many_requests_and_goes_on_where_it_stopped() {
+        let ctx = ctx();
+        let input = b"mn\r\n".repeat(BATCH_REQUESTS + 10);
+        let mut out = Reply::default();
+        let first = text::process(&ctx, &input, &mut out);
+        assert_eq!((first.consumed, first.more), (4 * BATCH_REQUESTS, true));
+        let rest = text::process(&ctx, &input[first.consumed..], &mut out);
+        assert_eq!((rest.consumed, rest.more), (40, false));
+        assert_eq!(out.to_vec(), b"MN\r\n".repeat(BATCH_REQUESTS + 10));
+    }
+
+    #[test]
+    fn a_batch_stops_once_its_reply_is_full() {
+        let ctx = ctx();
+        let value = vec![b'v'; 100_000];
+        let mut set = format!("set k 0 0 {}\r\n", value.len()).into_bytes();
+        set.extend_from_slice(&value);
+        set.extend_from_slice(b"\r\n");
+        let mut out = Reply::default();
+        text::process(&ctx, &set, &mut out);
+        out.clear();
+        let gets = b"get k\r\n".repeat(5);
+        let first = text::process(&ctx, &gets, &mut out);
+        // Three replies reach the 256 KiB mark; the other two wait for the next batch.
+        assert_eq!((first.consumed, first.more), (21, true));
+        assert!(out.len() >= BATCH_REPLY_BYTES && out.capacity() < BATCH_REPLY_BYTES / 2, "values are referenced");
+    }
 }

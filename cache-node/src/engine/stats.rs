@@ -14,6 +14,10 @@ pub struct ServerStats {
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
     pub cmd_flush: AtomicU64,
+    /// Connections closed by `-o idle_timeout`.
+    pub idle_kicks: AtomicU64,
+    /// UDP replies not sent: more datagrams than the frame header can number.
+    pub udp_replies_too_large: AtomicU64,
     /// The client listeners are open (readiness).
     pub accepting_conns: AtomicBool,
 }
@@ -25,6 +29,8 @@ impl ServerStats {
         self.bytes_read.store(0, Relaxed);
         self.bytes_written.store(0, Relaxed);
         self.cmd_flush.store(0, Relaxed);
+        self.idle_kicks.store(0, Relaxed);
+        self.udp_replies_too_large.store(0, Relaxed);
     }
 }
 
@@ -110,6 +116,10 @@ pub fn general(ctx: &Context) -> StatList {
     out.add("cas_badval", c.cas_badval);
     out.add("touch_hits", c.touch_hits);
     out.add("touch_misses", c.touch_misses);
+    // As memcached: only with idle_timeout on.
+    if ctx.settings.idle_timeout.is_some() {
+        out.add("idle_kicks", ctx.stats.idle_kicks.load(Relaxed));
+    }
     out.add("bytes_read", ctx.stats.bytes_read.load(Relaxed));
     out.add("bytes_written", ctx.stats.bytes_written.load(Relaxed));
     out.add("limit_maxbytes", s.limit_maxbytes);
@@ -140,6 +150,7 @@ pub fn settings(ctx: &Context) -> StatList {
     out.add("cas_enabled", "yes");
     out.add("item_size_max", s.item_size_max);
     out.add("flush_enabled", "yes");
+    out.add("idle_timeout", s.idle_timeout.map_or(0, |t| t.as_secs()));
     out
 }
 

@@ -2,21 +2,24 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{Context, Progress, meta, push_num, stats};
+use super::{Context, Progress, Reply, meta, push_num, stats};
 use crate::protocol::text::{Parse, Request, StoreCmd, parse};
 use crate::store::{
     ArithOutcome, DeleteRequest, DeleteStatus, MAX_KEY_LEN, Mode, ReadOptions, RelTime, StoreRequest, StoreStatus,
 };
 
-/// Handles every complete request at the front of `buf`, appending replies to `out`.
-pub fn process(ctx: &Context, buf: &[u8], out: &mut Vec<u8>) -> Progress {
+/// Handles the complete requests at the front of `buf`, appending replies to `out`, until the
+/// buffer or the batch is full.
+pub fn process(ctx: &Context, buf: &[u8], out: &mut Reply) -> Progress {
     let now = ctx.clock.now();
     let mut progress = Progress::default();
+    let mut requests = 0;
     loop {
         let rest = &buf[progress.consumed..];
-        if rest.is_empty() {
+        if rest.is_empty() || progress.full(requests, out) {
             return progress;
         }
+        requests += 1;
         match parse(rest, ctx.settings.item_size_max) {
             Parse::Incomplete => return progress,
             Parse::Close => {
@@ -60,7 +63,7 @@ fn line(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Applies one request. Returns false when the connection must close (`quit`).
-fn execute(ctx: &Context, req: Request<'_>, now: RelTime, out: &mut Vec<u8>) -> bool {
+fn execute(ctx: &Context, req: Request<'_>, now: RelTime, out: &mut Reply) -> bool {
     match req {
         Request::Get { keys, cas, touch } => get(ctx, keys, cas, touch, now, out),
         Request::Store(cmd) => store(ctx, &cmd, now, out),
@@ -134,7 +137,7 @@ fn get(
     with_cas: bool,
     touch: Option<i64>,
     now: RelTime,
-    out: &mut Vec<u8>,
+    out: &mut Reply,
 ) {
     let start = out.len();
     let opts = ReadOptions { touch: touch.map(|t| ctx.clock.rel_exptime(t, now)), ..ReadOptions::default() };
@@ -157,7 +160,7 @@ fn get(
                 push_num(out, it.cas);
             }
             out.extend_from_slice(b"\r\n");
-            out.extend_from_slice(it.value());
+            out.push_value(it);
             out.extend_from_slice(b"\r\n");
         });
     }

@@ -1,18 +1,22 @@
 //! One client connection: buffered reads, protocol detection, replies written in batches.
 
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::conns::{Conn, State};
-use crate::engine::{Context, Progress, binary, text};
+use crate::engine::{Context, Progress, Reply, binary, text};
 use crate::protocol::binary::REQUEST_MAGIC;
 
 /// Initial read buffer; it grows to hold one whole request (a value up to `-I`) when needed.
 const READ_CHUNK: usize = 16 * 1024;
+/// Slices per vectored write (Linux takes up to 1024).
+const MAX_IOVECS: usize = 64;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Protocol {
@@ -20,34 +24,37 @@ enum Protocol {
     Binary,
 }
 
-/// Serves one connection until the peer closes it, asks to quit, or sends something that
-/// makes the connection unusable.
+/// Serves one connection until the peer closes it, asks to quit, sends something that makes
+/// the connection unusable, or stays idle past `-o idle_timeout`.
 pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream, conn: &Conn) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
-    let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut out = Reply::with_capacity(READ_CHUNK);
     let mut protocol = None;
     let mut swallow = 0usize;
+    // Complete requests are left in `rbuf` from a batch that filled up: no read before them.
+    let mut more = false;
     loop {
-        if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
-            rbuf.reserve(READ_CHUNK);
-        }
-        conn.set_state(match (swallow, rbuf.is_empty()) {
-            (0, true) => State::Waiting,
-            (0, false) => State::Read,
-            _ => State::Swallow,
-        });
-        let n = stream.read_buf(&mut rbuf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        ctx.stats.bytes_read.fetch_add(n as u64, Relaxed);
-        if swallow > 0 {
-            let take = swallow.min(rbuf.len());
-            rbuf.advance(take);
-            swallow -= take;
-            if rbuf.is_empty() {
-                continue;
+        if !more {
+            if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+                rbuf.reserve(READ_CHUNK);
+            }
+            conn.set_state(match (swallow, rbuf.is_empty()) {
+                (0, true) => State::Waiting,
+                (0, false) => State::Read,
+                _ => State::Swallow,
+            });
+            let Some(n) = read(&ctx, &mut stream, &mut rbuf, conn).await? else {
+                return Ok(());
+            };
+            ctx.stats.bytes_read.fetch_add(n as u64, Relaxed);
+            if swallow > 0 {
+                let take = swallow.min(rbuf.len());
+                rbuf.advance(take);
+                swallow -= take;
+                if rbuf.is_empty() {
+                    continue;
+                }
             }
         }
         conn.set_state(State::ParseCmd);
@@ -74,14 +81,17 @@ pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream, conn: &Conn) -> std
         }
         rbuf.advance(progress.consumed);
         swallow = progress.swallow;
+        more = progress.more;
         if !out.is_empty() {
             conn.set_state(State::Write);
-            stream.write_all(&out).await?;
+            // A client that does not read its replies holds the connection here: nothing more
+            // is read from it or built for it until the reply is gone.
+            write(&mut stream, &out).await?;
             ctx.stats.bytes_written.fetch_add(out.len() as u64, Relaxed);
             out.clear();
             // Do not keep a huge reply buffer alive after a large multiget.
             if out.capacity() > 4 * READ_CHUNK {
-                out = Vec::with_capacity(READ_CHUNK);
+                out = Reply::with_capacity(READ_CHUNK);
             }
         }
         if progress.close {
@@ -90,6 +100,53 @@ pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream, conn: &Conn) -> std
         // A partial request needs room for the rest of it; the parsers bound how much.
         if rbuf.is_empty() && rbuf.capacity() > 4 * READ_CHUNK {
             rbuf = BytesMut::with_capacity(READ_CHUNK);
+        }
+    }
+}
+
+/// Reads what the client sent; None once it closed the connection, or when it stayed idle
+/// past `-o idle_timeout` since its last command (memcached's `idle_kicks`).
+async fn read(
+    ctx: &Context,
+    stream: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    conn: &Conn,
+) -> std::io::Result<Option<usize>> {
+    let Some(limit) = ctx.settings.idle_timeout else {
+        let n = stream.read_buf(rbuf).await?;
+        return Ok((n > 0).then_some(n));
+    };
+    loop {
+        let idle = Duration::from_secs(ctx.clock.now().saturating_sub(conn.last_cmd()).into());
+        let Some(left) = limit.checked_sub(idle).filter(|left| !left.is_zero()) else {
+            ctx.stats.idle_kicks.fetch_add(1, Relaxed);
+            tracing::debug!(?limit, "closing an idle connection");
+            return Ok(None);
+        };
+        if let Ok(n) = tokio::time::timeout(left, stream.read_buf(rbuf)).await {
+            let n = n?;
+            return Ok((n > 0).then_some(n));
+        }
+    }
+}
+
+/// Writes a whole reply, values by reference included, with vectored writes.
+async fn write(stream: &mut TcpStream, reply: &Reply) -> std::io::Result<()> {
+    let mut segments = reply.segments();
+    let mut slices = Vec::with_capacity(MAX_IOVECS);
+    loop {
+        slices.clear();
+        slices.extend(segments.by_ref().take(MAX_IOVECS).map(IoSlice::new));
+        if slices.is_empty() {
+            return Ok(());
+        }
+        let mut pending = &mut slices[..];
+        while !pending.is_empty() {
+            let n = stream.write_vectored(pending).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut pending, n);
         }
     }
 }

@@ -9,15 +9,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::net::UdpSocket;
-use tracing::{debug, debug_span, warn};
+use tracing::{debug, debug_span};
 
 use super::conns::{State, Transport};
-use crate::engine::{Context, text};
+use crate::engine::{Context, Reply, text};
 
 pub const HEADER_LEN: usize = 8;
 /// Largest datagram sent, header included: fits a 1500-byte Ethernet MTU.
 pub const MAX_DATAGRAM: usize = 1400;
 const MAX_PAYLOAD: usize = MAX_DATAGRAM - HEADER_LEN;
+/// Reply buffer capacity kept between datagrams.
+const MAX_KEPT: usize = 64 * 1024;
 
 /// A request datagram's id and payload, or None for one memcached ignores: no payload, or
 /// part of a multi-datagram request.
@@ -32,16 +34,21 @@ pub fn parse_request(datagram: &[u8]) -> Option<(u16, &[u8])> {
     Some((field(0), &datagram[HEADER_LEN..]))
 }
 
-/// Cuts `reply` into framed datagrams. None when it needs more datagrams than the 16-bit
-/// count can say.
-pub fn frames(request_id: u16, reply: &[u8]) -> Option<impl Iterator<Item = Vec<u8>> + '_> {
-    let total = u16::try_from(reply.len().div_ceil(MAX_PAYLOAD)).ok()?;
-    Some(reply.chunks(MAX_PAYLOAD).zip(0u16..).map(move |(chunk, seq)| {
-        let mut datagram = Vec::with_capacity(HEADER_LEN + chunk.len());
+/// Cuts a reply of `len` bytes, given as its segments, into framed datagrams, made one at a
+/// time. None when the reply needs more datagrams than the 16-bit count can say.
+pub fn frames<'a>(
+    request_id: u16,
+    len: usize,
+    segments: impl Iterator<Item = &'a [u8]> + 'a,
+) -> Option<impl Iterator<Item = Vec<u8>> + 'a> {
+    let total = u16::try_from(len.div_ceil(MAX_PAYLOAD)).ok()?;
+    let mut bytes = segments.flatten().copied();
+    Some((0..total).map(move |seq| {
+        let mut datagram = Vec::with_capacity(MAX_DATAGRAM);
         for field in [request_id, seq, total, 0] {
             datagram.extend_from_slice(&field.to_be_bytes());
         }
-        datagram.extend_from_slice(chunk);
+        datagram.extend(bytes.by_ref().take(MAX_PAYLOAD));
         datagram
     }))
 }
@@ -54,7 +61,7 @@ pub async fn serve(ctx: Arc<Context>, socket: UdpSocket) {
         .map(|addr| ctx.conns.register(socket.as_raw_fd(), Transport::Udp, addr, None, State::Read, ctx.clock.now()));
     // The largest UDP datagram.
     let mut buf = vec![0; 65536];
-    let mut out = Vec::new();
+    let mut out = Reply::default();
     loop {
         let (n, peer) = match socket.recv_from(&mut buf).await {
             Ok(received) => received,
@@ -71,17 +78,33 @@ pub async fn serve(ctx: Arc<Context>, socket: UdpSocket) {
             conn.touch(ctx.clock.now());
         }
         // Each datagram stands alone: an incomplete request is dropped, `quit` means nothing.
-        debug_span!("udp", %peer).in_scope(|| text::process(&ctx, request, &mut out));
+        // Its requests make one reply, however many batches they take; large values in it are
+        // references, so its memory stays small whatever it names.
+        debug_span!("udp", %peer).in_scope(|| {
+            let mut at = 0;
+            loop {
+                let progress = text::process(&ctx, &request[at..], &mut out);
+                at += progress.consumed;
+                if !progress.more {
+                    break;
+                }
+            }
+        });
         if !out.is_empty() {
             reply(&ctx, &socket, peer, request_id, &out).await;
             out.clear();
+            // Do not keep a buffer a large reply grew.
+            if out.capacity() > MAX_KEPT {
+                out = Reply::default();
+            }
         }
     }
 }
 
-async fn reply(ctx: &Context, socket: &UdpSocket, peer: SocketAddr, request_id: u16, out: &[u8]) {
-    let Some(datagrams) = frames(request_id, out) else {
-        warn!(%peer, bytes = out.len(), "reply too large for UDP");
+async fn reply(ctx: &Context, socket: &UdpSocket, peer: SocketAddr, request_id: u16, out: &Reply) {
+    let Some(datagrams) = frames(request_id, out.len(), out.segments()) else {
+        ctx.stats.udp_replies_too_large.fetch_add(1, Relaxed);
+        debug!(%peer, bytes = out.len(), "reply too large for UDP");
         return;
     };
     for datagram in datagrams {
@@ -120,7 +143,8 @@ mod tests {
     #[test]
     fn replies_are_cut_with_a_header_on_each_datagram() {
         let reply: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
-        let datagrams: Vec<Vec<u8>> = frames(7, &reply).unwrap().collect();
+        let segments = [&reply[..1000], &reply[1000..1001], &reply[1001..]];
+        let datagrams: Vec<Vec<u8>> = frames(7, reply.len(), segments.into_iter()).unwrap().collect();
         assert_eq!(datagrams.len(), 3);
         let mut joined = Vec::new();
         for (seq, d) in datagrams.iter().enumerate() {
@@ -131,13 +155,13 @@ mod tests {
         assert_eq!(joined, reply);
         assert_eq!(datagrams[0].len(), MAX_DATAGRAM);
 
-        let one: Vec<Vec<u8>> = frames(9, b"END\r\n").unwrap().collect();
+        let one: Vec<Vec<u8>> = frames(9, 5, [&b"END\r\n"[..]].into_iter()).unwrap().collect();
         assert_eq!(one, [[header(9, 0, 1), b"END\r\n".to_vec()].concat()]);
     }
 
     #[test]
     fn replies_beyond_the_sequence_space_are_refused() {
-        assert!(frames(1, &vec![0; MAX_PAYLOAD * 65536]).is_none());
-        assert!(frames(1, &vec![0; MAX_PAYLOAD * 65535]).is_some());
+        assert!(frames(1, MAX_PAYLOAD * 65536, std::iter::empty()).is_none());
+        assert!(frames(1, MAX_PAYLOAD * 65535, std::iter::empty()).is_some());
     }
 }

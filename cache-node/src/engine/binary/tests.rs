@@ -93,12 +93,12 @@ fn run(ctx: &Context, frames: &[Vec<u8>]) -> Vec<Reply> {
 
 fn run_progress(ctx: &Context, frames: &[Vec<u8>]) -> (Vec<Reply>, Progress) {
     let buf = frames.concat();
-    let mut out = Vec::new();
+    let mut out = crate::engine::Reply::default();
     let progress = process(ctx, &buf, &mut out);
     if !progress.close {
         assert_eq!(progress.consumed, buf.len());
     }
-    (decode(&out), progress)
+    (decode(&out.to_vec()), progress)
 }
 
 fn statuses(replies: &[Reply]) -> Vec<(u8, u16)> {
@@ -332,13 +332,13 @@ fn oversized_values_are_refused_and_swallowed_across_reads() {
     let frames = [set(SET, b"k", &big, 0, 0, 0), frame(APPENDQ, b"", b"a", &big, 0), get(GET, b"k"), get(GET, b"a")];
     let buf = frames.concat();
     // Arrives in two reads: the refusal is answered at once, the rest discarded as it comes.
-    let mut out = Vec::new();
+    let mut out = crate::engine::Reply::default();
     let first = process(&c, &buf[..1000], &mut out);
     assert_eq!((first.consumed, first.swallow), (1000, 33 + MAX - 1000));
     let rest = &buf[1000 + first.swallow..];
     let second = process(&c, rest, &mut out);
     assert_eq!(second.consumed, rest.len());
-    let replies = decode(&out);
+    let replies = decode(&out.to_vec());
     assert_eq!(
         statuses(&replies),
         [r(SET, Status::TooLarge), r(APPENDQ, Status::TooLarge), r(GET, Status::KeyNotFound), r(GET, Status::Success)]
@@ -438,7 +438,7 @@ fn any_split_of_a_pipeline_gives_the_same_replies() {
     ];
     let buf = frames.concat();
     let replies_whole = {
-        let mut out = Vec::new();
+        let mut out = crate::engine::Reply::default();
         let p = process(&ctx(), &buf, &mut out);
         assert_eq!((p.consumed, p.swallow, p.close), (buf.len(), 0, false));
         out
@@ -446,7 +446,7 @@ fn any_split_of_a_pipeline_gives_the_same_replies() {
     // Feed the bytes as a connection would, in chunks of various sizes.
     for chunk in [1, 7, 24, 25, 1000, 65536] {
         let c = ctx();
-        let (mut pending, mut out, mut swallow) = (Vec::new(), Vec::new(), 0usize);
+        let (mut pending, mut out, mut swallow) = (Vec::new(), crate::engine::Reply::default(), 0usize);
         for piece in buf.chunks(chunk) {
             let skip = swallow.min(piece.len());
             swallow -= skip;
@@ -462,6 +462,6 @@ fn any_split_of_a_pipeline_gives_the_same_replies() {
         assert!(pending.is_empty() && swallow == 0, "chunk {chunk}");
         let strip_cas =
             |out: &[u8]| decode(out).into_iter().map(|r| (r.opcode, r.status, r.key, r.value)).collect::<Vec<_>>();
-        assert_eq!(strip_cas(&out), strip_cas(&replies_whole), "chunk {chunk}");
+        assert_eq!(strip_cas(&out.to_vec()), strip_cas(&replies_whole.to_vec()), "chunk {chunk}");
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::engine::{Context, text};
+use crate::engine::{Context, Reply, text};
 use crate::store::Config;
 
 fn ctx() -> Arc<Context> {
@@ -13,10 +13,10 @@ fn ctx() -> Arc<Context> {
 }
 
 fn run(ctx: &Context, input: &[u8]) -> String {
-    let mut out = Vec::new();
+    let mut out = Reply::default();
     let progress = text::process(ctx, input, &mut out);
     assert_eq!((progress.consumed, progress.swallow, progress.close), (input.len(), 0, false));
-    String::from_utf8(out).expect("replies are text here")
+    String::from_utf8(out.to_vec()).expect("replies are text here")
 }
 
 fn transcript(input: &str, replies: &str) {
@@ -105,11 +105,11 @@ fn ms_refusals() {
 fn ms_too_large_is_swallowed_and_drops_the_old_value() {
     let ctx = ctx();
     assert_eq!(run(&ctx, b"ms tl 2\r\nhi\r\n"), "HD\r\n");
-    let mut out = Vec::new();
+    let mut out = Reply::default();
     let input = b"ms dGw= 1048577 b MA q\r\nxxxx";
     let progress = text::process(&ctx, input, &mut out);
     assert_eq!((progress.consumed, progress.swallow), (input.len(), 1_048_579 - 4));
-    assert_eq!(out, b"SERVER_ERROR object too large for cache\r\n");
+    assert_eq!(out.to_vec(), b"SERVER_ERROR object too large for cache\r\n");
     assert_eq!(run(&ctx, b"mg tl v\r\n"), "EN\r\n");
 }
 
@@ -248,7 +248,7 @@ fn garbage_never_panics() {
         seed ^= seed << 17;
         seed
     };
-    let mut out = Vec::new();
+    let mut out = Reply::default();
     for _ in 0..2000 {
         let mut buf = Vec::new();
         for _ in 0..20 {

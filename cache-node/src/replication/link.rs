@@ -100,7 +100,8 @@ pub async fn authenticate(
 ) -> anyhow::Result<Authenticated> {
     let addr = stream.peer_addr()?;
     let (mut rd, mut wr) = stream.into_split();
-    let mut rbuf = BytesMut::with_capacity(64 * 1024);
+    // Small while the peer is unknown, as a stranger's handshake costs little; the reader grows it.
+    let mut rbuf = BytesMut::with_capacity(4 * 1024);
     let hs = ServerHandshake::new(repl.node_id)?;
     let peer_id = tokio::time::timeout(ACCEPT_TIMEOUT, async {
         // Before anything can fail: a greeting is how a joiner tells a live node from a dead one.

@@ -289,6 +289,16 @@ impl StatsCollector {
             r.auth_failures.load(Relaxed),
         )?;
         out.counter(
+            "cachepair_replication_handshakes_failed",
+            "Connections on the replication port that did not authenticate.",
+            r.handshakes_failed.load(Relaxed),
+        )?;
+        out.counter(
+            "cachepair_replication_links_replaced",
+            "Links replaced by a newer one from the peer, which had given up on the old one.",
+            r.links_replaced.load(Relaxed),
+        )?;
+        out.counter(
             "cachepair_replication_shutdown_handover_timeouts",
             "Graceful shutdowns of this master that gave up handing its role over (--shutdown-timeout).",
             r.shutdown_handover_timeouts.load(Relaxed),

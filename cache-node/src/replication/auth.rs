@@ -2,18 +2,20 @@
 //! shared secret, which never crosses the wire.
 //!
 //! The exchange, in the link's messages:
-//! 1. the accepting side (server) sends `Hello` with a fresh nonce ([`ServerHandshake::new`]);
-//! 2. the connecting side (client) answers `Auth` with its own fresh nonce and a proof
+//! 1. the accepting side (server) sends `Hello` with a fresh nonce ([`ServerHandshake::new`]),
+//!    and nothing else: whoever connects learns neither its id nor its role;
+//! 2. the connecting side (client) answers `Auth` with its id, its own fresh nonce and a proof
 //!    ([`ClientHandshake::new`]);
-//! 3. the server checks that proof and answers `AuthOk` with its own
+//! 3. the server checks that proof and answers `AuthOk` with its id and its own proof
 //!    ([`ServerHandshake::verify_client`]), which the client checks
-//!    ([`ClientHandshake::verify_server`]).
+//!    ([`ClientHandshake::verify_server`]); a client that fails gets an `Error` instead.
 //!
-//! A proof is HMAC-SHA256 under the secret of a label naming its direction, both node ids and
-//! both nonces. So a recorded proof is useless on a new connection (the verifier's fresh nonce
-//! is in it), the client's proof cannot be reflected back as the server's (different labels),
-//! and a proof made for one pair of node ids does not pass for another. Each handshake value
-//! is consumed by its verification, so one nonce can never accept two proofs.
+//! A proof is HMAC-SHA256 under the secret of a label naming its direction, the node ids known
+//! at that point (the client's for the client's proof, both for the server's) and both nonces.
+//! So a recorded proof is useless on a new connection (the verifier's fresh nonce is in it),
+//! the client's proof cannot be reflected back as the server's (different labels and fields),
+//! and the server's proof vouches for the id it sends. Each handshake value is consumed by its
+//! verification, so one nonce can never accept two proofs.
 //!
 //! What this does not give: secrecy or integrity of the stream after the handshake. The
 //! replication port belongs on a network only the pair can reach.
@@ -37,10 +39,10 @@ pub type Proof = [u8; PROOF_LEN];
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Domain separation between the two proofs of an exchange (equal lengths, so the MAC input
-/// has one layout for both).
-const CLIENT_LABEL: &[u8] = b"cachepair repl v1 client proof";
-const SERVER_LABEL: &[u8] = b"cachepair repl v1 server proof";
+/// Domain separation between the two proofs of an exchange. Version 2: the client's proof
+/// does not name the server, which reveals its id only to a proven client.
+const CLIENT_LABEL: &[u8] = b"cachepair repl v2 client proof";
+const SERVER_LABEL: &[u8] = b"cachepair repl v2 server proof";
 
 /// The shared secret, kept only as a keyed HMAC state: cheap to use per connection, and
 /// `Debug` shows nothing of it.
@@ -115,34 +117,38 @@ fn fresh_nonce() -> Result<Nonce, AuthError> {
     Ok(nonce)
 }
 
-/// Everything a proof is bound to.
+/// What both proofs of an exchange are bound to.
 #[derive(Debug, Clone, Copy)]
 struct Transcript {
-    server_id: u64,
     client_id: u64,
     server_nonce: Nonce,
     client_nonce: Nonce,
 }
 
 impl Transcript {
-    fn mac(&self, secret: &Secret, label: &[u8]) -> HmacSha256 {
+    fn client_mac(&self, secret: &Secret) -> HmacSha256 {
         let mut mac = secret.key.clone();
-        mac.update(label);
-        mac.update(&self.server_id.to_be_bytes());
+        mac.update(CLIENT_LABEL);
         mac.update(&self.client_id.to_be_bytes());
         mac.update(&self.server_nonce);
         mac.update(&self.client_nonce);
         mac
     }
 
-    fn proof(&self, secret: &Secret, label: &[u8]) -> Proof {
-        self.mac(secret, label).finalize().into_bytes().into()
+    fn server_mac(&self, secret: &Secret, server_id: u64) -> HmacSha256 {
+        let mut mac = secret.key.clone();
+        mac.update(SERVER_LABEL);
+        mac.update(&server_id.to_be_bytes());
+        mac.update(&self.client_id.to_be_bytes());
+        mac.update(&self.server_nonce);
+        mac.update(&self.client_nonce);
+        mac
     }
+}
 
-    /// Constant-time comparison, so that timing does not reveal how much of a guess matched.
-    fn verify(&self, secret: &Secret, label: &[u8], proof: &Proof) -> bool {
-        self.mac(secret, label).verify_slice(proof).is_ok()
-    }
+/// Constant-time comparison, so that timing does not reveal how much of a guess matched.
+fn verify(mac: HmacSha256, proof: &Proof) -> bool {
+    mac.verify_slice(proof).is_ok()
 }
 
 /// The accepting side of one connection's handshake.
@@ -168,7 +174,7 @@ impl ServerHandshake {
     }
 
     /// Checks the fields of the client's `Auth`. On success, returns this side's proof for
-    /// `AuthOk`; the link must send nothing else to a peer that fails.
+    /// `AuthOk`; the link must send nothing but a refusal to a peer that fails.
     pub fn verify_client(
         self,
         secret: &Secret,
@@ -176,12 +182,11 @@ impl ServerHandshake {
         client_nonce: &Nonce,
         proof: &Proof,
     ) -> Result<Proof, AuthError> {
-        let transcript =
-            Transcript { server_id: self.server_id, client_id, server_nonce: self.nonce, client_nonce: *client_nonce };
-        if !transcript.verify(secret, CLIENT_LABEL, proof) {
+        let transcript = Transcript { client_id, server_nonce: self.nonce, client_nonce: *client_nonce };
+        if !verify(transcript.client_mac(secret), proof) {
             return Err(AuthError::BadClientProof);
         }
-        Ok(transcript.proof(secret, SERVER_LABEL))
+        Ok(transcript.server_mac(secret, self.server_id).finalize().into_bytes().into())
     }
 }
 
@@ -193,15 +198,15 @@ pub struct ClientHandshake {
 }
 
 impl ClientHandshake {
-    /// Answers `Hello { node_id: server_id, nonce: server_nonce, .. }` as node `client_id`,
-    /// with a fresh nonce of its own.
-    pub fn new(secret: &Secret, client_id: u64, server_id: u64, server_nonce: &Nonce) -> Result<Self, AuthError> {
-        Ok(Self::with_nonce(secret, client_id, server_id, server_nonce, fresh_nonce()?))
+    /// Answers `Hello { nonce: server_nonce }` as node `client_id`, with a fresh nonce of its
+    /// own.
+    pub fn new(secret: &Secret, client_id: u64, server_nonce: &Nonce) -> Result<Self, AuthError> {
+        Ok(Self::with_nonce(secret, client_id, server_nonce, fresh_nonce()?))
     }
 
-    fn with_nonce(secret: &Secret, client_id: u64, server_id: u64, server_nonce: &Nonce, nonce: Nonce) -> Self {
-        let transcript = Transcript { server_id, client_id, server_nonce: *server_nonce, client_nonce: nonce };
-        Self { proof: transcript.proof(secret, CLIENT_LABEL), transcript }
+    fn with_nonce(secret: &Secret, client_id: u64, server_nonce: &Nonce, nonce: Nonce) -> Self {
+        let transcript = Transcript { client_id, server_nonce: *server_nonce, client_nonce: nonce };
+        Self { proof: transcript.client_mac(secret).finalize().into_bytes().into(), transcript }
     }
 
     /// The nonce for `Auth`.
@@ -214,10 +219,14 @@ impl ClientHandshake {
         self.proof
     }
 
-    /// Checks the proof in the server's `AuthOk`. Until it passes, the peer is not known to
-    /// hold the secret: the link must neither send nor apply anything else.
-    pub fn verify_server(self, secret: &Secret, proof: &Proof) -> Result<(), AuthError> {
-        if self.transcript.verify(secret, SERVER_LABEL, proof) { Ok(()) } else { Err(AuthError::BadServerProof) }
+    /// Checks the server's `AuthOk`: its id and its proof. Until it passes, the peer is not
+    /// known to hold the secret: the link must neither send nor apply anything else.
+    pub fn verify_server(self, secret: &Secret, server_id: u64, proof: &Proof) -> Result<(), AuthError> {
+        if verify(self.transcript.server_mac(secret, server_id), proof) {
+            Ok(())
+        } else {
+            Err(AuthError::BadServerProof)
+        }
     }
 }
 

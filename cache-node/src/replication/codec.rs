@@ -11,15 +11,20 @@
 //! garbage on the port is refused before anything is buffered for it.
 //!
 //! The exchange on a new link: `Hello` (accepting side), `Auth` (connecting side), `AuthOk`
-//! (see [`super::auth`]); then `Sync` from the joiner, answered by `FullSync` (a snapshot of `Item`s
+//! (see [`super::auth`]), or an `Error` refusing the link; then `Sync` from the joiner, answered by `FullSync` (a snapshot of `Item`s
 //! closed by `SnapshotEnd`, then `Op`s) or `Resume` (`Op`s from the backlog); `Ack`,
 //! `Ping`/`Pong` and `StepDown` after that; `Error` before closing.
 
 use super::auth::{Nonce, Proof};
 use crate::store::MAX_KEY_LEN;
 
-/// Sent in `Hello`, so that a node can tell a peer speaking another version.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Sent first in `Hello`, so that a node can tell a peer speaking another version. Version 2:
+/// `Hello` names neither the node nor its role; `AuthOk` names the node.
+pub const PROTOCOL_VERSION: u16 = 2;
+/// What follows the version in `Hello`, where version 1 sent the node id and role: a blank id
+/// and `starting`. A version-1 node still decodes the greeting, so it reports the version
+/// mismatch, and, greeted, it does not take over beside a live peer.
+const HELLO_BLANK: [u8; 9] = [0, 0, 0, 0, 0, 0, 0, 0, 3];
 /// The length prefix in front of every frame.
 pub const LEN_PREFIX: usize = 4;
 /// Longest text in an `Error`.
@@ -111,11 +116,9 @@ impl Op<'_> {
 /// Everything that travels on the link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Message<'a> {
-    /// The accepting side's greeting, with its challenge.
+    /// The accepting side's greeting, with its challenge: sent to anyone who connects, so it
+    /// says nothing about the node. Its frame carries [`PROTOCOL_VERSION`].
     Hello {
-        proto: u16,
-        node_id: u64,
-        role: Role,
         nonce: Nonce,
     },
     /// The connecting side's answer to `Hello`, with its own challenge.
@@ -124,8 +127,10 @@ pub enum Message<'a> {
         nonce: Nonce,
         mac: Proof,
     },
-    /// The accepting side's proof: the link is open.
+    /// The accepting side's id and proof, sent only to a peer that proved it holds the secret:
+    /// the link is open.
     AuthOk {
+        node_id: u64,
         mac: Proof,
     },
     /// Sent by both sides once authenticated: the sender's role and term (how many times the
@@ -263,6 +268,8 @@ pub enum CodecError {
     NotUtf8 { kind: &'static str, field: &'static str },
     #[error("{kind}: a tombstone with a {len}-byte value")]
     TombstoneWithValue { kind: &'static str, len: usize },
+    #[error("the peer speaks replication protocol {proto}, this node {PROTOCOL_VERSION}")]
+    OtherVersion { proto: u16 },
 }
 
 /// The frame at the front of `buf`, and how many bytes it took; `None` until all of it is
@@ -292,14 +299,21 @@ fn decode_body(body: &[u8]) -> Result<Message<'_>, CodecError> {
     let mut r = Reader { buf: payload, kind: kind.name() };
     // Struct fields are evaluated in the order written: the wire order.
     let message = match kind {
-        Kind::Hello => Message::Hello {
-            proto: r.u16("proto")?,
-            node_id: r.u64("node id")?,
-            role: r.role()?,
-            nonce: r.array("nonce")?,
-        },
+        Kind::Hello => {
+            // The version comes first in every version's greeting; what follows is that
+            // version's.
+            let proto = r.u16("proto")?;
+            if proto != PROTOCOL_VERSION {
+                return Err(CodecError::OtherVersion { proto });
+            }
+            let blank: [u8; 9] = r.array("blank")?;
+            if let Some((&value, _)) = blank.iter().zip(&HELLO_BLANK).find(|(got, want)| got != want) {
+                return Err(CodecError::BadValue { kind: r.kind, field: "blank", value });
+            }
+            Message::Hello { nonce: r.array("nonce")? }
+        }
         Kind::Auth => Message::Auth { node_id: r.u64("node id")?, nonce: r.array("nonce")?, mac: r.array("mac")? },
-        Kind::AuthOk => Message::AuthOk { mac: r.array("mac")? },
+        Kind::AuthOk => Message::AuthOk { node_id: r.u64("node id")?, mac: r.array("mac")? },
         Kind::Sync => Message::Sync {
             role: r.role()?,
             term: r.u64("term")?,
@@ -478,10 +492,9 @@ impl<'a> Message<'a> {
         out.push(kind as u8);
         let mut w = Writer { out: &mut *out, kind: kind.name() };
         match *self {
-            Message::Hello { proto, node_id, role, nonce } => {
-                w.put(&proto.to_be_bytes());
-                w.put(&node_id.to_be_bytes());
-                w.put(&[role.code()]);
+            Message::Hello { nonce } => {
+                w.put(&PROTOCOL_VERSION.to_be_bytes());
+                w.put(&HELLO_BLANK);
                 w.put(&nonce);
             }
             Message::Auth { node_id, nonce, mac } => {
@@ -489,7 +502,10 @@ impl<'a> Message<'a> {
                 w.put(&nonce);
                 w.put(&mac);
             }
-            Message::AuthOk { mac } => w.put(&mac),
+            Message::AuthOk { node_id, mac } => {
+                w.put(&node_id.to_be_bytes());
+                w.put(&mac);
+            }
             Message::Sync { role, term, repl_id, offset } => {
                 w.put(&[role.code()]);
                 w.put(&term.to_be_bytes());

@@ -2,6 +2,7 @@
 //! stream for the other (a snapshot first when the peer cannot resume), and heartbeats.
 //! Reading and writing run concurrently: both sides may be sending a snapshot at once.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -11,19 +12,29 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tracing::{info, warn};
 
 use super::Replicator;
 use super::auth::{ClientHandshake, ServerHandshake};
 use super::backlog::Gap;
-use super::codec::{self, Entry, Message, Op, PROTOCOL_VERSION, Role};
+use super::codec::{self, CodecError, Entry, Message, Op, Role};
 use super::roles::{Side, after_meeting};
 use crate::store::{Change, RemoteItem};
 
-/// Time allowed for the handshake and the exchange of `Sync` messages, unless the caller
-/// has less patience (see [`run`]).
+/// Time the connecting side allows for the handshake and the exchange of `Sync` messages,
+/// unless the caller has less patience (see [`run`]).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time an accepted connection has to prove that it holds the secret, and then to exchange
+/// `Sync`: an honest peer needs a round trip and an HMAC, milliseconds, so a second leaves room
+/// for a starved machine, and is also how long an idle connection holds a handshake slot.
+pub const ACCEPT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The refusal of a peer that failed authentication; a connecting node counts it in
+/// `auth_failures` (other refusals, such as being busy, are not about its secret).
+const REFUSED_AUTH: &str = "authentication failed";
+/// The largest frame of a handshake (an `Error` with the longest text): an unauthenticated
+/// peer cannot make this node buffer more.
+const HANDSHAKE_FRAME: usize = 1 + 4 + codec::MAX_ERROR_LEN;
 /// How much of the stream is copied out of the backlog per write.
 const WRITE_CHUNK: usize = 256 * 1024;
 
@@ -47,7 +58,7 @@ impl Shared {
     }
 }
 
-/// How far a link got before it ended.
+/// How far a link this node opened got before it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reached {
     /// The peer closed the connection without a word, or the link failed: no sign of a master.
@@ -55,23 +66,73 @@ pub enum Reached {
     /// The peer held the connection open but said nothing before the handshake timed out: a
     /// live peer too slow to answer (a starved machine), or a hung one.
     Silence,
-    /// The peer's listener greeted us (only a master listens), but the link did not come up:
-    /// the peer process is alive, if slow or refusing us.
+    /// The peer's listener greeted or refused us (only a master listens), even in another
+    /// protocol version, but the link did not come up: the peer process is alive, if slow,
+    /// busy or refusing us.
     Greeted,
     /// Authenticated and synced.
     Up,
 }
 
-/// Runs one link to its end, allowing `handshake` for the handshake. Returns how far it got,
-/// and why it ended.
-pub async fn run(
-    repl: &Arc<Replicator>,
+/// A connection whose peer proved that it holds the secret, ready to become the link.
+pub struct Authenticated {
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    rbuf: BytesMut,
+    pub peer_id: u64,
+    pub addr: SocketAddr,
+}
+
+impl Authenticated {
+    /// Turns the peer down: the node keeps another link.
+    pub async fn refuse(mut self, why: &str) {
+        let _ = tokio::time::timeout(ACCEPT_TIMEOUT, send(&mut self.wr, &Message::error(why))).await;
+    }
+}
+
+/// The accepting side's handshake on a new connection, within [`ACCEPT_TIMEOUT`]: a greeting at
+/// once, then the peer's proof that it holds the secret. `evicted` resolves when the node needs
+/// the connection's slot for a newer one; the connection is then refused as busy.
+pub async fn authenticate(
+    repl: &Replicator,
     stream: TcpStream,
-    accepted: bool,
-    handshake: Duration,
-) -> (Reached, anyhow::Result<()>) {
+    evicted: oneshot::Receiver<()>,
+) -> anyhow::Result<Authenticated> {
+    let addr = stream.peer_addr()?;
+    let (mut rd, mut wr) = stream.into_split();
+    // Small while the peer is unknown, as a stranger's handshake costs little; the reader grows it.
+    let mut rbuf = BytesMut::with_capacity(4 * 1024);
+    let hs = ServerHandshake::new(repl.node_id)?;
+    let peer_id = tokio::time::timeout(ACCEPT_TIMEOUT, async {
+        // Before anything can fail: a greeting is how a joiner tells a live node from a dead one.
+        send(&mut wr, &Message::Hello { nonce: hs.nonce() }).await?;
+        tokio::select! {
+            proved = prove_client(repl, &mut rd, &mut wr, &mut rbuf, hs) => proved,
+            _ = evicted => {
+                let _ = send(&mut wr, &Message::error("busy: too many connections on the replication port")).await;
+                bail!("dropped for a newer connection: too many handshakes in progress")
+            }
+        }
+    })
+    .await
+    .context("handshake timed out")??;
+    Ok(Authenticated { rd, wr, rbuf, peer_id, addr })
+}
+
+/// Runs the link on a connection this node accepted and authenticated, to its end.
+pub async fn run_accepted(repl: &Arc<Replicator>, conn: Authenticated) -> anyhow::Result<()> {
+    let Authenticated { mut rd, mut wr, mut rbuf, peer_id, .. } = conn;
+    let remote = tokio::time::timeout(ACCEPT_TIMEOUT, exchange_sync(repl, &mut rd, &mut wr, &mut rbuf, peer_id))
+        .await
+        .context("the exchange of sync timed out")??;
+    run_streams(repl, rd, wr, rbuf, peer_id, remote, true).await
+}
+
+/// Runs a link on a connection this node opened, allowing `handshake` for the handshake.
+/// Returns how far it got, and why it ended.
+pub async fn run(repl: &Arc<Replicator>, stream: TcpStream, handshake: Duration) -> (Reached, anyhow::Result<()>) {
     let mut reached = Reached::Nothing;
-    let result = run_link(repl, stream, accepted, handshake, &mut reached).await;
+    let result = run_link(repl, stream, handshake, &mut reached).await;
     if reached == Reached::Nothing && result.as_ref().is_err_and(|e| e.is::<tokio::time::error::Elapsed>()) {
         reached = Reached::Silence;
     }
@@ -81,26 +142,38 @@ pub async fn run(
 async fn run_link(
     repl: &Arc<Replicator>,
     stream: TcpStream,
-    accepted: bool,
     timeout: Duration,
     reached: &mut Reached,
 ) -> anyhow::Result<()> {
     let (mut rd, mut wr) = stream.into_split();
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
     let (peer_id, remote) = tokio::time::timeout(timeout, async {
-        let peer_id = handshake(repl, &mut rd, &mut wr, &mut rbuf, accepted, reached).await?;
+        let peer_id = prove_server(repl, &mut rd, &mut wr, &mut rbuf, reached).await?;
         let remote = exchange_sync(repl, &mut rd, &mut wr, &mut rbuf, peer_id).await?;
         anyhow::Ok((peer_id, remote))
     })
     .await
     .context("handshake timed out")??;
+    *reached = Reached::Up;
+    run_streams(repl, rd, wr, rbuf, peer_id, remote, false).await
+}
 
+/// Takes the role the rules give after meeting the peer, then runs both streams until the
+/// link ends.
+async fn run_streams(
+    repl: &Arc<Replicator>,
+    mut rd: OwnedReadHalf,
+    mut wr: OwnedWriteHalf,
+    rbuf: BytesMut,
+    peer_id: u64,
+    remote: Remote,
+    accepted: bool,
+) -> anyhow::Result<()> {
     let local = Side { role: repl.status.role(), term: repl.status.term.load(Relaxed), node_id: repl.node_id };
     let role = after_meeting(local, Side { node_id: peer_id, ..remote.side }, accepted);
     repl.status.set_role(role);
     repl.status.term.fetch_max(remote.side.term, Relaxed);
     info!(peer_id = format_args!("{peer_id:016x}"), ?role, "link up");
-    *reached = Reached::Up;
     repl.status.link_up.store(true, Relaxed);
     repl.status.lag.link_reset();
     // From now on this node's changes are kept for the peer.
@@ -134,73 +207,84 @@ struct Remote {
     offset: u64,
 }
 
-async fn handshake(
+/// The accepting side, once greeted: checks the peer's proof, and answers with this node's id
+/// and proof, or a refusal and nothing else. Returns the peer's id.
+async fn prove_client(
     repl: &Replicator,
     rd: &mut OwnedReadHalf,
     wr: &mut OwnedWriteHalf,
     rbuf: &mut BytesMut,
-    accepted: bool,
+    hs: ServerHandshake,
+) -> anyhow::Result<u64> {
+    let (peer_id, nonce, mac) = match recv(rd, rbuf).await? {
+        (Message::Auth { node_id, nonce, mac }, len) => {
+            rbuf.advance(len);
+            (node_id, nonce, mac)
+        }
+        (other, _) => bail!("expected auth, got {}", other.kind()),
+    };
+    match hs.verify_client(&repl.config.secret, peer_id, &nonce, &mac) {
+        Ok(proof) => send(wr, &Message::AuthOk { node_id: repl.node_id, mac: proof }).await?,
+        Err(e) => {
+            repl.status.auth_failures.fetch_add(1, Relaxed);
+            let _ = send(wr, &Message::error(REFUSED_AUTH)).await;
+            bail!("peer failed authentication: {e}");
+        }
+    }
+    check_not_self(repl, peer_id)?;
+    Ok(peer_id)
+}
+
+/// The connecting side: waits for the greeting (noting in `reached` that the peer is alive),
+/// proves that it holds the secret, and checks the peer's proof. Returns the peer's id.
+async fn prove_server(
+    repl: &Replicator,
+    rd: &mut OwnedReadHalf,
+    wr: &mut OwnedWriteHalf,
+    rbuf: &mut BytesMut,
     reached: &mut Reached,
 ) -> anyhow::Result<u64> {
     let secret = &repl.config.secret;
-    if accepted {
-        let hs = ServerHandshake::new(repl.node_id)?;
-        let hello = Message::Hello {
-            proto: PROTOCOL_VERSION,
-            node_id: repl.node_id,
-            role: repl.status.role(),
-            nonce: hs.nonce(),
-        };
-        send(wr, &hello).await?;
-        let (peer_id, nonce, mac) = match recv(repl, rd, rbuf).await? {
-            (Message::Auth { node_id, nonce, mac }, len) => {
-                rbuf.advance(len);
-                (node_id, nonce, mac)
-            }
-            (other, _) => bail!("expected auth, got {}", other.kind()),
-        };
-        match hs.verify_client(secret, peer_id, &nonce, &mac) {
-            Ok(proof) => send(wr, &Message::AuthOk { mac: proof }).await?,
-            Err(e) => {
-                repl.status.auth_failures.fetch_add(1, Relaxed);
-                let _ = send(wr, &Message::error("authentication failed")).await;
-                bail!("peer failed authentication: {e}");
-            }
+    let nonce = match recv(rd, rbuf).await {
+        Ok((Message::Hello { nonce }, len)) => {
+            rbuf.advance(len);
+            *reached = Reached::Greeted;
+            nonce
         }
-        check_not_self(repl, peer_id)?;
-        Ok(peer_id)
-    } else {
-        let (server_id, nonce) = match recv(repl, rd, rbuf).await? {
-            (Message::Hello { proto, node_id, nonce, .. }, len) => {
-                rbuf.advance(len);
+        Ok((Message::Error { message }, _)) => {
+            *reached = Reached::Greeted;
+            bail!("peer refused the link: {message}");
+        }
+        Ok((other, _)) => bail!("expected hello, got {}", other.kind()),
+        Err(e) => {
+            // A node of another protocol version greeted us: alive, if of no use to us.
+            if let Some(CodecError::OtherVersion { .. }) = e.downcast_ref() {
                 *reached = Reached::Greeted;
-                if proto != PROTOCOL_VERSION {
-                    bail!("peer speaks replication protocol {proto}, this node {PROTOCOL_VERSION}");
-                }
-                (node_id, nonce)
             }
-            (other, _) => bail!("expected hello, got {}", other.kind()),
-        };
-        check_not_self(repl, server_id)?;
-        let hs = ClientHandshake::new(secret, repl.node_id, server_id, &nonce)?;
-        send(wr, &Message::Auth { node_id: repl.node_id, nonce: hs.nonce(), mac: hs.proof() }).await?;
-        let mac = match recv(repl, rd, rbuf).await? {
-            (Message::AuthOk { mac }, len) => {
-                rbuf.advance(len);
-                mac
-            }
-            (Message::Error { message }, _) => {
-                repl.status.auth_failures.fetch_add(1, Relaxed);
-                bail!("peer refused the link: {message}")
-            }
-            (other, _) => bail!("expected auth_ok, got {}", other.kind()),
-        };
-        if let Err(e) = hs.verify_server(secret, &mac) {
-            repl.status.auth_failures.fetch_add(1, Relaxed);
-            bail!("peer failed authentication: {e}");
+            return Err(e);
         }
-        Ok(server_id)
+    };
+    let hs = ClientHandshake::new(secret, repl.node_id, &nonce)?;
+    send(wr, &Message::Auth { node_id: repl.node_id, nonce: hs.nonce(), mac: hs.proof() }).await?;
+    let (server_id, mac) = match recv(rd, rbuf).await? {
+        (Message::AuthOk { node_id, mac }, len) => {
+            rbuf.advance(len);
+            (node_id, mac)
+        }
+        (Message::Error { message }, _) => {
+            if message == REFUSED_AUTH {
+                repl.status.auth_failures.fetch_add(1, Relaxed);
+            }
+            bail!("peer refused the link: {message}")
+        }
+        (other, _) => bail!("expected auth_ok, got {}", other.kind()),
+    };
+    if let Err(e) = hs.verify_server(secret, server_id, &mac) {
+        repl.status.auth_failures.fetch_add(1, Relaxed);
+        bail!("peer failed authentication: {e}");
     }
+    check_not_self(repl, server_id)?;
+    Ok(server_id)
 }
 
 fn check_not_self(repl: &Replicator, peer_id: u64) -> anyhow::Result<()> {
@@ -220,11 +304,12 @@ async fn exchange_sync(
     let (repl_id, offset) = *repl.peer_stream.lock();
     let sync = Message::Sync { role: repl.status.role(), term: repl.status.term.load(Relaxed), repl_id, offset };
     send(wr, &sync).await?;
-    match recv(repl, rd, rbuf).await? {
+    match recv(rd, rbuf).await? {
         (Message::Sync { role, term, repl_id, offset }, len) => {
             rbuf.advance(len);
             Ok(Remote { side: Side { role, term, node_id: peer_id }, repl_id, offset })
         }
+        (Message::Error { message }, _) => bail!("peer refused the link: {message}"),
         (other, _) => bail!("expected sync, got {}", other.kind()),
     }
 }
@@ -499,22 +584,18 @@ async fn send(wr: &mut OwnedWriteHalf, msg: &Message<'_>) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Reads one whole frame (during the handshake). The caller advances the buffer.
-async fn recv<'b>(
-    repl: &Replicator,
-    rd: &mut OwnedReadHalf,
-    rbuf: &'b mut BytesMut,
-) -> anyhow::Result<(Message<'b>, usize)> {
+/// Reads one whole frame of the handshake. The caller advances the buffer.
+async fn recv<'b>(rd: &mut OwnedReadHalf, rbuf: &'b mut BytesMut) -> anyhow::Result<(Message<'b>, usize)> {
     loop {
         // Checked first without borrowing for the result, to keep the borrow checker happy.
-        if codec::decode(rbuf, repl.config.max_frame)?.is_some() {
+        if codec::decode(rbuf, HANDSHAKE_FRAME)?.is_some() {
             break;
         }
         if rd.read_buf(rbuf).await? == 0 {
             bail!("peer closed the link");
         }
     }
-    codec::decode(rbuf, repl.config.max_frame)?.context("a whole frame was just seen")
+    codec::decode(rbuf, HANDSHAKE_FRAME)?.context("a whole frame was just seen")
 }
 
 fn unix_millis() -> u64 {

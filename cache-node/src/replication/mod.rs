@@ -7,6 +7,11 @@
 //! - this module: the node's replication state, the change feed the store reports to, and the
 //!   control loop (join the peer or become master, accept the peer, promote on master loss).
 //!
+//! A master accepts on its replication port at all times, each connection's handshake in a task
+//! of its own: idle or hostile connections cannot keep the peer out, and a peer that connects
+//! again while this node still holds its old link (it restarted, or gave up on the link first)
+//! replaces that link.
+//!
 //! Both nodes serve reads and writes. Each streams its own local changes to the other; every
 //! item carries a version and the newer version wins, so both converge whatever the order.
 //! A link that resumes within the backlog continues from the peer's offset; otherwise the
@@ -20,14 +25,17 @@ mod lag;
 mod link;
 pub mod roles;
 
-use std::net::SocketAddr;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::engine::Context;
@@ -35,7 +43,7 @@ use crate::store::{Change, ChangeSink, Clock};
 use auth::Secret;
 use backlog::Backlog;
 use codec::{Entry, Message, Op, ReplId, Role};
-use link::{HANDSHAKE_TIMEOUT, Reached};
+use link::{Authenticated, HANDSHAKE_TIMEOUT, Reached};
 
 /// Replication settings (from `-x`, `-X`, `-q` and the `--repl-*` options).
 #[derive(Debug, Clone)]
@@ -72,6 +80,11 @@ pub struct Status {
     pub switchovers: AtomicU64,
     pub ops_applied: AtomicU64,
     pub auth_failures: AtomicU64,
+    /// Connections on the replication port that did not authenticate (idle past the deadline,
+    /// garbage, a wrong secret, or dropped for newer ones).
+    pub handshakes_failed: AtomicU64,
+    /// Links replaced by a newer one from the peer, which had given up on the old one.
+    pub links_replaced: AtomicU64,
     /// Graceful shutdowns that gave up handing the master role over (see
     /// [`Replicator::hand_over_for_shutdown`]).
     pub shutdown_handover_timeouts: AtomicU64,
@@ -208,6 +221,8 @@ impl Status {
             ("sync_degraded".into(), self.sync_degraded.load(Relaxed).to_string()),
             ("ops_applied".into(), self.ops_applied.load(Relaxed).to_string()),
             ("auth_failures".into(), self.auth_failures.load(Relaxed).to_string()),
+            ("handshakes_failed".into(), self.handshakes_failed.load(Relaxed).to_string()),
+            ("links_replaced".into(), self.links_replaced.load(Relaxed).to_string()),
             ("shutdown_handover_timeouts".into(), self.shutdown_handover_timeouts.load(Relaxed).to_string()),
         ]
     }
@@ -368,10 +383,12 @@ impl Replicator {
 
     /// repcached's start-up rule: join the peer if it answers, become master if it cannot be
     /// reached (refused, no answer to the connection within `CONNECT_TIMEOUT`, or closed
-    /// without a greeting). A peer that greets us, or holds the connection open without a word,
-    /// is alive: a link that then fails (a handshake too slow on a starved machine, a wrong
-    /// secret) is retried with this node still `starting`, since becoming master beside a live
-    /// master would be a split brain. Returns once a link came up and ended, or the peer is
+    /// without a greeting). A peer that greets us (or refuses us, busy; or greets in another
+    /// protocol version), or holds the connection open without a word, is alive: a link that
+    /// then fails (a handshake too slow on a starved machine, a wrong secret) is retried with
+    /// this node still `starting`, since becoming master beside a live master would be a split
+    /// brain. A master greets every connection at once, from a task of its own, so strangers on
+    /// its port cannot hold the greeting back. Returns once a link came up and ended, or the peer is
     /// unreachable.
     async fn join(self: Arc<Self>, peer: &str) {
         let mut failures = 0u32;
@@ -379,7 +396,7 @@ impl Replicator {
             match self.connect(peer).await {
                 Ok(stream) => {
                     info!(%peer, "joining the peer");
-                    match self.clone().link(stream, false, HANDSHAKE_TIMEOUT).await {
+                    match self.clone().link(stream, HANDSHAKE_TIMEOUT).await {
                         Reached::Up => return,
                         Reached::Nothing => {
                             info!(%peer, "the peer closed the connection without a greeting: starting as master");
@@ -406,9 +423,10 @@ impl Replicator {
     /// A slave whose link ended tries its master again for as long as a heartbeat failure
     /// would take to notice (`misses` heartbeats): a short network drop resumes from the
     /// backlog and changes no role. A refused connection means the master process is gone, and
-    /// the slave takes over at once. A master that still greets it is alive: the slave keeps
-    /// trying and never takes over while it does; one that accepts but does not greet within
-    /// the patience left is taken for dead.
+    /// the slave takes over at once. A master that still greets (or refuses) it is alive: the
+    /// slave keeps trying and never takes over while it does; one that accepts but does not
+    /// greet within the patience left is taken for dead. A master that still holds the old link
+    /// takes the new one in its place.
     async fn rejoin(self: Arc<Self>) {
         let Some(peer) = self.config.peer.clone() else { return };
         let patience = self.config.heartbeat * self.config.misses;
@@ -419,7 +437,7 @@ impl Replicator {
             // a failure takes: it counts as dead (a frozen process, whose kernel still accepts).
             let handshake = (deadline - tokio::time::Instant::now()).max(self.config.heartbeat);
             match attempt.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
-                Ok(stream) => match self.clone().link(stream, false, handshake).await {
+                Ok(stream) => match self.clone().link(stream, handshake).await {
                     Reached::Up => deadline = tokio::time::Instant::now() + patience,
                     Reached::Greeted => {
                         deadline = tokio::time::Instant::now() + patience;
@@ -484,7 +502,7 @@ impl Replicator {
     }
 
     /// Listens for the peer (and probes it, to find a second master after a partition) until
-    /// a link ends with this node as slave.
+    /// no link is up and this node is slave.
     async fn serve_as_master(self: Arc<Self>) {
         let listener = loop {
             match TcpListener::bind(self.config.listen).await {
@@ -496,35 +514,89 @@ impl Replicator {
             }
         };
         info!(addr = %self.config.listen, "master: listening for the peer");
+        let (authenticated_tx, mut authenticated) = mpsc::channel(1);
+        let acceptor = tokio::spawn(self.clone().accept(listener, authenticated_tx));
+        let mut link: Option<Link> = None;
         loop {
-            // Jittered, so that two masters probing each other do not stay in step (each would
-            // wait for the other's listener while neither accepts).
+            // Jittered, so that two masters probing each other do not stay in step.
             let probe = tokio::time::sleep(PROBE_INTERVAL / 2 + jitter(PROBE_INTERVAL));
             tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, addr)) => {
-                        info!(%addr, "peer connected");
-                        // Small frames must not wait for Nagle and delayed acks (40 ms).
-                        if let Err(e) = stream.set_nodelay(true) {
-                            warn!(error = %e, "cannot set TCP_NODELAY on the link");
-                        }
-                        self.clone().link(stream, true, HANDSHAKE_TIMEOUT).await;
+                Some(conn) = authenticated.recv() => {
+                    // A pair has one peer, and a peer connects only when it has no link: the
+                    // link this node holds is half-dead (the peer restarted, or noticed a gap
+                    // first), and the newer connection replaces it. Two masters' probes that
+                    // cross are the exception: both sides keep the connection accepted by the
+                    // node with the higher id.
+                    if link.as_ref().is_some_and(|l| l.probe) && self.node_id < conn.peer_id {
+                        tokio::spawn(conn.refuse("busy: linked to this peer already"));
+                        continue;
                     }
-                    Err(e) => {
-                        warn!(error = %e, "accept failed on the replication port");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    if link.take().is_some() {
+                        self.status.link_up.store(false, Relaxed);
+                        self.status.links_replaced.fetch_add(1, Relaxed);
+                        warn!(peer = %conn.addr, "the peer connected again: its new link replaces the old one");
                     }
-                },
-                _ = probe, if self.config.peer.is_some() && !self.peer_is_self() => {
-                    let peer = self.config.peer.clone().unwrap_or_default();
-                    if let Ok(stream) = self.connect(&peer).await {
-                        self.clone().link(stream, false, HANDSHAKE_TIMEOUT).await;
-                    }
+                    link = Some(Link { probe: false, run: Box::pin(self.clone().link_accepted(conn)) });
+                }
+                () = until_done(&mut link) => link = None,
+                _ = probe, if link.is_none() && self.config.peer.is_some() && !self.peer_is_self() => {
+                    link = Some(Link { probe: true, run: Box::pin(self.clone().probe()) });
                 }
             }
-            if self.status.role() == Role::Slave {
+            if link.is_none() && self.status.role() == Role::Slave {
+                // Only a master listens: close the port before joining the new master.
+                acceptor.abort();
+                let _ = acceptor.await;
                 return;
             }
+        }
+    }
+
+    /// Accepts every connection on the replication port, whatever else goes on, and runs each
+    /// one's handshake in a task of its own; those that authenticate go to `authenticated`.
+    async fn accept(self: Arc<Self>, listener: TcpListener, authenticated: mpsc::Sender<Authenticated>) {
+        // Dropped with this task, which ends the handshakes still pending.
+        let mut pending = Pending::default();
+        loop {
+            let (stream, addr) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    warn!(error = %e, "accept failed on the replication port");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            // Small frames must not wait for Nagle and delayed acks (40 ms).
+            if let Err(e) = stream.set_nodelay(true) {
+                warn!(error = %e, "cannot set TCP_NODELAY on the link");
+            }
+            let evicted = pending.admit(addr.ip());
+            let (repl, authenticated) = (self.clone(), authenticated.clone());
+            tokio::spawn(async move {
+                match link::authenticate(&repl, stream, evicted).await {
+                    Ok(conn) => {
+                        info!(%addr, "peer authenticated");
+                        // Fails only once this node stopped listening: the connection closes.
+                        let _ = authenticated.send(conn).await;
+                    }
+                    Err(e) => {
+                        let failed = repl.status.handshakes_failed.fetch_add(1, Relaxed) + 1;
+                        // The first few, then one in a thousand: a flood of connections on the
+                        // port must not flood the log (all are counted in handshakes_failed).
+                        if failed <= 10 || failed.is_multiple_of(1000) {
+                            warn!(%addr, error = %e, failed, "a connection on the replication port did not authenticate");
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// A master's look for a second master at its peer's address.
+    async fn probe(self: Arc<Self>) {
+        let Some(peer) = self.config.peer.clone() else { return };
+        if let Ok(stream) = self.connect(&peer).await {
+            self.link(stream, HANDSHAKE_TIMEOUT).await;
         }
     }
 
@@ -547,17 +619,75 @@ impl Replicator {
         Ok(stream)
     }
 
-    /// Runs one link to its end, keeping the status current. Returns how far it got.
-    async fn link(self: Arc<Self>, stream: TcpStream, accepted: bool, handshake: Duration) -> Reached {
+    /// Runs a link this node opened to its end, keeping the status current. Returns how far
+    /// it got.
+    async fn link(self: Arc<Self>, stream: TcpStream, handshake: Duration) -> Reached {
         let peer = stream.peer_addr().ok();
         *self.status.peer.lock() = peer;
-        let (reached, result) = link::run(&self, stream, accepted, handshake).await;
+        let (reached, result) = link::run(&self, stream, handshake).await;
+        self.link_ended(peer, result);
+        reached
+    }
+
+    /// Runs a link the peer opened and authenticated to its end, keeping the status current.
+    async fn link_accepted(self: Arc<Self>, conn: Authenticated) {
+        let peer = Some(conn.addr);
+        *self.status.peer.lock() = peer;
+        let result = link::run_accepted(&self, conn).await;
+        self.link_ended(peer, result);
+    }
+
+    fn link_ended(&self, peer: Option<SocketAddr>, result: anyhow::Result<()>) {
         match result {
             Ok(()) => info!(peer = ?peer, "link closed"),
             Err(e) => warn!(peer = ?peer, error = %e, "link ended"),
         }
         self.status.link_up.store(false, Relaxed);
-        reached
+    }
+}
+
+/// The link a master runs, as a branch of its control loop, which may drop it for a newer one.
+struct Link {
+    /// Opened by this node's probe rather than accepted.
+    probe: bool,
+    run: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+/// Returns when the link ends; never without one.
+async fn until_done(link: &mut Option<Link>) {
+    match link {
+        Some(link) => link.run.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Handshakes in progress on the replication port, oldest first, each with the sender that
+/// keeps it going: dropping the sender evicts it.
+#[derive(Default)]
+struct Pending(VecDeque<(IpAddr, oneshot::Sender<()>)>);
+
+impl Pending {
+    /// Makes room for the handshake of a connection from `ip`, and returns what evicts it. When
+    /// [`MAX_PENDING`] are in progress, the oldest of the address holding the most goes: idle
+    /// connections then cost their own address its slots first, so that connections from one
+    /// address, however many and however fast, cannot push out a peer at another.
+    fn admit(&mut self, ip: IpAddr) -> oneshot::Receiver<()> {
+        // A finished handshake dropped its receiver.
+        self.0.retain(|(_, keep)| !keep.is_closed());
+        if self.0.len() >= MAX_PENDING {
+            let held = |ip: &IpAddr| self.0.iter().filter(|(other, _)| other == ip).count();
+            let (mut victim, mut most) = (0, 0);
+            for (i, (ip, _)) in self.0.iter().enumerate() {
+                let n = held(ip);
+                if n > most {
+                    (victim, most) = (i, n);
+                }
+            }
+            self.0.remove(victim);
+        }
+        let (keep, evicted) = oneshot::channel();
+        self.0.push_back((ip, keep));
+        evicted
     }
 }
 
@@ -570,10 +700,54 @@ const JOIN_RETRY: Duration = Duration::from_millis(100);
 const JOIN_RETRY_MAX: Duration = Duration::from_secs(5);
 /// How often a shutting-down master checks on its hand-over.
 const HANDOVER_POLL: Duration = Duration::from_millis(5);
+/// Handshakes a master runs at once on its replication port: the peer needs one, and the rest
+/// is room for strangers until they time out or are evicted (see [`Pending::admit`]).
+const MAX_PENDING: usize = 8;
 
 /// A random duration below `max`.
 fn jitter(max: Duration) -> Duration {
     let mut bytes = [0u8; 8];
     let _ = getrandom::fill(&mut bytes);
     Duration::from_millis(u64::from_be_bytes(bytes) % (max.as_millis() as u64).max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::oneshot::error::TryRecvError;
+
+    const STRANGER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 9));
+    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+
+    fn evicted(rx: &mut oneshot::Receiver<()>) -> bool {
+        rx.try_recv() == Err(TryRecvError::Closed)
+    }
+
+    #[test]
+    fn a_flood_from_one_address_never_evicts_a_peer_at_another() {
+        let mut pending = Pending::default();
+        let mut strangers: Vec<_> = (0..MAX_PENDING - 1).map(|_| pending.admit(STRANGER)).collect();
+        let mut peer = pending.admit(PEER);
+        strangers.extend((0..100).map(|_| pending.admit(STRANGER)));
+        assert!(!evicted(&mut peer));
+        // The strangers' oldest went first; the newest still run.
+        let still = strangers.iter_mut().map(evicted).filter(|gone| !gone).count();
+        assert_eq!(still, MAX_PENDING - 1);
+        assert!(strangers[100..].iter_mut().all(|rx| !evicted(rx)));
+    }
+
+    #[test]
+    fn from_one_address_the_oldest_goes_and_finished_handshakes_free_their_slot() {
+        let mut pending = Pending::default();
+        let mut first: Vec<_> = (0..MAX_PENDING).map(|_| pending.admit(STRANGER)).collect();
+        let mut newer = pending.admit(STRANGER);
+        assert!(evicted(&mut first[0]));
+        assert!(first[1..].iter_mut().all(|rx| !evicted(rx)));
+        assert!(!evicted(&mut newer));
+        // Two handshakes end: two new ones fit without evicting anyone.
+        first.truncate(MAX_PENDING - 2);
+        let _more = [pending.admit(PEER), pending.admit(PEER)];
+        assert!(first[1..].iter_mut().all(|rx| !evicted(rx)));
+        assert!(!evicted(&mut newer));
+    }
 }

@@ -1,11 +1,13 @@
 //! Pair replication with real processes on loopback: two nodes, writes both ways, SIGKILL of
 //! the master, the ex-master's return as slave, the start-up rule on a starved machine, the
-//! master's hand-over on SIGTERM, and strangers on the replication port.
+//! master's hand-over on SIGTERM, strangers on the replication port, and a slave's return
+//! while its master still holds the old link.
 
 #[path = "../ops/common.rs"]
 #[allow(dead_code)]
 mod common;
 mod proxy;
+mod squat;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 use common::{Client, Node, TempDir, free_port, wait_for};
 use nix::sys::signal::Signal;
 use proxy::Proxy;
+use squat::Squatters;
 
 /// A node of a pair: its client node and its replication port.
 struct Member {
@@ -825,4 +828,152 @@ fn a_frozen_master_is_replaced_by_heartbeat_and_rejoins_as_slave() {
     a.node.signal(Signal::SIGCONT);
     wait_role(&a.node, "slave");
     assert_eq!(repl_stat(&b.node, "role"), "master");
+}
+
+#[test]
+fn strangers_holding_the_masters_port_neither_keep_a_restarted_slave_out_nor_make_two_masters() {
+    // The reproduction, 20 times: idle connections (3, then 20, in turn) and a garbage
+    // sender on the master's replication port while the slave is killed and restarted with
+    // `-x <master>`. The slave must join within a bound, and never be master beside the master.
+    const ROUNDS: usize = 20;
+    const BOUND: Duration = Duration::from_secs(5);
+    let (pa, pb, admin_a) = (free_port(), free_port(), free_port());
+    let a = member("squat-a", pa, pb, &["--admin-listen", &format!("127.0.0.1:{admin_a}")]);
+    wait_role(&a.node, "master");
+    let joiner = |round: usize| {
+        let admin = free_port();
+        let b = member(&format!("squat-b{round}"), pb, pa, &["-v", "--admin-listen", &format!("127.0.0.1:{admin}")]);
+        (b, admin)
+    };
+    let (mut b, _) = joiner(0);
+    wait_role(&b.node, "slave");
+    let mut slowest = Duration::ZERO;
+    for round in 1..=ROUNDS {
+        let key = format!("before{round}");
+        assert_eq!(a.node.client().call(&format!("set {key} 0 0 1\r\nx\r\n")), "STORED\r\n");
+        let squatters = Squatters::start(pa, if round % 2 == 0 { 20 } else { 3 });
+        b.node.signal(Signal::SIGKILL);
+        b.node.wait_exit();
+        let restarted = Instant::now();
+        let (next, admin_b) = joiner(round);
+        b = next;
+        loop {
+            let roles = (http_get(admin_a, "/role").1, http_get(admin_b, "/role").1);
+            assert_ne!((roles.0.as_str(), roles.1.as_str()), ("master\n", "master\n"), "round {round}: two masters");
+            if roles == ("master\n".into(), "slave\n".into()) && repl_stat(&a.node, "link") == "up" {
+                break;
+            }
+            assert!(restarted.elapsed() < BOUND, "round {round}: after {BOUND:?}, roles {roles:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        slowest = slowest.max(restarted.elapsed());
+        wait_item(&b.node, &key, Option::is_some);
+        drop(squatters);
+        let log = b.node.stderr();
+        assert!(!log.contains("starting as master"), "round {round}: {log}");
+        assert_eq!(stat_num(&b.node, "failovers"), 0, "round {round}");
+    }
+    eprintln!("{ROUNDS} restarts beside strangers: the slowest joined after {slowest:?}");
+    wait_item(&b.node, "before1", Option::is_some);
+    assert_eq!(stat_num(&a.node, "failovers"), 0);
+    assert!(stat_num(&a.node, "handshakes_failed") > 0, "the strangers were not seen");
+}
+
+/// Reads one frame of the replication protocol: (type, payload).
+fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).unwrap();
+    (body[0], body[1..].to_vec())
+}
+
+#[test]
+fn a_stranger_on_the_replication_port_gets_a_bare_greeting_and_a_refusal_and_changes_nothing() {
+    let (pa, pb) = (free_port(), free_port());
+    let a = member("bare-a", pa, pb, &[]);
+    wait_role(&a.node, "master");
+    let b = member("bare-b", pb, pa, &["-v"]);
+    wait_role(&b.node, "slave");
+    wait_for("the link", || (repl_stat(&a.node, "link") == "up").then_some(()));
+    // The master's id, as its authenticated peer learnt it.
+    let log = b.node.stderr();
+    let id = log.split("peer_id=").nth(1).and_then(|rest| rest.get(..16)).expect("the slave logs the master's id");
+    let id = u64::from_str_radix(id, 16).unwrap().to_be_bytes();
+
+    // A greeting: type 1, protocol 2, a blank id and `starting` (3), a 32-byte nonce; nothing more.
+    let hello = |s: &mut TcpStream| {
+        let (kind, payload) = read_frame(s);
+        assert_eq!((kind, payload.len()), (1, 43));
+        assert_eq!(payload[..11], [0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 3]);
+        assert!(!payload.windows(8).any(|w| w == id), "the greeting holds the node id");
+    };
+    let mut idle = TcpStream::connect(("127.0.0.1", pa)).unwrap();
+    idle.set_read_timeout(Some(common::WAIT)).unwrap();
+    hello(&mut idle);
+    // A wrong proof is refused, and nothing else is said.
+    let mut wrong = TcpStream::connect(("127.0.0.1", pa)).unwrap();
+    wrong.set_read_timeout(Some(common::WAIT)).unwrap();
+    hello(&mut wrong);
+    let mut auth = vec![0, 0, 0, 73, 2];
+    auth.extend([7; 8]);
+    auth.extend([1; 32]);
+    auth.extend([2; 32]);
+    wrong.write_all(&auth).unwrap();
+    let (kind, payload) = read_frame(&mut wrong);
+    assert_eq!(kind, 0x0e, "an error frame");
+    assert_eq!(&payload[4..], b"authentication failed");
+    let mut rest = Vec::new();
+    wrong.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"", "more after the refusal");
+    // The silent one is dropped after its deadline, told nothing more either.
+    let dropped = Instant::now();
+    idle.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"", "more after the greeting");
+    assert!(dropped.elapsed() < Duration::from_secs(3), "an idle stranger held on for {:?}", dropped.elapsed());
+
+    assert_eq!(stat_num(&a.node, "auth_failures"), 1);
+    assert!(stat_num(&a.node, "handshakes_failed") >= 2);
+    assert_eq!((repl_stat(&a.node, "role"), repl_stat(&a.node, "link")), ("master".into(), "up".into()));
+    assert_eq!(repl_stat(&b.node, "role"), "slave");
+    assert_eq!(stat_num(&a.node, "links_replaced"), 0);
+    assert_eq!(a.node.client().call("set after 0 0 1\r\nx\r\n"), "STORED\r\n");
+    wait_item(&b.node, "after", Option::is_some);
+}
+
+#[test]
+fn a_slave_that_gave_up_on_a_silent_link_is_taken_back_in_place_of_the_old_one() {
+    // The master tolerates 10 s of silence, the slave 300 ms: when the link goes silent, the
+    // slave gives up on it and reconnects while the master still holds it, as after a CPU
+    // stall on the slave's side. The master must take the new link at once, not leave the
+    // slave to take over.
+    let (pa, pb, via, admin_b) = (free_port(), free_port(), free_port(), free_port());
+    let a = member("replace-a", pa, pb, &["--repl-misses", "100"]);
+    wait_role(&a.node, "master");
+    let proxy = Proxy::start(via, ([127, 0, 0, 1], pa).into());
+    let b = member("replace-b", pb, via, &["--admin-listen", &format!("127.0.0.1:{admin_b}")]);
+    wait_role(&b.node, "slave");
+    wait_for("the link", || (repl_stat(&a.node, "link") == "up").then_some(()));
+    assert_eq!(a.node.client().call("set k1 0 0 1\r\n1\r\n"), "STORED\r\n");
+    wait_item(&b.node, "k1", Option::is_some);
+    let full_before = stat_num(&a.node, "full_syncs_sent");
+
+    proxy.stall_open();
+    let stalled = Instant::now();
+    // Written while the old link is silent: it must arrive through the new one.
+    assert_eq!(a.node.client().call("set k2 0 0 1\r\n2\r\n"), "STORED\r\n");
+    while stat_num(&a.node, "links_replaced") == 0 {
+        assert_eq!(http_get(admin_b, "/role").1, "slave\n", "the slave left its role");
+        assert!(stalled.elapsed() < Duration::from_secs(3), "no new link after {:?}", stalled.elapsed());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!("the slave's new link replaced the silent one after {:?}", stalled.elapsed());
+    wait_item(&b.node, "k2", Option::is_some);
+    assert_eq!(repl_stat(&b.node, "role"), "slave");
+    assert_eq!((stat_num(&a.node, "failovers"), stat_num(&b.node, "failovers")), (0, 0));
+    assert_eq!(repl_stat(&a.node, "link"), "up");
+    assert!(stat_num(&a.node, "partial_syncs") >= 1, "the new link did not resume from the backlog");
+    assert_eq!(stat_num(&a.node, "full_syncs_sent"), full_before, "a full sync instead of a resume");
+    assert_eq!(a.node.client().call("set k3 0 0 1\r\n3\r\n"), "STORED\r\n");
+    wait_item(&b.node, "k3", Option::is_some);
 }

@@ -1,6 +1,7 @@
 //! A TCP proxy between the two nodes of a pair, to cut and heal the link without killing
 //! either process. Threads copy bytes both ways; `cut` shuts every open connection down and
-//! makes new ones fail until `heal`.
+//! makes new ones fail until `heal`; `pause` stalls every connection, `stall_open` only those
+//! open now.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -8,10 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// An open connection's two ends, and whether it alone is stalled.
+type Conn = (TcpStream, TcpStream, Arc<AtomicBool>);
+
 pub struct Proxy {
     open: Arc<AtomicBool>,
     paused: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
+    conns: Arc<Mutex<Vec<Conn>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -41,14 +45,15 @@ impl Proxy {
                     continue;
                 };
                 client.set_nonblocking(false).unwrap();
+                let stalled = Arc::new(AtomicBool::new(false));
                 for (from, to) in [(&client, &upstream), (&upstream, &client)] {
                     let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
-                    let p = p.clone();
+                    let (p, stalled, s) = (p.clone(), stalled.clone(), s.clone());
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 64 * 1024];
                         loop {
                             // A stalled network: nothing moves, nothing closes.
-                            while p.load(SeqCst) {
+                            while (p.load(SeqCst) || stalled.load(SeqCst)) && !s.load(SeqCst) {
                                 std::thread::sleep(Duration::from_millis(5));
                             }
                             let Ok(n) = from.read(&mut buf) else { break };
@@ -59,7 +64,7 @@ impl Proxy {
                         let _ = to.shutdown(Shutdown::Both);
                     });
                 }
-                c.lock().unwrap().extend([client, upstream]);
+                c.lock().unwrap().push((client, upstream, stalled));
             }
         });
         Self { open, paused, conns, stop }
@@ -68,8 +73,9 @@ impl Proxy {
     /// Drops every connection and refuses new ones.
     pub fn cut(&self) {
         self.open.store(false, SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            let _ = c.shutdown(Shutdown::Both);
+        for (client, upstream, _) in self.conns.lock().unwrap().drain(..) {
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = upstream.shutdown(Shutdown::Both);
         }
     }
 
@@ -84,6 +90,14 @@ impl Proxy {
 
     pub fn resume(&self) {
         self.paused.store(false, SeqCst);
+    }
+
+    /// Stops moving bytes on the connections open now, keeping them open, while new ones flow:
+    /// a link that went silent, as both ends' later connections do not.
+    pub fn stall_open(&self) {
+        for (_, _, stalled) in self.conns.lock().unwrap().iter() {
+            stalled.store(true, SeqCst);
+        }
     }
 }
 

@@ -25,7 +25,7 @@ fn unhex(s: &str) -> Proof {
 
 /// The client's answer to the fixed `Hello`.
 fn client(secret: &Secret) -> ClientHandshake {
-    ClientHandshake::with_nonce(secret, CLIENT, SERVER, &SERVER_NONCE, CLIENT_NONCE)
+    ClientHandshake::with_nonce(secret, CLIENT, &SERVER_NONCE, CLIENT_NONCE)
 }
 
 fn server() -> ServerHandshake {
@@ -34,21 +34,22 @@ fn server() -> ServerHandshake {
 
 #[test]
 fn proofs_are_pinned() {
-    // Computed independently (Python's hmac) over label || server id || client id || server
-    // nonce || client nonce: a change here breaks mixed-version pairs.
+    // Computed independently (Python's hmac) over label || client id || server nonce || client
+    // nonce for the client, label || server id || client id || server nonce || client nonce for
+    // the server: a change here breaks the protocol.
     let client = client(&secret());
-    assert_eq!(client.proof(), unhex("252fbf40641f46c14c1e00a2a2f4893cefd95ff6c4cd79e5aeab34b8f67cdeca"));
+    assert_eq!(client.proof(), unhex("6c8912a2dc3455db94d159959ea42b1623dff9b821b4d491245b148b41888d72"));
     let server_proof = server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &client.proof()).unwrap();
-    assert_eq!(server_proof, unhex("d484cfb4b1fdd0a2f3fe8c348bb5ff44969fb6bf274b47365a0737903ebb0e12"));
+    assert_eq!(server_proof, unhex("07372e5c50dd14b0e5c73c97d81abdff245086b34685758d7eabb498416833dd"));
 }
 
 #[test]
 fn a_correct_exchange_verifies_both_ways() {
     let secret = secret();
     let server = ServerHandshake::new(SERVER).unwrap();
-    let client = ClientHandshake::new(&secret, CLIENT, SERVER, &server.nonce()).unwrap();
+    let client = ClientHandshake::new(&secret, CLIENT, &server.nonce()).unwrap();
     let server_proof = server.verify_client(&secret, CLIENT, &client.nonce(), &client.proof()).unwrap();
-    client.verify_server(&secret, &server_proof).unwrap();
+    client.verify_server(&secret, SERVER, &server_proof).unwrap();
 }
 
 #[test]
@@ -56,8 +57,8 @@ fn fresh_nonces_differ() {
     let a = ServerHandshake::new(SERVER).unwrap().nonce();
     let b = ServerHandshake::new(SERVER).unwrap().nonce();
     assert_ne!(a, b);
-    let c = ClientHandshake::new(&secret(), CLIENT, SERVER, &a).unwrap();
-    let d = ClientHandshake::new(&secret(), CLIENT, SERVER, &a).unwrap();
+    let c = ClientHandshake::new(&secret(), CLIENT, &a).unwrap();
+    let d = ClientHandshake::new(&secret(), CLIENT, &a).unwrap();
     assert_ne!(c.nonce(), d.nonce());
     assert_ne!(c.proof(), d.proof());
 }
@@ -72,13 +73,13 @@ fn a_client_with_another_secret_is_refused() {
 #[test]
 fn a_server_with_another_secret_is_refused() {
     let proof = server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &client(&secret()).proof()).unwrap();
-    let err = client(&other_secret()).verify_server(&other_secret(), &proof).unwrap_err();
+    let err = client(&other_secret()).verify_server(&other_secret(), SERVER, &proof).unwrap_err();
     assert!(matches!(err, AuthError::BadServerProof));
 }
 
 #[test]
 fn swapped_nonces_fail() {
-    let swapped = ClientHandshake::with_nonce(&secret(), CLIENT, SERVER, &CLIENT_NONCE, SERVER_NONCE);
+    let swapped = ClientHandshake::with_nonce(&secret(), CLIENT, &CLIENT_NONCE, SERVER_NONCE);
     assert!(server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &swapped.proof()).is_err());
     // The client's nonce as the server would see it if they were swapped on the way.
     let client = client(&secret());
@@ -86,12 +87,18 @@ fn swapped_nonces_fail() {
 }
 
 #[test]
-fn swapped_ids_fail() {
-    let client = ClientHandshake::with_nonce(&secret(), SERVER, CLIENT, &SERVER_NONCE, CLIENT_NONCE);
+fn proofs_are_bound_to_the_node_ids() {
+    // The client's proof names the client: it does not pass for another one.
+    let client = ClientHandshake::with_nonce(&secret(), 3, &SERVER_NONCE, CLIENT_NONCE);
     assert!(server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &client.proof()).is_err());
-    // A proof made for another pair of nodes.
-    let client = ClientHandshake::with_nonce(&secret(), 3, SERVER, &SERVER_NONCE, CLIENT_NONCE);
-    assert!(server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &client.proof()).is_err());
+    // The server's proof names the server: `AuthOk` cannot claim another id.
+    let proof = server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &self::client(&secret()).proof()).unwrap();
+    assert!(self::client(&secret()).verify_server(&secret(), 3, &proof).is_err());
+    // Nor a proof made for another client.
+    let other = ServerHandshake::with_nonce(SERVER, SERVER_NONCE);
+    let for_other = ClientHandshake::with_nonce(&secret(), 3, &SERVER_NONCE, CLIENT_NONCE);
+    let proof = other.verify_client(&secret(), 3, &CLIENT_NONCE, &for_other.proof()).unwrap();
+    assert!(self::client(&secret()).verify_server(&secret(), SERVER, &proof).is_err());
 }
 
 #[test]
@@ -102,13 +109,14 @@ fn a_proof_cannot_be_reflected_to_the_other_role() {
     // And the client's proof does not pass as the server's.
     let client = client(&secret());
     let own = client.proof();
-    assert!(client.verify_server(&secret(), &own).is_err());
+    assert!(client.verify_server(&secret(), SERVER, &own).is_err());
     // Nor does a server's proof made with the roles swapped (the peer playing "server" with
     // the client's nonce as its own).
     let mirrored = ServerHandshake::with_nonce(CLIENT, CLIENT_NONCE);
-    let mirrored_client = ClientHandshake::with_nonce(&secret(), SERVER, CLIENT, &CLIENT_NONCE, SERVER_NONCE);
+    let mirrored_client = ClientHandshake::with_nonce(&secret(), SERVER, &CLIENT_NONCE, SERVER_NONCE);
     let mirrored_proof = mirrored.verify_client(&secret(), SERVER, &SERVER_NONCE, &mirrored_client.proof()).unwrap();
-    assert!(self::client(&secret()).verify_server(&secret(), &mirrored_proof).is_err());
+    assert!(self::client(&secret()).verify_server(&secret(), CLIENT, &mirrored_proof).is_err());
+    assert!(self::client(&secret()).verify_server(&secret(), SERVER, &mirrored_proof).is_err());
 }
 
 #[test]
@@ -121,8 +129,8 @@ fn a_replayed_client_answer_fails_against_a_new_nonce() {
 #[test]
 fn a_replayed_server_answer_fails_against_a_new_nonce() {
     let recorded = server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &client(&secret()).proof()).unwrap();
-    let fresh = ClientHandshake::new(&secret(), CLIENT, SERVER, &SERVER_NONCE).unwrap();
-    assert!(fresh.verify_server(&secret(), &recorded).is_err());
+    let fresh = ClientHandshake::new(&secret(), CLIENT, &SERVER_NONCE).unwrap();
+    assert!(fresh.verify_server(&secret(), SERVER, &recorded).is_err());
 }
 
 #[test]

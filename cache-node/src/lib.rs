@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod admin_client;
+pub mod allocator;
 pub mod config;
 pub mod daemon;
 pub mod engine;

@@ -22,6 +22,7 @@ use crate::store::{self, Store};
 
 /// Runs the node with a parsed command line; the exit code follows memcached's.
 pub fn run(config: &Config) -> ExitCode {
+    crate::allocator::configure();
     logging::init(config.verbose);
     match start(config) {
         Ok(()) => ExitCode::SUCCESS,

@@ -65,8 +65,10 @@ pub struct CachePairSpec {
     pub replication: Replication,
     #[serde(default)]
     pub exposure: Exposure,
-    /// Requests and limits of the cache-node container. Give the memory limit room above
-    /// `memoryMB` for connections and the replication backlog.
+    /// Requests and limits of the cache-node container. Without a memory limit, the member
+    /// gets one (and the same request) from `memoryMB`, `replication.backlogKiB` and
+    /// `maxConnections` (see `CachePairSpec::member_memory_mib`); a limit given here should
+    /// leave as much room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -363,6 +365,19 @@ fn default_misses() -> u32 {
 fn default_sync_timeout() -> u32 {
     500
 }
+impl CachePairSpec {
+    /// The memory a member uses at most, in MiB: items (`memoryMB`) and the replication
+    /// backlog, cache-node's fixed overhead (runtime, threads, the hash table's growth), 15% for
+    /// the allocator's fragmentation, and the buffers of every connection `maxConnections`
+    /// allows. cache-node's memory benchmark checks the 15% (README, Memory).
+    pub fn member_memory_mib(&self) -> u64 {
+        const FIXED_MIB: u64 = 16;
+        const PER_CONNECTION_KIB: u64 = 32;
+        let steady = u64::from(self.memory_mb) + u64::from(self.replication.backlog_kib).div_ceil(1024) + FIXED_MIB;
+        (steady * 115).div_ceil(100) + (u64::from(self.max_connections) * PER_CONNECTION_KIB).div_ceil(1024)
+    }
+}
+
 fn default_backlog() -> u32 {
     65536
 }

@@ -20,15 +20,16 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
-    PodAffinityTerm, PodAntiAffinity, PodReadinessGate, PodSecurityContext, PodSpec, Probe, SecretVolumeSource,
-    SecurityContext, Volume, VolumeMount, WeightedPodAffinityTerm,
+    PodAffinityTerm, PodAntiAffinity, PodReadinessGate, PodSecurityContext, PodSpec, Probe, ResourceRequirements,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount, WeightedPodAffinityTerm,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
 use super::{Member, labels, owned_meta, pair_selector};
-use crate::crd::{AntiAffinity, CachePair, PullPolicy, ReplicationMode};
+use crate::crd::{AntiAffinity, CachePair, CachePairSpec, PullPolicy, ReplicationMode};
 
 pub const MEMBER_CONTAINER: &str = "cache-node";
 /// The readiness gate of every member: False while the operator fences the member.
@@ -107,6 +108,19 @@ fn pod_spec(cp: &CachePair, member: Member, peer: Option<&str>) -> PodSpec {
         enable_service_links: Some(false),
         ..Default::default()
     }
+}
+
+/// The spec's resources, with a memory limit (and request) from the spec's sizes when it
+/// gives none: a member without one could grow until the node runs out of memory.
+fn member_resources(spec: &CachePairSpec) -> ResourceRequirements {
+    let mut resources = spec.resources.clone().unwrap_or_default();
+    let limits = resources.limits.get_or_insert_with(Default::default);
+    if !limits.contains_key("memory") {
+        let needed = Quantity(format!("{}Mi", spec.member_memory_mib()));
+        limits.insert("memory".into(), needed.clone());
+        resources.requests.get_or_insert_with(Default::default).entry("memory".into()).or_insert(needed);
+    }
+    resources
 }
 
 fn cache_node_container(cp: &CachePair, peer: Option<&str>) -> Container {
@@ -198,7 +212,7 @@ fn cache_node_container(cp: &CachePair, peer: Option<&str>) -> Container {
         ports: Some(vec![port("memcache", spec.port), port("replication", repl.port), port("admin", spec.admin_port)]),
         readiness_probe: Some(probe("/master", 1, 1)),
         liveness_probe: Some(probe("/healthz", 5, 3)),
-        resources: spec.resources.clone(),
+        resources: Some(member_resources(spec)),
         volume_mounts: Some(vec![VolumeMount {
             name: "replication-secret".into(),
             mount_path: SECRET_DIR.into(),
@@ -365,7 +379,20 @@ mod tests {
         let c = &spec.containers[0];
         assert_eq!(c.image.as_deref(), Some("registry.example/cache-node:9"));
         assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));
-        assert!(c.resources.as_ref().unwrap().limits.as_ref().unwrap().contains_key("memory"));
+        let resources = c.resources.as_ref().unwrap();
+        assert_eq!(resources.limits.as_ref().unwrap()["memory"].0, "1Gi");
+        assert!(!resources.requests.as_ref().unwrap().contains_key("memory"), "a given limit is left alone");
+    }
+
+    #[test]
+    fn without_a_memory_limit_a_member_gets_one_from_its_sizes() {
+        let cp = pair(json!({"memoryMB": 1024, "maxConnections": 4096, "replication": {"backlogKiB": 131072}}));
+        let c = &member_pod(&cp, Member::A, None).spec.unwrap().containers[0];
+        let resources = c.resources.as_ref().unwrap();
+        // 1.15 × (1024 + 128 + 16) MiB, plus 32 KiB for each of 4096 connections.
+        let expected = format!("{}Mi", (1168 * 115_u64).div_ceil(100) + 128);
+        assert_eq!(resources.limits.as_ref().unwrap()["memory"].0, expected);
+        assert_eq!(resources.requests.as_ref().unwrap()["memory"].0, expected);
     }
 
     #[test]

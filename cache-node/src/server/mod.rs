@@ -3,6 +3,7 @@
 
 mod connection;
 pub mod conns;
+pub mod http;
 mod udp;
 mod workers;
 

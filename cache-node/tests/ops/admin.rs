@@ -3,7 +3,7 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use cache_node::server::http::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
+use cache_node::server::http::{HEADER_READ_TIMEOUT, MAX_BODY_BYTES, MAX_CONNECTIONS};
 
 use crate::common::*;
 
@@ -202,4 +202,22 @@ fn a_partial_request_header_is_dropped_after_the_header_timeout() {
         waited > HEADER_READ_TIMEOUT - Duration::from_secs(1) && waited < HEADER_READ_TIMEOUT + Duration::from_secs(3),
         "closed after {waited:?}, the header timeout is {HEADER_READ_TIMEOUT:?}"
     );
+}
+
+/// No endpoint takes a body: a large one is refused before any handler runs (here the
+/// switchover, which a standalone node would otherwise answer with 409).
+#[test]
+fn a_request_body_over_the_limit_is_refused() {
+    let admin_port = free_port();
+    let _node = Node::start("admin-body", &["--admin-listen", &format!("127.0.0.1:{admin_port}")]);
+    wait_for("the admin listener", || get(admin_port, "/healthz"));
+
+    let mut stream = TcpStream::connect(("127.0.0.1", admin_port)).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let length = MAX_BODY_BYTES + 1;
+    let head = format!("POST /switchover HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut status = String::new();
+    BufReader::new(&stream).read_line(&mut status).unwrap();
+    assert_eq!(status, "HTTP/1.1 413 Payload Too Large\r\n");
 }

@@ -24,15 +24,16 @@ use prometheus_client::registry::Registry;
 
 use crate::engine::{Context, stats};
 use crate::replication::codec::Role;
+use crate::server::http;
 
 struct Admin {
     ctx: Arc<Context>,
     registry: Registry,
 }
 
-/// Serves the admin endpoints until the task is aborted.
+/// Serves the admin endpoints until the task is aborted, with [`http`]'s connection cap and
+/// timeouts.
 pub async fn serve(ctx: Arc<Context>, listener: std::net::TcpListener) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::from_std(listener)?;
     let mut registry = Registry::default();
     registry.register_collector(Box::new(StatsCollector(ctx.clone())));
     let app = Router::new()
@@ -43,7 +44,7 @@ pub async fn serve(ctx: Arc<Context>, listener: std::net::TcpListener) -> std::i
         .route("/master", get(master))
         .route("/switchover", post(switchover))
         .with_state(Arc::new(Admin { ctx, registry }));
-    axum::serve(listener, app).await
+    http::serve(listener, app, "admin").await
 }
 
 async fn metrics(State(admin): State<Arc<Admin>>) -> Response {

@@ -1,5 +1,6 @@
 //! Running as a system service the way memcached does: refusing root without `-u`, switching
-//! to that user, detaching into the background (`-d`) and the pid file (`-P`).
+//! to that user, room for `-c` connections in the open-files limit, detaching into the
+//! background (`-d`) and the pid file (`-P`).
 //!
 //! Everything here runs before the tokio runtime starts, while the process has one thread:
 //! `fork` in a multi-threaded process would leave the child with locks held by threads that
@@ -10,6 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::unistd::{self, User};
 
 /// sysexits.h codes, the ones memcached exits with.
@@ -62,6 +64,22 @@ pub fn switch_to(user: &User) -> Result<(), Fatal> {
     unistd::setgid(user.gid)
         .and_then(|()| unistd::setuid(user.uid))
         .map_err(|_| Fatal::new(EX_OSERR, format!("failed to assume identity of user {}", user.name)))
+}
+
+/// Raises the open-files limit (`RLIMIT_NOFILE`) to make room for `needed` descriptors, as
+/// memcached does for `-c`: the soft limit up to the hard one, and first the hard one up to
+/// `needed` when it is lower, which only a privileged process may do (so call this before
+/// dropping root). Returns the limit now in force, which may still be below `needed`.
+pub fn raise_open_files_limit(needed: u64) -> nix::Result<u64> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    // EPERM unprivileged, or above the kernel's fs.nr_open: the hard limit stays as it is.
+    if hard < needed && setrlimit(Resource::RLIMIT_NOFILE, needed, needed).is_ok() {
+        return Ok(needed);
+    }
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard)
 }
 
 /// memcached's `-d`: fork, the parent exits 0, the child starts a new session (no controlling

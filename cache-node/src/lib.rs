@@ -10,7 +10,8 @@
 //!   and [`logging`] (`-v`, the `verbosity` command);
 //! - [`admin`]: the HTTP listener for metrics and health checks;
 //! - [`replication`]: pair replication between two nodes;
-//! - [`vrrp`]: a keepalived-compatible VRRP speaker that moves a virtual address between nodes.
+//! - [`vrrp`]: a keepalived-compatible VRRP speaker that moves a virtual address between nodes;
+//! - [`rate_limited_log`]: at most one log line per interval for a failure that repeats.
 
 pub mod admin;
 pub mod admin_client;
@@ -22,6 +23,7 @@ pub mod logging;
 pub mod node;
 pub mod number;
 pub mod protocol;
+pub mod rate_limited_log;
 pub mod replication;
 pub mod sched;
 pub mod server;

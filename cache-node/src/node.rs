@@ -1,5 +1,5 @@
-//! A node's life, in memcached's order: check who we are, bind the ports, become the `-u`
-//! user, daemonize, write the pid file, then start the runtime and serve until SIGTERM or
+//! A node's life, in memcached's order: check who we are, raise the open-files limit, bind
+//! the ports, become the `-u` user, daemonize, write the pid file, then start the runtime and serve until SIGTERM or
 //! SIGINT, when the node stops serving clients, hands the master role over if it has it,
 //! removes its pid file and exits 0.
 
@@ -17,7 +17,7 @@ use crate::daemon::{self, EX_CANTCREAT, EX_OSERR, EX_USAGE, Fatal, PidFile};
 use crate::engine::{Context, Settings};
 use crate::logging;
 use crate::replication::{self, Replicator, auth::Secret, codec};
-use crate::server::{self, Listeners};
+use crate::server::{self, Listeners, http};
 use crate::store::{self, Store};
 
 /// Runs the node with a parsed command line; the exit code follows memcached's.
@@ -36,6 +36,8 @@ pub fn run(config: &Config) -> ExitCode {
 
 fn start(config: &Config) -> Result<(), Fatal> {
     let user = daemon::target_user(config.user.as_deref(), config.allow_root)?;
+    // While still root, which alone may raise the hard limit.
+    raise_open_files_limit(config);
     // Bound while still root, so that -u works with ports below 1024.
     let listeners = bind(config)?;
     let admin = config.admin_listen.map(bind_admin).transpose()?;
@@ -72,6 +74,38 @@ fn start(config: &Config) -> Result<(), Fatal> {
     drop(runtime);
     info!("stopped");
     Ok(())
+}
+
+/// Descriptors for the replication link: the connection to the peer and handshakes in progress.
+const REPLICATION_FILES: u64 = 16;
+/// Descriptors each `-t` worker thread holds: its runtime's epoll and wake-up descriptors.
+const FILES_PER_WORKER: u64 = 4;
+/// Descriptors for everything else: listening sockets, the main runtime, standard streams,
+/// the pid file, the secret file while it is read.
+const OTHER_FILES: u64 = 32;
+
+/// Makes room in the open-files limit for `-c` clients and the other connections, which do not
+/// count against `-c`; when the system will not allow that many, says so and carries on, since
+/// the limit may still be enough for the connections the node will actually see.
+fn raise_open_files_limit(config: &Config) {
+    let clients = config.max_connections as u64;
+    let needed = [
+        FILES_PER_WORKER.saturating_mul(config.threads as u64),
+        http::MAX_CONNECTIONS as u64,
+        REPLICATION_FILES,
+        OTHER_FILES,
+    ]
+    .into_iter()
+    .fold(clients, u64::saturating_add);
+    match daemon::raise_open_files_limit(needed) {
+        Ok(limit) if limit >= needed => info!(limit, needed, "open files limit"),
+        Ok(limit) => warn!(
+            "the open files limit is {limit}, below the {needed} that -c {clients} needs with the admin and \
+             replication connections: past it, new connections fail (EMFILE); raise the hard limit \
+             (ulimit -Hn, LimitNOFILE= for systemd, --ulimit nofile= for docker) or lower -c"
+        ),
+        Err(e) => warn!(error = %e, needed, "cannot raise the open files limit"),
+    }
 }
 
 fn bind(config: &Config) -> Result<Listeners, Fatal> {

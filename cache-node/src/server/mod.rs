@@ -3,6 +3,7 @@
 
 mod connection;
 pub mod conns;
+pub mod http;
 mod udp;
 mod workers;
 
@@ -11,7 +12,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, UdpSocket};
@@ -19,6 +20,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::engine::Context;
+use crate::rate_limited_log::RateLimitedLog;
 pub use conns::Registry;
 use conns::{State, Transport};
 use workers::Workers;
@@ -26,6 +28,11 @@ use workers::Workers;
 /// How often background expiry runs, and how many slots it visits each time.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 const SWEEP_BUDGET: usize = 4096;
+
+/// After a failed accept (out of file descriptors and the like): how long to back off instead
+/// of spinning, and how often at most to say so in the log.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+pub const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The client ports, bound before the runtime starts (and before privileges are dropped).
 #[derive(Debug)]
@@ -105,13 +112,15 @@ async fn accept_loop(ctx: Arc<Context>, listener: TcpListener, workers: Arc<Work
     let _listening = local.map(|addr| {
         ctx.conns.register(listener.as_raw_fd(), Transport::Tcp, addr, None, State::Listening, ctx.clock.now())
     });
+    let mut accept_errors = RateLimitedLog::new(ACCEPT_ERROR_LOG_INTERVAL);
     loop {
         let (mut stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                if let Some(suppressed) = accept_errors.event(Instant::now()) {
+                    warn!(error = %e, suppressed, "accept failed");
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };

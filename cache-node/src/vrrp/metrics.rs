@@ -16,6 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::state::State;
+use crate::server::http;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -76,15 +77,14 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` and `/healthz` until the task is aborted.
+/// Serves `/metrics` and `/healthz` until the task is aborted, with the admin listener's
+/// connection cap and timeouts.
 pub async fn serve(metrics: Arc<Metrics>, listener: std::net::TcpListener) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
     let app = Router::new()
         .route("/metrics", get(scrape))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(Arc::new(metrics.registry()));
-    axum::serve(listener, app).await
+    http::serve(listener, app, "metrics").await
 }
 
 async fn scrape(Extract(registry): Extract<Arc<Registry>>) -> Response {

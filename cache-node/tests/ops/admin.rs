@@ -1,6 +1,9 @@
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use cache_node::server::http::{HEADER_READ_TIMEOUT, MAX_BODY_BYTES, MAX_CONNECTIONS};
 
 use crate::common::*;
 
@@ -102,4 +105,119 @@ fn admin_listener_serves_metrics_and_health() {
     assert!(value("memcached_uptime_seconds") >= 0.0);
     assert!(value("memcached_process_user_cpu_seconds_total") >= 0.0);
     assert!(value("memcached_process_system_cpu_seconds_total") >= 0.0);
+}
+
+/// Sends a keep-alive `GET /healthz` and reads the status line of the answer: `None` if the
+/// node closed the connection instead. Neither within `WAIT` is a failure.
+fn keep_alive_health(stream: &mut TcpStream) -> Option<String> {
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut reader = BufReader::new(&*stream);
+    let mut status = String::new();
+    match reader.read_line(&mut status) {
+        Ok(0) => return None,
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => return None,
+        Err(e) => panic!("neither answered nor closed: {e}"),
+    }
+    // The rest of the answer, so that the next one starts with its status line.
+    let mut line = String::new();
+    let mut length = 0;
+    while reader.read_line(&mut line).ok()? > 2 {
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().ok()?;
+        }
+        line.clear();
+    }
+    reader.read_exact(&mut vec![0; length]).ok()?;
+    Some(status)
+}
+
+/// Issue 12: idle admin connections took every descriptor under a low open-files limit, and
+/// the client port stopped accepting (EMFILE).
+#[test]
+fn admin_connections_are_capped_and_leave_descriptors_to_clients() {
+    let admin_port = free_port();
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    // -c 100 and the rest fit in 256 descriptors: the node keeps that limit, even run as root.
+    let args = ["--admin-listen", &admin.to_string(), "-c", "100"];
+    let node = Node::start_with("admin-cap", &args, |c| limit_open_files(c, 256, 256));
+    assert_eq!(open_files_limits(node.child.id()), (256, 256));
+    wait_for("the admin listener", || get(admin_port, "/healthz"));
+
+    // Each asks at once and keeps the connection open, as a scraper with keep-alive would. The
+    // node serves the first MAX_CONNECTIONS it accepts and closes the others.
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for _ in 0..300 {
+        let mut stream = TcpStream::connect_timeout(&admin, WAIT).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        match keep_alive_health(&mut stream) {
+            Some(status) => {
+                assert_eq!(status, "HTTP/1.1 200 OK\r\n");
+                open.push(stream);
+            }
+            None => refused += 1,
+        }
+    }
+    assert_eq!((open.len(), refused), (MAX_CONNECTIONS, 300 - MAX_CONNECTIONS));
+
+    // All still held (each answers again), so one more is turned away...
+    for stream in &mut open {
+        assert_eq!(keep_alive_health(stream).as_deref(), Some("HTTP/1.1 200 OK\r\n"));
+    }
+    assert!(get(admin_port, "/healthz").is_none(), "a connection past the cap was served");
+    // ...while the client port, with descriptors left, serves.
+    let mut client = node.client();
+    assert!(client.call("version\r\n").starts_with("VERSION "));
+    assert_eq!(client.call("set k 0 0 1\r\nv\r\n"), "STORED\r\n");
+    assert_eq!(client.call_until_end("get k\r\n"), "VALUE k 0 1\r\nv\r\nEND\r\n");
+
+    drop(open);
+    let health = wait_for("the admin listener to serve again", || get(admin_port, "/healthz"));
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+}
+
+/// A client that never finishes its request header is disconnected once the header timeout
+/// passes, rather than holding a connection for good.
+#[test]
+fn a_partial_request_header_is_dropped_after_the_header_timeout() {
+    let admin_port = free_port();
+    let _node = Node::start("admin-partial", &["--admin-listen", &format!("127.0.0.1:{admin_port}")]);
+    wait_for("the admin listener", || get(admin_port, "/healthz"));
+
+    let mut stream = TcpStream::connect(("127.0.0.1", admin_port)).unwrap();
+    stream.set_read_timeout(Some(HEADER_READ_TIMEOUT + WAIT)).unwrap();
+    let sent = Instant::now();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost:").unwrap();
+    let mut answer = Vec::new();
+    let read = stream.read_to_end(&mut answer);
+    let waited = sent.elapsed();
+    assert!(
+        read.is_ok() || read.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionReset),
+        "the connection stayed open for {waited:?}: {read:?}"
+    );
+    assert!(answer.is_empty(), "answered {:?}", String::from_utf8_lossy(&answer));
+    // The timer starts when the node accepts, about when the request was sent.
+    assert!(
+        waited > HEADER_READ_TIMEOUT - Duration::from_secs(1) && waited < HEADER_READ_TIMEOUT + Duration::from_secs(3),
+        "closed after {waited:?}, the header timeout is {HEADER_READ_TIMEOUT:?}"
+    );
+}
+
+/// No endpoint takes a body: a large one is refused before any handler runs (here the
+/// switchover, which a standalone node would otherwise answer with 409).
+#[test]
+fn a_request_body_over_the_limit_is_refused() {
+    let admin_port = free_port();
+    let _node = Node::start("admin-body", &["--admin-listen", &format!("127.0.0.1:{admin_port}")]);
+    wait_for("the admin listener", || get(admin_port, "/healthz"));
+
+    let mut stream = TcpStream::connect(("127.0.0.1", admin_port)).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let length = MAX_BODY_BYTES + 1;
+    let head = format!("POST /switchover HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut status = String::new();
+    BufReader::new(&stream).read_line(&mut status).unwrap();
+    assert_eq!(status, "HTTP/1.1 413 Payload Too Large\r\n");
 }

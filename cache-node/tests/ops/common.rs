@@ -2,10 +2,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::{Duration, Instant};
+
+use nix::sys::resource::{Resource, setrlimit};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cache-node");
 /// Upper bound for anything the tests wait for.
@@ -231,4 +234,20 @@ pub fn process_gone(pid: i32) -> bool {
         Err(_) => true,
         Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
     }
+}
+
+/// Starts `command` with its open-files limit (`RLIMIT_NOFILE`) set to `soft` and `hard`.
+pub fn limit_open_files(command: &mut Command, soft: u64, hard: u64) {
+    // SAFETY: setrlimit is async-signal-safe and touches no memory the parent shares.
+    unsafe {
+        command.pre_exec(move || Ok(setrlimit(Resource::RLIMIT_NOFILE, soft, hard)?));
+    }
+}
+
+/// The soft and hard open-files limits a running process has.
+pub fn open_files_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let mut values = line["Max open files".len()..].split_whitespace().map(|v| v.parse().unwrap());
+    (values.next().unwrap(), values.next().unwrap())
 }

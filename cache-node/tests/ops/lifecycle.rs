@@ -2,6 +2,7 @@ use std::os::unix::fs::{PermissionsExt, chown};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
+use nix::sys::resource::{Resource, getrlimit};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, User};
 
@@ -215,4 +216,34 @@ fn verbosity_command_turns_command_logging_on_and_off() {
         log.contains("command: get during-vv").then_some(log)
     });
     assert!(!log.contains("before-vv") && !log.contains("after-vv"), "{log}");
+}
+
+/// The node raises its soft open-files limit to the hard one at start, as memcached does to
+/// make room for -c.
+#[test]
+fn raises_the_open_files_soft_limit_to_the_hard_limit() {
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    // What the default -c 1024 needs with the node's other descriptors, and some more.
+    assert!(hard >= 2048, "this test needs a hard open-files limit of 2048 or more, not {hard}");
+    let node = Node::start_with("nofile", &[], |c| limit_open_files(c, 256, hard));
+    assert_eq!(open_files_limits(node.child.id()), (hard, hard));
+}
+
+/// A hard limit too low for -c, which the node may not raise, is reported and the node runs.
+#[test]
+fn warns_when_the_open_files_limit_stays_below_what_c_needs() {
+    // Past the kernel's fs.nr_open, not even root may raise the hard limit.
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open").unwrap().trim().parse().unwrap();
+    let max_connections = (nr_open + 1).to_string();
+    let node = Node::start_with("nofile-low", &["-v", "-c", &max_connections], |c| limit_open_files(c, 256, 256));
+    assert_eq!(open_files_limits(node.child.id()), (256, 256));
+    let warning =
+        wait_for("the warning", || node.stderr().lines().find(|l| l.contains("open files limit")).map(String::from));
+    assert!(
+        warning.contains("WARN")
+            && warning.contains("is 256, below the")
+            && warning.contains(&format!("-c {max_connections}")),
+        "{warning}"
+    );
+    assert!(node.client().call("version\r\n").starts_with("VERSION "));
 }

@@ -46,9 +46,22 @@ impl Backlog {
     /// writes it), dropping the oldest whole frames that no longer fit, so the ring never
     /// starts mid-frame. Returns the new end offset.
     pub fn append(&mut self, frame: &[u8]) -> u64 {
+        // Room first, in a ring allocated once at its size: grown as it filled, it would
+        // double past its capacity and hold up to twice the memory `-q` names.
+        self.drop_oldest(self.capacity.saturating_sub(frame.len()));
+        if self.bytes.capacity() < self.capacity {
+            self.bytes.reserve_exact(self.capacity - self.bytes.len());
+        }
         self.bytes.extend(frame);
         self.ends.push_back(self.end());
-        while self.bytes.len() > self.capacity {
+        // A frame larger than the whole ring does not stay.
+        self.drop_oldest(self.capacity);
+        self.end()
+    }
+
+    /// Drops the oldest frames until at most `len` bytes are held.
+    fn drop_oldest(&mut self, len: usize) {
+        while self.bytes.len() > len {
             let mut prefix = [0u8; 4];
             for (dst, src) in prefix.iter_mut().zip(self.bytes.iter()) {
                 *dst = *src;
@@ -58,7 +71,6 @@ impl Backlog {
             self.start += n as u64;
             self.ends.pop_front();
         }
-        self.end()
     }
 
     /// How many frames end after `offset`: the ops a peer at `offset` has yet to apply.
@@ -130,8 +142,10 @@ mod tests {
         let mut b = Backlog::new(1000);
         for i in 0..10_000u32 {
             b.append(&frame(&i.to_be_bytes().repeat(i as usize % 7)));
-            assert!(b.bytes.len() <= 1000);
+            assert!(b.bytes.len() <= 1000 && b.bytes.capacity() < 1100, "{}", b.bytes.capacity());
         }
+        b.append(&frame(&[7; 2000]));
+        assert!(b.bytes.is_empty() && b.start() == b.end(), "a frame larger than the ring does not stay");
         // What is held still starts at a frame boundary.
         let mut out = Vec::new();
         b.read(b.start(), usize::MAX, &mut out).unwrap();

@@ -1,13 +1,12 @@
 """Memory and latency measuring parts shared by tests/integration/test_hostile.py and
 tests/bench/memory.py: RSS from /proc, a sampling thread for peak RSS, a probe client that
-times get/set on its own connection, a pipelined writer of item-size mixes, and an address
-space limit for servers that may try to allocate gigabytes. No side effects on import."""
+times get/set on its own connection, and a pipelined writer of item-size mixes. No side
+effects on import."""
 
 from __future__ import annotations
 
 import itertools
 import random
-import resource
 import socket
 import threading
 import time
@@ -28,16 +27,6 @@ def read_status(pid: int) -> dict[str, int]:
 
 def rss(pid: int) -> int:
     return read_status(pid)["VmRSS"]
-
-
-def limit_address_space(limit: int):
-    """A preexec_fn: RLIMIT_AS of `limit` bytes, so a server that tries to allocate
-    gigabytes fails (and the test with it) instead of pushing the machine into the OOM."""
-
-    def preexec() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-    return preexec
 
 
 def pct(vals: list[float], p: float) -> float | None:

@@ -51,9 +51,9 @@ class RssSampler:
         while not self._stop.is_set():
             try:
                 st = read_status(self.pid)
-            except (OSError, KeyError):  # the process is gone (or a zombie)
+                self.peak, self.hwm = max(self.peak, st["VmRSS"]), st["VmHWM"]
+            except (OSError, KeyError):  # the process is gone (a zombie has no VmRSS)
                 return
-            self.peak, self.hwm = max(self.peak, st["VmRSS"]), st.get("VmHWM", 0)
             self.samples += 1
             self._stop.wait(self.interval)
 

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from memlib import pct, read_status  # noqa: F401 - re-exported for the benchmark scripts
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "tests" / "bench" / "out"
 DEFAULT_LOADGEN = REPO / "target" / "release" / "loadgen"
@@ -206,24 +208,6 @@ def secs(d: str) -> float:
         if d.endswith(suf):
             return float(d[: -len(suf)]) * mul
     return float(d)
-
-
-def pct(vals: list[float], p: float) -> float | None:
-    if not vals:
-        return None
-    s = sorted(vals)
-    return s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))]
-
-
-def read_status(pid: int) -> dict[str, int]:
-    """VmRSS / VmHWM in bytes from /proc/PID/status."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(rest.split()[0]) * 1024
-    return out
 
 
 def cargo_build(packages: list[str]) -> None:

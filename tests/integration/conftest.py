@@ -5,7 +5,9 @@ Servers are real processes started on a free 127.0.0.1 port:
 * the binary under test: ``$CACHE_NODE_BIN`` (default ``<repo>/target/debug/cache-node``);
 * the reference: ``$MEMCACHED_BIN`` (default ``/usr/bin/memcached``).
 
-Both get the same memcached-style command line (``SERVER_ARGS``). Every server a test starts is
+Both get the same memcached-style command line (``SERVER_ARGS``; a flag a test passes again
+replaces its value there; ``udp=True`` listens for UDP on the TCP port's number; ``limit_as``
+caps the address space, for servers that may try to allocate gigabytes). Every server a test starts is
 stopped at teardown (SIGTERM to its process group, SIGKILL after a bounded wait), and a session
 hook kills anything left over. A missing binary is a test failure, never a silent skip.
 """
@@ -13,6 +15,7 @@ hook kills anything left over. A missing binary is a test failure, never a silen
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -68,13 +71,30 @@ def user_args() -> list[str]:
     return ["-u", "nobody"] if os.geteuid() == 0 else []
 
 
+def server_args(extra: list[str]) -> list[str]:
+    """SERVER_ARGS without the flags (and their values) that `extra` gives again, then `extra`
+    (`-v` in `extra` replaces `-vv`)."""
+    given = {a[:2] for a in extra if a.startswith("-")}
+    base, i = [], 0
+    while i < len(SERVER_ARGS):
+        flag = SERVER_ARGS[i]
+        takes_value = i + 1 < len(SERVER_ARGS) and not SERVER_ARGS[i + 1].startswith("-")
+        if flag[:2] not in given:
+            base += SERVER_ARGS[i:i + 1 + takes_value]
+        i += 1 + takes_value
+    return base + extra
+
+
 class ServerProcess:
     def __init__(self, name: str, binary: Path, args: list[str], log_dir: Path,
-                 stop_signal: int = signal.SIGTERM):
+                 stop_signal: int = signal.SIGTERM, udp: bool = False,
+                 limit_as: int | None = None):
         self.name = name
         self.stop_signal = stop_signal
         self.binary = binary
         self.extra_args = list(args)
+        self.udp = udp
+        self.limit_as = limit_as
         self.log_dir = log_dir
         self.host = HOST
         self.port = 0
@@ -87,13 +107,14 @@ class ServerProcess:
         last_error = ""
         for attempt in range(START_ATTEMPTS):
             self.port = free_port()
-            self.argv = [str(self.binary), "-p", str(self.port), "-l", HOST, *SERVER_ARGS,
-                         *user_args(), *self.extra_args]
+            udp = ["-U", str(self.port)] if self.udp else []
+            self.argv = [str(self.binary), "-p", str(self.port), "-l", HOST,
+                         *server_args([*udp, *self.extra_args]), *user_args()]
             self.log_path = self.log_dir / f"{self.name}-{self.port}-{attempt}.log"
             with open(self.log_path, "wb") as log:
                 self.proc = subprocess.Popen(
                     self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True)
+                    start_new_session=True, preexec_fn=self._preexec)
             _LIVE.append(self)
             err = self._wait_ready()
             if err is None:
@@ -102,6 +123,10 @@ class ServerProcess:
             self.stop()
         pytest.fail(f"{self.name} did not start: {last_error}\nargv: {' '.join(self.argv)}\n"
                     f"log tail:\n{self.log_tail()}", pytrace=False)
+
+    def _preexec(self) -> None:
+        if self.limit_as is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (self.limit_as, self.limit_as))
 
     def _wait_ready(self) -> str | None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -168,15 +193,16 @@ class ServerFactory:
         self.log_dir = log_dir
         self.servers: list[ServerProcess] = []
 
-    def cache_node(self, *extra: str) -> ServerProcess:
-        return self._start("cache-node", cache_node_binary(), extra)
+    def cache_node(self, *extra: str, **options) -> ServerProcess:
+        return self._start("cache-node", cache_node_binary(), extra, **options)
 
-    def memcached(self, *extra: str) -> ServerProcess:
+    def memcached(self, *extra: str, **options) -> ServerProcess:
         # The reference's own shutdown is not under test; SIGTERM costs memcached ~1 s.
-        return self._start("memcached", memcached_binary(), extra, signal.SIGKILL)
+        return self._start("memcached", memcached_binary(), extra, signal.SIGKILL, **options)
 
-    def _start(self, name: str, binary: Path, extra, stop_signal=signal.SIGTERM):
-        server = ServerProcess(name, binary, list(extra), self.log_dir, stop_signal)
+    def _start(self, name: str, binary: Path, extra, stop_signal=signal.SIGTERM, **options):
+        """`options`: ServerProcess's `udp` and `limit_as`."""
+        server = ServerProcess(name, binary, list(extra), self.log_dir, stop_signal, **options)
         self.servers.append(server)
         return server.start()
 

@@ -177,6 +177,11 @@ impl Collector for StatsCollector {
             "Number of bytes this server is allowed to use for storage.",
             store.limit_maxbytes,
         )?;
+        out.gauge(
+            "cachepair_memory_held_back_bytes",
+            "Bytes of the storage limit held back from items while resident memory is over its bound.",
+            ctx.store.held_back() as u64,
+        )?;
 
         // memcached counts cas commands in cmd_set too; the exporter's set excludes them.
         let cas = c.cas_hits + c.cas_misses + c.cas_badval;

@@ -20,6 +20,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod logging;
+pub mod memory;
 pub mod node;
 pub mod number;
 pub mod protocol;

@@ -348,10 +348,6 @@ WRITE_SECONDS = 30  # per server
 MEMORY_RATIO = 1.15
 
 
-# Not met yet: cache-node allocates each item with malloc, and when item sizes change in turns
-# the holes evicted items leave do not fit the new sizes (peak 1.7-1.8 x; memcached's fixed slab
-# pages stay at 1.03 x). Strict: the day it passes, this marker must go.
-@pytest.mark.xfail(strict=True, reason="issue 12: RSS bound under size changes needs slab-like allocation")
 def test_rss_stays_within_the_memory_limit(server_factory):
     """-m 64, 500 MB of values of 100 B, 5 KB and 100 KB in turns (16, 64 and 64 MiB per turn:
     the cache fills with one size, then the next size has to take its memory; memlib.MIXES),

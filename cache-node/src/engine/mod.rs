@@ -47,6 +47,8 @@ pub struct Context {
     pub conns: crate::server::Registry,
     /// Replication's state, once it runs (`stats replication`, `/metrics`).
     pub replication: std::sync::OnceLock<Arc<crate::replication::Status>>,
+    /// Keeps resident memory within its bound (see [`crate::memory`]).
+    pub memory: Option<crate::memory::Guard>,
 }
 
 impl Context {
@@ -59,6 +61,7 @@ impl Context {
             verbosity: AtomicU8::new(verbosity),
             conns: Default::default(),
             replication: Default::default(),
+            memory: crate::memory::Guard::new(),
         })
     }
 

@@ -48,6 +48,9 @@ pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream, conn: &Conn) -> std
                 return Ok(());
             };
             ctx.stats.bytes_read.fetch_add(n as u64, Relaxed);
+            if let Some(guard) = &ctx.memory {
+                guard.read(&ctx, n);
+            }
             if swallow > 0 {
                 let take = swallow.min(rbuf.len());
                 rbuf.advance(take);

@@ -212,6 +212,8 @@ pub struct Store {
     shard_mask: u64,
     hasher: KeyHasher,
     used: AtomicUsize,
+    /// See [`Store::hold_back`].
+    held_back: AtomicUsize,
     config: Config,
     next_cas: AtomicU64,
     oldest_live: AtomicU32,
@@ -233,6 +235,7 @@ impl Store {
             shard_mask: n as u64 - 1,
             hasher: KeyHasher::default(),
             used: AtomicUsize::new(0),
+            held_back: AtomicUsize::new(0),
             config,
             next_cas: AtomicU64::new(0),
             oldest_live: AtomicU32::new(0),
@@ -287,12 +290,45 @@ impl Store {
         item_too_large(self.config.item_size_max, key_len, value_len, flags)
     }
 
-    /// Evicts until `needed` more bytes fit under the limit. Returns false when they cannot.
+    /// What items may take now: `-m`, less what the memory guard holds back.
+    fn budget(&self) -> usize {
+        self.config.limit_bytes.saturating_sub(self.held_back.load(Relaxed))
+    }
+
+    /// Bytes of `-m` the memory guard holds back from items (see `server::memory`).
+    pub fn held_back(&self) -> usize {
+        self.held_back.load(Relaxed)
+    }
+
+    /// Holds `bytes` of `-m` back from items, evicting (oldest first, shard by shard) until the
+    /// items fit what is left.
+    pub fn hold_back(&self, bytes: usize, now: RelTime) {
+        self.held_back.store(bytes.min(self.config.limit_bytes), Relaxed);
+        let flush = self.flush_mark();
+        for (i, shard) in self.shards.iter().enumerate() {
+            let Some(excess) = self.used.load(Relaxed).checked_sub(self.budget()).filter(|&e| e > 0) else {
+                return;
+            };
+            let mut shard = shard.lock();
+            // This shard's share of what is left to free, so that all shards give alike.
+            let share = excess.div_ceil(self.shards.len() - i);
+            let mut freed = 0;
+            while freed < share {
+                match shard.evict_one(&self.hasher, now, flush, None) {
+                    Some(n) => freed += n,
+                    None => break,
+                }
+            }
+            self.used.fetch_sub(freed, Relaxed);
+        }
+    }
+
+    /// Evicts until `needed` more bytes fit under the budget. Returns false when they cannot.
     fn make_room(&self, shard: &mut Shard, pin: Option<u32>, needed: usize, now: RelTime) -> bool {
-        let limit = self.config.limit_bytes;
-        if needed > limit {
+        if needed > self.config.limit_bytes {
             return false;
         }
+        let limit = self.budget().max(needed);
         let flush = self.flush_mark();
         while self.used.load(Relaxed) + needed > limit {
             match shard.evict_one(&self.hasher, now, flush, pin) {

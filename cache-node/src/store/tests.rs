@@ -428,3 +428,25 @@ fn snapshots_hold_items_and_tombstones() {
     assert_eq!(seen.len(), 100);
     assert!(seen.contains(&"delete k7".to_string()) && !seen.contains(&"set k7".to_string()));
 }
+
+#[test]
+fn bytes_held_back_from_items_are_evicted_and_stay_free_until_given_back() {
+    let s = Store::new(Config { limit_bytes: 1 << 20, item_size_max: 1 << 20 });
+    let v = vec![b'v'; 1000];
+    for i in 0..2000 {
+        set(&s, format!("k{i}").as_bytes(), &v);
+    }
+    assert!(s.used_bytes() > 900 << 10, "the store is full: {}", s.used_bytes());
+    s.hold_back(512 << 10, NOW);
+    assert!(s.used_bytes() <= 512 << 10, "{}", s.used_bytes());
+    for i in 2000..3000 {
+        set(&s, format!("k{i}").as_bytes(), &v);
+    }
+    assert!(s.used_bytes() <= 512 << 10, "writes stay within what is left: {}", s.used_bytes());
+    s.hold_back(0, NOW);
+    for i in 3000..4000 {
+        set(&s, format!("k{i}").as_bytes(), &v);
+    }
+    assert!(s.used_bytes() > 900 << 10, "all of -m again: {}", s.used_bytes());
+    assert_eq!(value(&s, b"k3999", NOW).as_deref(), Some(&v[..]));
+}

@@ -39,6 +39,8 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::engine::Context;
+use crate::rate_limited_log::RateLimitedLog;
+use crate::server::{ACCEPT_BACKOFF, ACCEPT_ERROR_LOG_INTERVAL};
 use crate::store::{Change, ChangeSink, Clock};
 use auth::Secret;
 use backlog::Backlog;
@@ -557,12 +559,16 @@ impl Replicator {
     async fn accept(self: Arc<Self>, listener: TcpListener, authenticated: mpsc::Sender<Authenticated>) {
         // Dropped with this task, which ends the handshakes still pending.
         let mut pending = Pending::default();
+        let mut accept_errors = RateLimitedLog::new(ACCEPT_ERROR_LOG_INTERVAL);
         loop {
             let (stream, addr) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    warn!(error = %e, "accept failed on the replication port");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Out of file descriptors and the like: back off, and say so once a second.
+                    if let Some(suppressed) = accept_errors.event(std::time::Instant::now()) {
+                        warn!(error = %e, suppressed, "accept failed on the replication port");
+                    }
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             };

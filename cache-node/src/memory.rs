@@ -18,11 +18,15 @@ use tracing::info;
 
 use crate::engine::Context;
 
-/// How often the watch looks when nothing is read (a read of /proc/self/statm: microseconds).
-const INTERVAL: Duration = Duration::from_millis(5);
+/// How often the watch looks besides the connections' checks: to give bytes back once memory is
+/// within its bound, and to see writes that come from the peer (a full sync).
+const INTERVAL: Duration = Duration::from_millis(50);
 /// Connections check memory themselves after this many bytes read from clients, so that a
 /// burst of writes cannot outrun the watch on a busy machine.
 const CHECK_EVERY: usize = 1 << 20;
+/// A connection reports what it read in steps of this much: the shared count is touched
+/// rarely, not on every read of every connection.
+pub const REPORT_EVERY: usize = 64 << 10;
 /// Items may take 12% more than `-m` before the guard acts: the allocator's rounding and the
 /// index's growth, which small items (100 B) reach in a steady state.
 const SLACK_PERCENT: usize = 12;
@@ -60,7 +64,8 @@ impl Guard {
         Some(Self { before_items: AtomicUsize::new(resident_bytes()?), unchecked: AtomicUsize::new(0) })
     }
 
-    /// Counts bytes a connection read; every [`CHECK_EVERY`] bytes, that connection checks.
+    /// Counts bytes connections read (reported in steps of [`REPORT_EVERY`]); every
+    /// [`CHECK_EVERY`] bytes, the connection that reports checks.
     pub fn read(&self, ctx: &Context, bytes: usize) {
         if self.unchecked.fetch_add(bytes, Relaxed) + bytes >= CHECK_EVERY {
             self.unchecked.store(0, Relaxed);

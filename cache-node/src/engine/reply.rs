@@ -78,6 +78,11 @@ impl Reply {
         self.bytes.capacity()
     }
 
+    /// The whole reply as one slice, when it holds no value by reference (most replies).
+    pub fn contiguous(&self) -> Option<&[u8]> {
+        self.shared.is_empty().then_some(&self.bytes[..])
+    }
+
     /// The reply in order, as slices: rendered bytes and values.
     pub fn segments(&self) -> impl Iterator<Item = &[u8]> {
         let starts = std::iter::once(0).chain(self.shared.iter().map(|&(at, _)| at));
@@ -135,6 +140,10 @@ mod tests {
         assert_eq!((r.len(), r.to_vec()), (expected.len(), expected.clone()));
         let segments: Vec<usize> = r.segments().map(<[u8]>::len).collect();
         assert_eq!(segments, [7, SHARE_FROM, SHARE_FROM, 1]);
+        assert!(r.contiguous().is_none());
+        r.clear();
+        r.extend_from_slice(b"END\r\n");
+        assert_eq!(r.contiguous(), Some(&b"END\r\n"[..]));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 
 use super::conns::{Conn, State};
 use crate::engine::{Context, Progress, Reply, binary, text};
+use crate::memory;
 use crate::protocol::binary::REQUEST_MAGIC;
 
 /// Initial read buffer; it grows to hold one whole request (a value up to `-I`) when needed.
@@ -34,6 +35,8 @@ pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream, conn: &Conn) -> std
     let mut swallow = 0usize;
     // Complete requests are left in `rbuf` from a batch that filled up: no read before them.
     let mut more = false;
+    // Bytes read and not yet reported to the memory guard.
+    let mut unreported = 0;
     loop {
         if !more {
             if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
@@ -48,8 +51,11 @@ pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream, conn: &Conn) -> std
                 return Ok(());
             };
             ctx.stats.bytes_read.fetch_add(n as u64, Relaxed);
-            if let Some(guard) = &ctx.memory {
-                guard.read(&ctx, n);
+            unreported += n;
+            if unreported >= memory::REPORT_EVERY
+                && let Some(guard) = &ctx.memory
+            {
+                guard.read(&ctx, std::mem::take(&mut unreported));
             }
             if swallow > 0 {
                 let take = swallow.min(rbuf.len());
@@ -135,6 +141,9 @@ async fn read(
 
 /// Writes a whole reply, values by reference included, with vectored writes.
 async fn write(stream: &mut TcpStream, reply: &Reply) -> std::io::Result<()> {
+    if let Some(bytes) = reply.contiguous() {
+        return stream.write_all(bytes).await;
+    }
     let mut segments = reply.segments();
     let mut slices = Vec::with_capacity(MAX_IOVECS);
     loop {

@@ -222,6 +222,8 @@ fn stat(ctx: &Context, h: &Header, group: &[u8], out: &mut Vec<u8>) {
         stats::items(ctx)
     } else if group == b"slabs" {
         stats::slabs(ctx)
+    } else if group == b"sizes" {
+        stats::sizes()
     } else {
         return error(out, h, Status::KeyNotFound);
     };

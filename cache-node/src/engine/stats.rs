@@ -182,6 +182,13 @@ pub fn slabs(ctx: &Context) -> StatList {
     out
 }
 
+/// `stats sizes`: memcached's item size histogram, which is off unless enabled.
+pub fn sizes() -> StatList {
+    let mut out = StatList::default();
+    out.add("sizes_status", "disabled");
+    out
+}
+
 /// `stats conns`: every listener, UDP socket and client connection, by file descriptor.
 pub fn conns(ctx: &Context) -> StatList {
     let mut out = StatList::default();

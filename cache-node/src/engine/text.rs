@@ -120,9 +120,29 @@ fn execute(ctx: &Context, req: Request<'_>, now: RelTime, out: &mut Reply) -> bo
             reply_unless(out, noreply, "SERVER_ERROR object too large for cache");
         }
         Request::Shutdown => line(out, "ERROR: shutdown not enabled"),
+        // There are no slab pages to move: automove is accepted (there is nothing for it to do),
+        // and a reassign gets memcached's answer for classes that have no spare page.
+        Request::SlabsAutomove { noreply } => reply_unless(out, noreply, "OK"),
+        Request::SlabsReassign { src, dst } => line(out, slabs_reassign(src, dst)),
         Request::Error { reply, noreply } => reply_unless(out, noreply, reply),
     }
     true
+}
+
+/// memcached's last slab class with its default growth factor, minimum and `-I` (1.25, 48, 1m).
+const MEMCACHED_LARGEST_CLASS: i64 = 39;
+
+/// memcached's `slabs_reassign` answer when no class has a page to spare.
+fn slabs_reassign(src: i64, dst: i64) -> &'static str {
+    let class = 0..=MEMCACHED_LARGEST_CLASS;
+    if src == dst {
+        "SAME src and dst class are identical"
+    } else if !class.contains(&src) || !class.contains(&dst) {
+        // Also src -1 ("any class"): none has a spare page to pick.
+        "BADCLASS invalid src or dst class id"
+    } else {
+        "NOSPARE source class has no spare pages"
+    }
 }
 
 fn reply_unless(out: &mut Vec<u8>, noreply: bool, reply: &str) {
@@ -207,6 +227,8 @@ fn stats_command(ctx: &Context, mut args: crate::protocol::text::Tokens<'_>, out
         (Some(b"detail"), Some(b"on" | b"off")) => line(out, "OK"),
         (Some(b"detail"), Some(b"dump")) => line(out, "END"),
         (Some(b"detail"), _) => line(out, "CLIENT_ERROR usage: stats detail on|off|dump"),
+        // Item size histograms are off, as in memcached by default.
+        (Some(b"sizes"), _) => stats::sizes().render_text(out),
         _ => line(out, "ERROR"),
     }
 }

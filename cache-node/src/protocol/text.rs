@@ -65,6 +65,15 @@ pub enum Request<'a> {
         noreply: bool,
     },
     Shutdown,
+    /// `slabs automove <0|1|2>` (also `slabs automove ratio <x>`): memcached's page mover.
+    SlabsAutomove {
+        noreply: bool,
+    },
+    /// `slabs reassign <src> <dst>`: move a slab page between classes.
+    SlabsReassign {
+        src: i64,
+        dst: i64,
+    },
     /// A reply to send as is, e.g. `ERROR`; memcached suppresses even errors for a command
     /// that ended in `noreply`.
     Error {
@@ -269,6 +278,23 @@ pub fn parse(buf: &[u8], item_size_max: usize) -> Parse<'_> {
         }
         b"stats" => request(Request::Stats { args: Tokens(&line[token_end(line, t[0])..]) }),
         b"shutdown" => request(Request::Shutdown),
+        // memcached's checks and replies, in its order (proto_text.c, process_slabs_*).
+        b"slabs" if nt == 5 && t[1] == b"reassign" => match (parse_i32(t[2]), parse_i32(t[3])) {
+            (Some(src), Some(dst)) => request(Request::SlabsReassign { src, dst }),
+            _ => request(Request::Error { reply: "CLIENT_ERROR bad command line format", noreply: false }),
+        },
+        b"slabs" if nt >= 4 && t[1] == b"automove" => {
+            if t[2] == b"ratio" {
+                let ratio =
+                    std::str::from_utf8(t.get(3).copied().unwrap_or_default()).ok().and_then(|r| r.parse::<f64>().ok());
+                return if nt >= 5 && ratio.is_some() { request(Request::SlabsAutomove { noreply }) } else { error() };
+            }
+            match parse_u32_truncating(t[2]) {
+                Some(0..=2) => request(Request::SlabsAutomove { noreply }),
+                Some(_) => fail("ERROR"),
+                None => fail("CLIENT_ERROR bad command line format"),
+            }
+        }
         _ => {
             // memcached drops connections that speak HTTP to it.
             if t[n - 1].starts_with(b"HTTP/") {

@@ -185,7 +185,7 @@ fn execute(ctx: &Context, req: &Request<'_>, now: RelTime, out: &mut Reply) -> b
         Command::Flush { delay } => {
             ctx.stats.cmd_flush.fetch_add(1, Relaxed);
             let when = if delay > 0 { rel_exptime(ctx, delay, now) } else { now };
-            ctx.store.flush_all(now, when);
+            ctx.store.flush_all(&ctx.clock, now, when);
             done(out, req, 0, &[]);
         }
         Command::Noop => respond(out, h, Status::Success, 0, &[], &[], &[]),

@@ -98,7 +98,7 @@ fn execute(ctx: &Context, req: Request<'_>, now: RelTime, out: &mut Reply) -> bo
         Request::FlushAll { delay, noreply } => {
             ctx.stats.cmd_flush.fetch_add(1, Relaxed);
             let when = if delay > 0 { ctx.clock.rel_exptime(delay, now) } else { now };
-            ctx.store.flush_all(now, when);
+            ctx.store.flush_all(&ctx.clock, now, when);
             reply_unless(out, noreply, "OK");
         }
         Request::Version => {

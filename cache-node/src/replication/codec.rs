@@ -95,7 +95,9 @@ pub enum Op<'a> {
         key: &'a [u8],
         version: u64,
     },
-    /// `flush_all`, taking effect at unix second `at`.
+    /// `flush_all`, issued at `version`. Immediate when `at` is 0: it flushes the items older
+    /// than `version`. Otherwise delayed: it flushes the items older than unix millisecond `at`
+    /// (their versions), taking effect a second before that.
     Flush {
         at: u64,
         version: u64,

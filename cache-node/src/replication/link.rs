@@ -20,7 +20,7 @@ use super::auth::{ClientHandshake, ServerHandshake};
 use super::backlog::Gap;
 use super::codec::{self, CodecError, Entry, Message, Op, Role};
 use super::roles::{Side, after_meeting};
-use crate::store::{Change, RemoteItem};
+use crate::store::{Change, Flush, RemoteItem};
 
 /// Time the connecting side allows for the handshake and the exchange of `Sync` messages,
 /// unless the caller has less patience (see [`run`]).
@@ -336,6 +336,8 @@ async fn writer(
             // after it, so nothing falls in between (a change may arrive twice; the newer
             // version wins either way).
             let offset = repl.feed.backlog.lock().end();
+            // The snapshot holds no flushes: they follow in the stream, for the peer's own items.
+            repl.ctx.store.announce_flushes();
             repl.status.full_syncs_sent.fetch_add(1, Relaxed);
             send(wr, &Message::FullSync { repl_id: repl.repl_id, offset }).await?;
             let store = &repl.ctx.store;
@@ -430,7 +432,7 @@ fn snapshot_entry<'a>(repl: &Replicator, change: Change<'a>) -> Option<Entry<'a>
         Change::Delete { key, version } => {
             Entry { key, value: b"", flags: 0, exptime: 0, cas: 0, version, deleted: true }
         }
-        Change::Flush { .. } => return None,
+        Change::Flush(_) => return None,
     })
 }
 
@@ -482,9 +484,11 @@ async fn reader(repl: &Replicator, rd: &mut OwnedReadHalf, mut rbuf: BytesMut, s
                             &Entry { key, value: b"", flags: 0, exptime: 0, cas: 0, version, deleted: true },
                             now,
                         ),
-                        Op::Flush { at, .. } => {
-                            let when = if at == 0 { now } else { repl.ctx.clock.rel_exptime(at as i64, now) };
-                            repl.ctx.store.apply_flush(now, when);
+                        Op::Flush { at: 0, version } => repl.ctx.store.apply_flush(Flush::immediate(version), now),
+                        Op::Flush { at, version } => {
+                            let flush = Flush::delayed(version, at);
+                            let from = repl.ctx.clock.rel_at_millis(flush.effective_millis());
+                            repl.ctx.store.apply_flush(flush, from);
                         }
                     }
                     let end = offset + len as u64;

@@ -41,7 +41,7 @@ use tracing::{error, info, warn};
 use crate::engine::Context;
 use crate::rate_limited_log::RateLimitedLog;
 use crate::server::{ACCEPT_BACKOFF, ACCEPT_ERROR_LOG_INTERVAL};
-use crate::store::{Change, ChangeSink, Clock};
+use crate::store::{Change, ChangeSink, Clock, version};
 use auth::Secret;
 use backlog::Backlog;
 use codec::{Entry, Message, Op, ReplId, Role};
@@ -283,7 +283,9 @@ impl ChangeSink for Feed {
                 deleted: false,
             }),
             Change::Delete { key, version } => Op::Delete { key, version },
-            Change::Flush { when } => Op::Flush { at: self.unix(when), version: 0 },
+            Change::Flush(flush) => {
+                Op::Flush { at: if flush.delayed { version::millis_of(flush.cut) } else { 0 }, version: flush.issued }
+            }
         };
         let mut frame = self.scratch.lock();
         frame.clear();

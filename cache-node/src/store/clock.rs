@@ -20,18 +20,24 @@ pub type RelTime = u32;
 pub struct Clock {
     /// Unix time at which relative time 0 lies.
     process_started: u64,
+    /// Unix milliseconds at `start`, where relative second [`START_OFFSET`] begins.
+    started_millis: u64,
     start: Instant,
 }
 
 impl Clock {
     pub fn new() -> Self {
-        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        Self { process_started: unix.saturating_sub(START_OFFSET), start: Instant::now() }
+        let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Self {
+            process_started: (millis / 1000).saturating_sub(START_OFFSET),
+            started_millis: millis,
+            start: Instant::now(),
+        }
     }
 
     /// A clock whose relative time starts at `START_OFFSET` at the given unix time (tests).
     pub fn at_unix(unix: u64) -> Self {
-        Self { process_started: unix.saturating_sub(START_OFFSET), start: Instant::now() }
+        Self { process_started: unix.saturating_sub(START_OFFSET), started_millis: unix * 1000, start: Instant::now() }
     }
 
     /// Seconds since the offset process start, as memcached's `current_time`.
@@ -46,6 +52,17 @@ impl Clock {
     /// Unix time corresponding to a relative time.
     pub fn to_unix(&self, rel: RelTime) -> u64 {
         self.process_started + u64::from(rel)
+    }
+
+    /// Unix milliseconds at which relative second `rel` begins.
+    pub fn millis_at(&self, rel: RelTime) -> u64 {
+        (self.started_millis + u64::from(rel) * 1000).saturating_sub(START_OFFSET * 1000)
+    }
+
+    /// The relative second holding unix millisecond `millis` (1 for any time before the start).
+    pub fn rel_at_millis(&self, millis: u64) -> RelTime {
+        let since = (millis + START_OFFSET * 1000).saturating_sub(self.started_millis) / 1000;
+        since.clamp(1, u64::from(RelTime::MAX)) as RelTime
     }
 
     /// memcached's `realtime()`: converts a client exptime into relative time (0 = never).
@@ -93,6 +110,15 @@ mod tests {
         // One second past 30 days is an absolute time, long in the past.
         assert_eq!(rel_exptime(REALTIME_MAXDELTA + 1, 100, started), 1);
         assert_eq!(rel_exptime(started as i64 + 500, 100, started), 500);
+    }
+
+    #[test]
+    fn relative_seconds_map_to_unix_milliseconds() {
+        let c = Clock::at_unix(1_700_000_000);
+        assert_eq!(c.millis_at(START_OFFSET as RelTime + 3), 1_700_000_003_000);
+        assert_eq!(c.rel_at_millis(1_700_000_003_000), START_OFFSET as RelTime + 3);
+        assert_eq!(c.rel_at_millis(1_700_000_003_999), START_OFFSET as RelTime + 3);
+        assert_eq!(c.rel_at_millis(1_000), 1);
     }
 
     #[test]

@@ -3,13 +3,14 @@
 //! protocol layers call these operations and render their results.
 
 pub mod clock;
+mod flush;
 pub mod item;
 mod replica;
 mod shard;
 pub mod stats;
 pub mod version;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, MutexGuard};
@@ -17,10 +18,12 @@ use parking_lot::{Mutex, MutexGuard};
 use crate::number::parse_counter;
 
 pub use clock::{Clock, RelTime};
+pub use flush::Flush;
+use flush::Flushes;
 pub use item::Item;
 use item::{BINARY_KEY, FETCHED, REFERENCED, STALE, WON, charge};
 pub use replica::{Change, ChangeSink, RemoteItem, TOMBSTONE_TTL};
-use shard::{Dead, FlushMark, KeyHasher, Shard, hash_key};
+use shard::{Dead, KeyHasher, Shard, hash_key};
 pub use stats::{ShardStats, StoreStats};
 use version::Hlc;
 
@@ -216,8 +219,8 @@ pub struct Store {
     held_back: AtomicUsize,
     config: Config,
     next_cas: AtomicU64,
-    oldest_live: AtomicU32,
-    oldest_cas: AtomicU64,
+    /// Every flush_all seen; each change is copied into the shards under this lock.
+    flushes: Mutex<Flushes>,
     /// Where the background sweep resumes: shard index and position.
     sweep_at: Mutex<(usize, usize)>,
     /// Versions for every write.
@@ -238,8 +241,7 @@ impl Store {
             held_back: AtomicUsize::new(0),
             config,
             next_cas: AtomicU64::new(0),
-            oldest_live: AtomicU32::new(0),
-            oldest_cas: AtomicU64::new(0),
+            flushes: Mutex::new(Flushes::default()),
             sweep_at: Mutex::new((0, 0)),
             hlc: Hlc::new(0),
             sink: OnceLock::new(),
@@ -277,10 +279,6 @@ impl Store {
         (hash, self.shards[idx].lock())
     }
 
-    fn flush_mark(&self) -> FlushMark {
-        FlushMark { oldest_live: self.oldest_live.load(Relaxed), oldest_cas: self.oldest_cas.load(Relaxed) }
-    }
-
     fn cas_id(&self) -> u64 {
         self.next_cas.fetch_add(1, Relaxed) + 1
     }
@@ -304,7 +302,6 @@ impl Store {
     /// items fit what is left.
     pub fn hold_back(&self, bytes: usize, now: RelTime) {
         self.held_back.store(bytes.min(self.config.limit_bytes), Relaxed);
-        let flush = self.flush_mark();
         for (i, shard) in self.shards.iter().enumerate() {
             let Some(excess) = self.used.load(Relaxed).checked_sub(self.budget()).filter(|&e| e > 0) else {
                 return;
@@ -314,7 +311,7 @@ impl Store {
             let share = excess.div_ceil(self.shards.len() - i);
             let mut freed = 0;
             while freed < share {
-                match shard.evict_one(&self.hasher, now, flush, None) {
+                match shard.evict_one(&self.hasher, now, None) {
                     Some(n) => freed += n,
                     None => break,
                 }
@@ -329,9 +326,8 @@ impl Store {
             return false;
         }
         let limit = self.budget().max(needed);
-        let flush = self.flush_mark();
         while self.used.load(Relaxed) + needed > limit {
-            match shard.evict_one(&self.hasher, now, flush, pin) {
+            match shard.evict_one(&self.hasher, now, pin) {
                 Some(freed) => {
                     self.used.fetch_sub(freed, Relaxed);
                 }
@@ -347,7 +343,7 @@ impl Store {
                 continue;
             };
             while self.used.load(Relaxed) + needed > limit {
-                match other.evict_one(&self.hasher, now, flush, None) {
+                match other.evict_one(&self.hasher, now, None) {
                     Some(freed) => {
                         self.used.fetch_sub(freed, Relaxed);
                     }
@@ -368,7 +364,7 @@ impl Store {
 
     /// Looks up the live item, counting and freeing what lazy expiry removes.
     fn live(&self, shard: &mut Shard, hash: u64, key: &[u8], now: RelTime) -> Result<u32, Dead> {
-        let (found, freed) = shard.live(hash, key, now, self.flush_mark());
+        let (found, freed) = shard.live(hash, key, now);
         if freed > 0 {
             self.used.fetch_sub(freed, Relaxed);
         }
@@ -703,27 +699,53 @@ impl Store {
         }
     }
 
-    /// flush_all: invalidates every item older than `when` (a relative time; `now` for
-    /// immediately). Items written after the flush survive even within the same second,
-    /// because immediate flushes also mark the CAS horizon, as memcached 1.6 does.
-    pub fn flush_all(&self, now: RelTime, when: RelTime) {
-        self.flush_locally(now, when);
+    /// flush_all: flushes every item older than `when` (a relative time; `now` for
+    /// immediately), as memcached does: a delayed flush takes effect the second before `when`
+    /// and flushes every write made until `when`; an immediate one spares every later write,
+    /// even within the same second. Items are flushed by version (see [`Flush`]), so that the
+    /// peer flushes the same items.
+    pub fn flush_all(&self, clock: &Clock, now: RelTime, when: RelTime) {
+        let issued = self.hlc.next();
+        let (flush, from) = if when <= 1 {
+            // A time before this process started: memcached sets `oldest_live` to 0, which
+            // cancels any pending flush and flushes nothing. No item is from the first millisecond.
+            (Flush::delayed(issued, 1), 1)
+        } else if when <= now {
+            (Flush::immediate(issued), now)
+        } else {
+            (Flush::delayed(issued, clock.millis_at(when)), when - 1)
+        };
+        let mut flushes = self.flushes.lock();
+        self.merge_flush(&mut flushes, flush, from);
         if let Some(sink) = self.sink.get() {
-            sink.record(Change::Flush { when });
+            sink.record(Change::Flush(flush));
         }
     }
 
-    fn flush_locally(&self, now: RelTime, when: RelTime) {
-        let oldest_live = when.max(1) - 1;
-        self.oldest_live.store(oldest_live, Relaxed);
-        if oldest_live <= now {
-            self.oldest_cas.store(self.cas_id(), Relaxed);
+    /// A `flush_all` made on the peer (taking effect here at relative time `from` if delayed):
+    /// applied here without being reported back. Later local writes order after it.
+    pub fn apply_flush(&self, flush: Flush, from: RelTime) {
+        self.hlc.observe(flush.issued);
+        self.merge_flush(&mut self.flushes.lock(), flush, from);
+    }
+
+    fn merge_flush(&self, flushes: &mut Flushes, flush: Flush, from: RelTime) {
+        if flushes.merge(flush, from) {
+            let mark = flushes.mark();
+            for shard in self.shards.iter() {
+                shard.lock().flush = mark;
+            }
         }
     }
 
-    /// A `flush_all` made on the peer: applied here without being reported back.
-    pub fn apply_flush(&self, now: RelTime, when: RelTime) {
-        self.flush_locally(now, when);
+    /// Reports every flush this store knows again, so that a peer taking a full sync learns
+    /// them: its own items may be older than them.
+    pub fn announce_flushes(&self) {
+        if let Some(sink) = self.sink.get() {
+            for flush in self.flushes.lock().known() {
+                sink.record(Change::Flush(flush));
+            }
+        }
     }
 
     /// Applies an item or delete from the peer if it is newer than what this node has (item or
@@ -772,9 +794,8 @@ impl Store {
     /// Reports every live item and tombstone of one shard, holding only that shard's lock:
     /// a full sync walks the shards one by one and never stops the whole store.
     pub fn snapshot(&self, shard: usize, now: RelTime, mut f: impl FnMut(Change<'_>)) {
-        let flush = self.flush_mark();
         let shard = self.shards[shard].lock();
-        for it in shard.live_items(now, flush) {
+        for it in shard.live_items(now) {
             f(Change::Set(it));
         }
         for (key, version) in shard.tombstones.iter() {
@@ -788,8 +809,7 @@ impl Store {
             let at = self.sweep_at.lock();
             *at
         };
-        let flush = self.flush_mark();
-        let (freed, next) = self.shards[shard_idx].lock().sweep(&self.hasher, pos, budget, now, flush);
+        let (freed, next) = self.shards[shard_idx].lock().sweep(&self.hasher, pos, budget, now);
         if freed > 0 {
             self.used.fetch_sub(freed, Relaxed);
         }

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use hashbrown::HashMap;
 
 use super::clock::RelTime;
+use super::flush::Flush;
 use super::item::Item;
 
 /// A local change, reported under the lock of the item's shard, so that changes to one key
@@ -18,10 +19,7 @@ pub enum Change<'a> {
         key: &'a [u8],
         version: u64,
     },
-    /// `flush_all`, effective at relative time `when`.
-    Flush {
-        when: RelTime,
-    },
+    Flush(Flush),
 }
 
 /// Where local changes go (the replication backlog).

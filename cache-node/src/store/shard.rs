@@ -19,19 +19,21 @@ pub fn hash_key(hasher: &KeyHasher, key: &[u8]) -> u64 {
     hasher.hash_one(key)
 }
 
-/// When items count as flushed by `flush_all` (memcached's `oldest_live` / `oldest_cas`).
+/// Which items `flush_all` removed: by version, so that both nodes of a pair agree on every
+/// item, whichever node wrote it and whenever the flush reached it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FlushMark {
-    pub oldest_live: RelTime,
-    pub oldest_cas: u64,
+    /// Items older than this are flushed for good.
+    pub done: u64,
+    /// A delayed flush: items older than `pending` are flushed from relative time
+    /// `pending_from` on (0: none).
+    pub pending: u64,
+    pub pending_from: RelTime,
 }
 
 impl FlushMark {
     pub fn flushes(&self, it: &Item, now: RelTime) -> bool {
-        if self.oldest_live == 0 || self.oldest_live > now {
-            return false;
-        }
-        it.time <= self.oldest_live || (self.oldest_cas != 0 && it.cas != 0 && it.cas < self.oldest_cas)
+        it.version < self.done || (self.pending_from != 0 && self.pending_from <= now && it.version < self.pending)
     }
 }
 
@@ -55,6 +57,8 @@ pub struct Shard {
     pub stats: ShardStats,
     /// Recently deleted keys (only while replicating).
     pub tombstones: Tombstones,
+    /// The store's flushes, copied into every shard so that they are read under its lock.
+    pub flush: FlushMark,
 }
 
 impl Shard {
@@ -65,12 +69,12 @@ impl Shard {
 
     /// The live item under `key`, removing it first if it expired or was flushed.
     /// Returns the bytes freed by such a removal alongside.
-    pub fn live(&mut self, hash: u64, key: &[u8], now: RelTime, flush: FlushMark) -> (Result<u32, Dead>, usize) {
+    pub fn live(&mut self, hash: u64, key: &[u8], now: RelTime) -> (Result<u32, Dead>, usize) {
         let Some(idx) = self.find(hash, key) else {
             return (Err(Dead::Missing), 0);
         };
         let it = &self.slots[idx as usize];
-        let dead = if flush.flushes(it, now) {
+        let dead = if self.flush.flushes(it, now) {
             Dead::Flushed
         } else if it.exptime != 0 && it.exptime <= now {
             Dead::Expired
@@ -136,7 +140,7 @@ impl Shard {
     /// Moves the CLOCK hand until one item is evicted (or reclaimed because it is dead).
     /// Returns the bytes freed, or `None` when the shard holds nothing.
     /// The slot `pin` is never chosen: it holds an item the caller is about to rewrite.
-    pub fn evict_one(&mut self, hasher: &KeyHasher, now: RelTime, flush: FlushMark, pin: Option<u32>) -> Option<usize> {
+    pub fn evict_one(&mut self, hasher: &KeyHasher, now: RelTime, pin: Option<u32>) -> Option<usize> {
         if self.items == 0 {
             return None;
         }
@@ -151,7 +155,7 @@ impl Shard {
             if it.is_free() || pin == Some(idx as u32) {
                 continue;
             }
-            let dead = flush.flushes(it, now) || (it.exptime != 0 && it.exptime <= now);
+            let dead = self.flush.flushes(it, now) || (it.exptime != 0 && it.exptime <= now);
             if !dead && it.has(REFERENCED) {
                 it.bits &= !REFERENCED;
                 continue;
@@ -172,14 +176,7 @@ impl Shard {
 
     /// Removes up to `budget` expired or flushed items, resuming where the last call stopped.
     /// Returns (bytes freed, next position); position 0 means the sweep went all the way round.
-    pub fn sweep(
-        &mut self,
-        hasher: &KeyHasher,
-        from: usize,
-        budget: usize,
-        now: RelTime,
-        flush: FlushMark,
-    ) -> (usize, usize) {
+    pub fn sweep(&mut self, hasher: &KeyHasher, from: usize, budget: usize, now: RelTime) -> (usize, usize) {
         let mut freed = 0;
         let end = (from + budget).min(self.slots.len());
         for idx in from..end {
@@ -187,7 +184,7 @@ impl Shard {
             if it.is_free() {
                 continue;
             }
-            if flush.flushes(it, now) || (it.exptime != 0 && it.exptime <= now) {
+            if self.flush.flushes(it, now) || (it.exptime != 0 && it.exptime <= now) {
                 if !it.has(FETCHED) && it.exptime != 0 && it.exptime <= now {
                     self.stats.expired_unfetched += 1;
                 }
@@ -204,9 +201,9 @@ impl Shard {
     }
 
     /// The items that are neither expired nor flushed (for snapshots).
-    pub fn live_items(&self, now: RelTime, flush: FlushMark) -> impl Iterator<Item = &Item> {
+    pub fn live_items(&self, now: RelTime) -> impl Iterator<Item = &Item> {
         self.slots
             .iter()
-            .filter(move |it| !(it.is_free() || flush.flushes(it, now) || it.exptime != 0 && it.exptime <= now))
+            .filter(move |it| !(it.is_free() || self.flush.flushes(it, now) || it.exptime != 0 && it.exptime <= now))
     }
 }

@@ -145,16 +145,63 @@ fn too_large_uses_memcached_arithmetic() {
 
 #[test]
 fn flush_all_spares_later_writes() {
-    let s = store();
+    let (s, clock) = (store(), Clock::new());
+    let now = clock.now();
     set(&s, b"old", b"v");
-    s.flush_all(NOW, NOW);
+    s.flush_all(&clock, now, now);
     set(&s, b"new", b"v");
-    assert!(value(&s, b"old", NOW).is_none());
-    assert!(value(&s, b"new", NOW).is_some());
-    // A delayed flush takes effect only at its time.
-    s.flush_all(NOW, NOW + 10);
-    assert!(value(&s, b"new", NOW + 5).is_some());
-    assert!(value(&s, b"new", NOW + 10).is_none());
+    assert!(value(&s, b"old", now).is_none());
+    assert!(value(&s, b"new", now).is_some());
+}
+
+#[test]
+fn a_delayed_flush_takes_effect_the_second_before_its_time() {
+    let (s, clock) = (store(), Clock::new());
+    let now = clock.now();
+    set(&s, b"k", b"v");
+    s.flush_all(&clock, now, now + 10);
+    assert!(value(&s, b"k", now + 8).is_some());
+    assert!(value(&s, b"k", now + 9).is_none());
+    // Writes of the second before its time are flushed too, later ones survive.
+    let from = version::at_millis(clock.millis_at(now + 10));
+    s.apply(&remote(b"late", b"v", from - (1 << 20)), now + 9);
+    s.apply(&remote(b"after", b"v", from + 2), now + 10);
+    assert!(value(&s, b"late", now + 9).is_none());
+    assert!(value(&s, b"after", now + 10).is_some());
+}
+
+#[test]
+fn a_flush_from_the_peer_spares_later_writes_here_within_its_second() {
+    let s = store();
+    s.hlc().set_tag(2);
+    set(&s, b"before", b"v");
+    // The peer's clock runs a little ahead: its flush carries a version newer than any here.
+    let peer = s.hlc().next() + (5 << 20) - 1;
+    s.apply_flush(Flush::immediate(peer), NOW);
+    set(&s, b"after", b"v");
+    assert!(value(&s, b"before", NOW).is_none());
+    assert_eq!(value(&s, b"after", NOW).as_deref(), Some(&b"v"[..]));
+    // Items from the peer older than the flush stay flushed when they arrive after it.
+    assert!(s.apply(&remote(b"late", b"v", peer - 1), NOW));
+    assert!(value(&s, b"late", NOW).is_none());
+}
+
+#[test]
+fn a_flush_issued_before_another_cancels_nothing_it_did_not_reach() {
+    let (s, clock) = (store(), Clock::new());
+    let now = clock.now();
+    set(&s, b"k", b"v");
+    // flush_all 1000 then flush_all: the immediate one flushes, the delayed one is cancelled.
+    s.flush_all(&clock, now, now + 1000);
+    assert!(value(&s, b"k", now).is_some());
+    s.flush_all(&clock, now, now);
+    assert!(value(&s, b"k", now).is_none());
+    set(&s, b"k", b"v");
+    assert!(value(&s, b"k", now + 2000).is_some());
+    // An absolute time before the start cancels a pending flush and flushes nothing.
+    s.flush_all(&clock, now, now + 5);
+    s.flush_all(&clock, now, 1);
+    assert!(value(&s, b"k", now + 10).is_some());
 }
 
 const CLAIM: ReadOptions = ReadOptions {
@@ -355,7 +402,7 @@ impl ChangeSink for Recorder {
                 format!("set {} {}", String::from_utf8_lossy(it.key()), String::from_utf8_lossy(it.value()))
             }
             Change::Delete { key, .. } => format!("delete {}", String::from_utf8_lossy(key)),
-            Change::Flush { when } => format!("flush {when}"),
+            Change::Flush(flush) => format!("flush delayed={}", flush.delayed),
         };
         self.0.lock().push(line);
     }
@@ -375,8 +422,8 @@ fn every_local_write_is_reported_in_order() {
     s.arith(b"k", NOW, ArithRequest { incr: true, delta: 1, cas: 0, vivify: None, touch: None });
     s.touch(b"k", NOW, NOW + 10);
     s.delete(b"k", NOW, DeleteRequest::default());
-    s.flush_all(NOW, NOW);
-    assert_eq!(*rec.0.lock(), ["set k 1", "set k 12", "set k 13", "set k 13", "delete k", "flush 100"]);
+    s.flush_all(&Clock::new(), NOW, NOW);
+    assert_eq!(*rec.0.lock(), ["set k 1", "set k 12", "set k 13", "set k 13", "delete k", "flush delayed=false"]);
 }
 
 #[test]
@@ -422,7 +469,7 @@ fn snapshots_hold_items_and_tombstones() {
         s.snapshot(shard, NOW, |c| match c {
             Change::Set(it) => seen.push(format!("set {}", String::from_utf8_lossy(it.key()))),
             Change::Delete { key, .. } => seen.push(format!("delete {}", String::from_utf8_lossy(key))),
-            Change::Flush { .. } => unreachable!(),
+            Change::Flush(_) => unreachable!(),
         });
     }
     assert_eq!(seen.len(), 100);

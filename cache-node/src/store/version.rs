@@ -61,6 +61,17 @@ impl Hlc {
     }
 }
 
+/// The smallest version of unix millisecond `millis`: every write made from then on is at least
+/// this new.
+pub fn at_millis(millis: u64) -> u64 {
+    millis << TIME_SHIFT
+}
+
+/// The unix millisecond a version was made in.
+pub fn millis_of(version: u64) -> u64 {
+    version >> TIME_SHIFT
+}
+
 fn unix_millis() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

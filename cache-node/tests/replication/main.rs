@@ -1,7 +1,7 @@
 //! Pair replication with real processes on loopback: two nodes, writes both ways, SIGKILL of
 //! the master, the ex-master's return as slave, the start-up rule on a starved machine, the
-//! master's hand-over on SIGTERM, strangers on the replication port, and a slave's return
-//! while its master still holds the old link.
+//! master's hand-over on SIGTERM, strangers on the replication port, a slave's return
+//! while its master still holds the old link, and flush_all against writes on both nodes.
 
 #[path = "../ops/common.rs"]
 #[allow(dead_code)]
@@ -976,4 +976,141 @@ fn a_slave_that_gave_up_on_a_silent_link_is_taken_back_in_place_of_the_old_one()
     assert_eq!(stat_num(&a.node, "full_syncs_sent"), full_before, "a full sync instead of a resume");
     assert_eq!(a.node.client().call("set k3 0 0 1\r\n3\r\n"), "STORED\r\n");
     wait_item(&b.node, "k3", Option::is_some);
+}
+
+/// Issue 14, item 5: a write acknowledged just after a replicated flush_all must survive on the
+/// node that acknowledged it (the flush used to land on the next second of that node's clock).
+#[test]
+fn a_write_just_after_a_replicated_flush_survives_on_the_node_that_took_it() {
+    let (a, b) = pair(&[]);
+    for (from, to) in [(&a, &b), (&b, &a)] {
+        let (mut cf, mut ct) = (from.node.client(), to.node.client());
+        let mut key = String::new();
+        for delay_ms in [0, 50] {
+            for trial in 0..30 {
+                assert_eq!(cf.call("set marker 0 0 1\r\nm\r\n"), "STORED\r\n");
+                wait_item(&to.node, "marker", Option::is_some);
+                assert_eq!(cf.call("flush_all\r\n"), "OK\r\n");
+                wait_item(&to.node, "marker", Option::is_none);
+                std::thread::sleep(Duration::from_millis(delay_ms));
+                key = format!("after-{}-{delay_ms}-{trial}", to.node.addr().port());
+                assert_eq!(ct.call(&format!("set {key} 0 0 1\r\n1\r\n")), "STORED\r\n");
+                assert_eq!(ct.call(&format!("incr {key} 1\r\n")), "2\r\n", "{key}: lost at once");
+            }
+        }
+        // The last write, once both clocks passed the next second.
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(gets(&mut ct, &key).map(|(_, v, _)| v), Some("2".to_string()), "{key}");
+        wait_item(&from.node, &key, |it| it.as_ref().is_some_and(|(_, v, _)| v == "2"));
+    }
+}
+
+/// xorshift64*: enough randomness for a reproducible interleaving.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+/// The last write of a key as the test made it: when, on which node, and the value (None: delete).
+struct LastOp {
+    at: Instant,
+    node: usize,
+    value: Option<String>,
+    /// Made on the same node as the write before, or long after it: it surely replaced it.
+    ordered: bool,
+}
+
+/// Past this long, a write has reached the peer on loopback.
+const SETTLED: Duration = Duration::from_millis(100);
+
+fn record(last: &mut Option<LastOp>, node: usize, value: Option<String>) {
+    let now = Instant::now();
+    let ordered = last.as_ref().is_none_or(|prev| prev.node == node || now - prev.at > SETTLED);
+    *last = Some(LastOp { at: now, node, value, ordered });
+}
+
+#[test]
+fn random_writes_deletes_and_flushes_on_both_nodes_converge() {
+    let seed = std::env::var("FLUSH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    let mut rng = Rng(seed);
+    let (a, b) = pair(&[]);
+    let mut clients = [a.node.client(), b.node.client()];
+    let keys: Vec<String> = (0..30).map(|i| format!("r{i}")).collect();
+    let mut last: Vec<Option<LastOp>> = (0..keys.len()).map(|_| None).collect();
+    // Writes before this may be flushed by a flush_all: the same millisecond may order a write
+    // on the other node before it, and a delayed flush flushes the writes until its time.
+    let mut horizon = Instant::now();
+    let margin = Duration::from_millis(10);
+    let start = Instant::now();
+    let mut step = 0;
+    while start.elapsed() < Duration::from_secs(4) {
+        step += 1;
+        let node = rng.below(2) as usize;
+        let c = &mut clients[node];
+        let k = rng.below(keys.len() as u64) as usize;
+        let key = &keys[k];
+        match rng.below(20) {
+            0 => {
+                assert_eq!(c.call("flush_all\r\n"), "OK\r\n", "seed {seed}");
+                horizon = horizon.max(Instant::now() + margin);
+            }
+            1 => {
+                let delay = 1 + rng.below(2);
+                assert_eq!(c.call(&format!("flush_all {delay}\r\n")), "OK\r\n", "seed {seed}");
+                horizon = horizon.max(Instant::now() + Duration::from_secs(delay) + margin);
+            }
+            2..=5 => {
+                let reply = c.call(&format!("delete {key}\r\n"));
+                assert!(reply == "DELETED\r\n" || reply == "NOT_FOUND\r\n", "seed {seed}: {reply}");
+                record(&mut last[k], node, None);
+            }
+            _ => {
+                let value = format!("{node}-{step}");
+                let reply = c.call(&format!("set {key} 0 0 {}\r\n{value}\r\n", value.len()));
+                assert_eq!(reply, "STORED\r\n", "seed {seed}");
+                record(&mut last[k], node, Some(value.clone()));
+                // Read your own write, unless a delayed flush is taking effect right now.
+                if Instant::now() > horizon {
+                    let got = gets(c, key).map(|(_, v, _)| v);
+                    assert_eq!(got, Some(value), "seed {seed}: {key} lost on the node that stored it");
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(rng.below(8)));
+    }
+    // Every delayed flush has taken effect by the horizon. A last write to every key then, on
+    // either node, has a known outcome.
+    std::thread::sleep(horizon.saturating_duration_since(Instant::now()) + SETTLED);
+    for (k, key) in keys.iter().enumerate() {
+        let node = rng.below(2) as usize;
+        let c = &mut clients[node];
+        if rng.below(3) == 0 {
+            c.call(&format!("delete {key}\r\n"));
+            record(&mut last[k], node, None);
+        } else {
+            let value = format!("{node}-last");
+            assert_eq!(c.call(&format!("set {key} 0 0 {}\r\n{value}\r\n", value.len())), "STORED\r\n");
+            record(&mut last[k], node, Some(value));
+        }
+    }
+    wait_for(&format!("identical copies (seed {seed})"), || {
+        (contents(&a.node, &keys) == contents(&b.node, &keys)).then_some(())
+    });
+    let copy = contents(&a.node, &keys);
+    let mut checked = 0;
+    for (k, op) in last.iter().enumerate() {
+        let Some(op) = op.as_ref().filter(|op| op.at > horizon && op.ordered) else { continue };
+        checked += 1;
+        assert_eq!(copy[k], op.value, "seed {seed}: {} after its last write on node {}", keys[k], op.node);
+    }
+    assert_eq!(checked, keys.len(), "seed {seed}");
+    eprintln!("seed {seed}: {step} steps");
 }

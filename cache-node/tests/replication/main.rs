@@ -37,9 +37,17 @@ fn member(tag: &str, repl_port: u16, peer_port: u16, extra: &[&str]) -> Member {
 /// tests loading both cores), it starts as master too, and the two-master merge may leave
 /// either one master. Tests need a settled pair, not a particular order.
 fn pair(extra: &[&str]) -> (Member, Member) {
+    pair_started_apart(extra, Duration::ZERO)
+}
+
+/// A pair whose second node starts `gap` after the first: their clocks then tick over to the
+/// next second at different moments, as those of two real nodes do.
+fn pair_started_apart(extra: &[&str], gap: Duration) -> (Member, Member) {
     let (pa, pb) = (free_port(), free_port());
+    let started = Instant::now();
     let a = member("repl-a", pa, pb, extra);
     wait_role(&a.node, "master");
+    std::thread::sleep(gap.saturating_sub(started.elapsed()));
     let b = member("repl-b", pb, pa, extra);
     let a_is_master = wait_for("one master and one slave", || {
         match (repl_stat(&a.node, "role").as_str(), repl_stat(&b.node, "role").as_str()) {
@@ -982,7 +990,9 @@ fn a_slave_that_gave_up_on_a_silent_link_is_taken_back_in_place_of_the_old_one()
 /// node that acknowledged it (the flush used to land on the next second of that node's clock).
 #[test]
 fn a_write_just_after_a_replicated_flush_survives_on_the_node_that_took_it() {
-    let (a, b) = pair(&[]);
+    // Half a second apart: each node's seconds start half-way through the other's, where a
+    // flush converted from one node's clock to the other's used to land a second late.
+    let (a, b) = pair_started_apart(&[], Duration::from_millis(500));
     for (from, to) in [(&a, &b), (&b, &a)] {
         let (mut cf, mut ct) = (from.node.client(), to.node.client());
         let mut key = String::new();
@@ -1041,7 +1051,8 @@ fn random_writes_deletes_and_flushes_on_both_nodes_converge() {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
     });
     let mut rng = Rng(seed);
-    let (a, b) = pair(&[]);
+    // Started apart, as in the test above: the nodes' seconds do not tick over together.
+    let (a, b) = pair_started_apart(&[], Duration::from_millis(500));
     let mut clients = [a.node.client(), b.node.client()];
     let keys: Vec<String> = (0..30).map(|i| format!("r{i}")).collect();
     let mut last: Vec<Option<LastOp>> = (0..keys.len()).map(|_| None).collect();

@@ -39,13 +39,18 @@ const MAX_HELD_PERCENT: usize = 50;
 /// over, the excess more plus a margin of 5% of `limit` (room for the next burst of writes
 /// before the guard looks again); while under, a quarter of the room beyond that margin back.
 pub fn next_held_back(rss: usize, bound: usize, held: usize, limit: usize) -> usize {
-    let max = limit * MAX_HELD_PERCENT / 100;
+    let max = percent(limit, MAX_HELD_PERCENT);
     let margin = limit / 20;
     if rss > bound {
-        return (held + (rss - bound) + margin).min(max);
+        return held.saturating_add(rss - bound).saturating_add(margin).min(max);
     }
     let room = (bound - rss).saturating_sub(margin);
     held.saturating_sub(room / 4).min(max)
+}
+
+/// `pct` percent of `bytes`, without overflow for any `-m`.
+fn percent(bytes: usize, pct: usize) -> usize {
+    usize::try_from(bytes as u128 * pct as u128 / 100).unwrap_or(usize::MAX)
 }
 
 /// The guard's state, shared by the connections and the watch.
@@ -81,7 +86,10 @@ impl Guard {
         let limit = ctx.settings.limit_bytes;
         let backlog = ctx.replication.get().map_or(0, |r| r.backlog_bytes.load(Relaxed) as usize);
         let connections = ctx.stats.curr_connections.load(Relaxed) as usize * PER_CONNECTION;
-        let bound = limit + limit * SLACK_PERCENT / 100 + self.before_items.load(Relaxed) + backlog + connections;
+        let bound = percent(limit, 100 + SLACK_PERCENT)
+            .saturating_add(self.before_items.load(Relaxed))
+            .saturating_add(backlog)
+            .saturating_add(connections);
         let held = ctx.store.held_back();
         let next = next_held_back(rss, bound, held, limit);
         if next == held {

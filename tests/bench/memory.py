@@ -75,11 +75,13 @@ def run_one(cfg, memory_mb: int, mix: str, name: str, binary: Path) -> dict:
         seconds = time.monotonic() - t0
         time.sleep(1.0)
         st = read_status(pid)
+        cached = curr_items(srv.port)
         if sent < cfg.factor * limit:
             raise RuntimeError(f"wrote only {sent:,} of {cfg.factor * limit:,} bytes in {cfg.timeout} s")
         return {
             "argv": srv.args(),
             "items": items,
+            "cached": cached,
             "bytes": sent,
             "refused": refused,
             "seconds": round(seconds, 1),
@@ -89,16 +91,33 @@ def run_one(cfg, memory_mb: int, mix: str, name: str, binary: Path) -> dict:
         }
 
 
+def curr_items(port: int) -> int:
+    """Items the server holds (`stats` curr_items): what the memory bound cost in hit rate."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+        c.sendall(b"stats\r\n")
+        reply = b""
+        while not reply.endswith(b"END\r\n"):
+            chunk = c.recv(65536)
+            if not chunk:
+                raise RuntimeError("the server closed the connection during stats")
+            reply += chunk
+    for line in reply.decode().splitlines():
+        if line.startswith("STAT curr_items "):
+            return int(line.split()[2])
+    raise RuntimeError("no curr_items in stats")
+
+
 def markdown(results: list[dict]) -> str:
     lines = [
         "| -m | mix | F MiB (mc / cn) | memcached RSS MiB (peak) | cache-node RSS MiB (peak) "
-        "| memcached RSS / (-m + F) | cache-node RSS / (-m + F) | cache-node / memcached | refused (mc / cn) |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| memcached RSS / (-m + F) | cache-node RSS / (-m + F) | cache-node / memcached | refused (mc / cn) "
+        "| items held (mc / cn) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         mc, cn = r["memcached"], r["cache-node"]
         if "error" in mc or "error" in cn:
-            lines.append(f"| {r['m']} | {MIXES[r['mix']][0]} | failed: {mc.get('error', '')} {cn.get('error', '')} |||||||")
+            lines.append(f"| {r['m']} | {MIXES[r['mix']][0]} | failed: {mc.get('error', '')} {cn.get('error', '')} ||||||||")
             continue
 
         def rel(x):
@@ -108,7 +127,8 @@ def markdown(results: list[dict]) -> str:
             f"| {r['m']} | {MIXES[r['mix']][0]} | {mc['fixed'] / MIB:.1f} / {cn['fixed'] / MIB:.1f} "
             f"| {mc['rss'] / MIB:.1f} ({mc['peak'] / MIB:.1f}) | {cn['rss'] / MIB:.1f} ({cn['peak'] / MIB:.1f}) "
             f"| {rel(mc):.2f}{' ✗' if rel(mc) > BOUND else ''} | {rel(cn):.2f}{' ✗' if rel(cn) > BOUND else ''} "
-            f"| **{cn['rss'] / mc['rss']:.2f}** | {mc['refused']:,} / {cn['refused']:,} |"
+            f"| **{cn['rss'] / mc['rss']:.2f}** | {mc['refused']:,} / {cn['refused']:,} "
+            f"| {mc['cached']:,} / {cn['cached']:,} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -10,8 +10,8 @@ use super::{Context, Reply, push_num};
 use crate::protocol::meta::{Command, Exptime, Flags, Meta, OPAQUE_TOO_LONG, encode_key};
 use crate::store::item::{BINARY_KEY, FETCHED};
 use crate::store::{
-    ArithOutcome, ArithRequest, DeleteRequest, DeleteStatus, MAX_KEY_LEN, MEMCACHED_CHUNK_MAX, Mode, ReadOptions,
-    RelTime, StoreRequest, StoreStatus, memcached_item_size,
+    ArithOutcome, ArithRequest, DeleteRequest, DeleteStatus, MAX_KEY_LEN, Mode, ReadOptions, RelTime, StoreRequest,
+    StoreStatus, classes, memcached_item_size,
 };
 
 const TOO_LARGE: &str = "SERVER_ERROR object too large for cache";
@@ -338,33 +338,13 @@ fn debug(ctx: &Context, key: &[u8], now: RelTime, out: &mut Vec<u8>) {
         out.extend_from_slice(if it.has(FETCHED) { b" fetch=yes" } else { b" fetch=no" });
         let size = memcached_item_size(key.len(), it.value().len(), it.flags);
         out.extend_from_slice(b" cls=");
-        push_num(out, slab_class(size));
+        push_num(out, classes::class_of(size));
         out.extend_from_slice(b" size=");
         push_num(out, size);
         out.extend_from_slice(b"\r\n");
     });
     if found.is_none() {
         out.extend_from_slice(b"EN\r\n");
-    }
-}
-
-/// The slab class memcached would keep an item of `size` bytes in, with its default slab
-/// settings (`-n 48`, `-f 1.25`, 1 MiB pages): chunks start at 96 bytes, grow by 1.25 rounded
-/// up to 8, and stop at 512 KiB, the last class, which also heads chained larger items.
-fn slab_class(size: usize) -> u32 {
-    const FACTOR: f64 = 1.25;
-    let mut chunk = 96usize;
-    let mut class = 1;
-    loop {
-        if chunk as f64 >= MEMCACHED_CHUNK_MAX as f64 / FACTOR {
-            return class;
-        }
-        let aligned = chunk.next_multiple_of(8);
-        if size <= aligned {
-            return class;
-        }
-        chunk = (aligned as f64 * FACTOR) as usize;
-        class += 1;
     }
 }
 

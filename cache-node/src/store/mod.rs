@@ -2,6 +2,7 @@
 //! per-item CAS and memcached's flush semantics. It knows nothing of any wire protocol: the
 //! protocol layers call these operations and render their results.
 
+pub mod classes;
 pub mod clock;
 mod flush;
 pub mod item;
@@ -36,9 +37,6 @@ pub fn memcached_item_size(key_len: usize, value_len: usize, flags: u32) -> usiz
     let suffix = if flags == 0 { 0 } else { 4 };
     48 + key_len + 1 + suffix + value_len + 2 + 8
 }
-
-/// memcached keeps items larger than this (by [`memcached_item_size`]) in chained chunks.
-pub const MEMCACHED_CHUNK_MAX: usize = 512 * 1024;
 
 /// memcached's `item_size_ok`: the item as memcached would lay it out must fit in `-I`.
 pub fn item_too_large(item_size_max: usize, key_len: usize, value_len: usize, flags: u32) -> bool {
@@ -656,7 +654,7 @@ impl Store {
         let it = shard.item(idx);
         // memcached's order: an empty value (or one it stores in chunks, over 512 KiB) is
         // refused before the CAS check, text that is no number only after it.
-        let chunked = memcached_item_size(key.len(), it.value().len(), it.flags) > MEMCACHED_CHUNK_MAX;
+        let chunked = memcached_item_size(key.len(), it.value().len(), it.flags) > classes::CHUNK_MAX;
         if it.value().is_empty() || chunked {
             return ArithOutcome::NonNumeric;
         }

@@ -178,15 +178,6 @@ fn me_shows_memcached_item_layout() {
     );
 }
 
-#[test]
-fn slab_classes_follow_memcached_defaults() {
-    for (size, class) in [(63, 1), (96, 1), (97, 2), (1184, 12), (1185, 13), (394_840, 38), (394_841, 39)] {
-        assert_eq!(slab_class(size), class, "size {size}");
-    }
-    assert_eq!(slab_class(MEMCACHED_CHUNK_MAX), 39);
-    assert_eq!(slab_class(2_000_000), 39);
-}
-
 /// Random lines made of meta commands, flags and hostile bytes must never panic.
 #[test]
 fn garbage_never_panics() {

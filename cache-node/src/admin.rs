@@ -118,6 +118,7 @@ impl Collector for StatsCollector {
         let ctx = &self.0;
         let store = ctx.store.stats();
         let c = store.counters;
+        let t = store.totals();
         let server = &ctx.stats;
         let (user, system) = stats::rusage();
         let mut out = Out(encoder);
@@ -184,23 +185,23 @@ impl Collector for StatsCollector {
         )?;
 
         // memcached counts cas commands in cmd_set too; the exporter's set excludes them.
-        let cas = c.cas_hits + c.cas_misses + c.cas_badval;
+        let cas = t.cas_hits + c.cas_misses + t.cas_badval;
         let commands = [
-            ("get", "hit", c.get_hits),
+            ("get", "hit", t.get_hits),
             ("get", "miss", c.get_misses),
-            ("delete", "hit", c.delete_hits),
+            ("delete", "hit", t.delete_hits),
             ("delete", "miss", c.delete_misses),
-            ("incr", "hit", c.incr_hits),
+            ("incr", "hit", t.incr_hits),
             ("incr", "miss", c.incr_misses),
-            ("decr", "hit", c.decr_hits),
+            ("decr", "hit", t.decr_hits),
             ("decr", "miss", c.decr_misses),
-            ("cas", "hit", c.cas_hits),
+            ("cas", "hit", t.cas_hits),
             ("cas", "miss", c.cas_misses),
-            ("cas", "badval", c.cas_badval),
-            ("touch", "hit", c.touch_hits),
+            ("cas", "badval", t.cas_badval),
+            ("touch", "hit", t.touch_hits),
             ("touch", "miss", c.touch_misses),
             ("flush", "hit", server.cmd_flush.load(Relaxed)),
-            ("set", "hit", c.cmd_set.saturating_sub(cas)),
+            ("set", "hit", t.cmd_set.saturating_sub(cas)),
         ];
         let mut family = out.0.encode_descriptor(
             "memcached_commands",
@@ -221,12 +222,12 @@ impl Collector for StatsCollector {
         out.counter(
             "memcached_items_evicted",
             "Total number of valid items removed from cache to free memory for new items.",
-            c.evictions,
+            t.evicted,
         )?;
         out.counter(
             "memcached_items_reclaimed",
             "Total number of times an entry was stored using memory from an expired entry.",
-            c.reclaimed,
+            t.reclaimed,
         )?;
         self.encode_replication(&mut out)
     }

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use super::Context;
 use crate::server::conns::Transport;
+use crate::store::classes;
 
 /// Connection-level counters; item counters live in the store's shards.
 #[derive(Debug, Default)]
@@ -83,6 +84,7 @@ pub fn general(ctx: &Context) -> StatList {
     let now = ctx.clock.now();
     let s = ctx.store.stats();
     let c = s.counters;
+    let t = s.totals();
     let (user, system) = rusage();
     out.add("pid", std::process::id());
     out.add("uptime", uptime(ctx));
@@ -98,23 +100,23 @@ pub fn general(ctx: &Context) -> StatList {
     out.add("rejected_connections", ctx.stats.rejected_connections.load(Relaxed));
     out.add("connection_structures", ctx.stats.curr_connections.load(Relaxed));
     out.add("cmd_get", c.cmd_get);
-    out.add("cmd_set", c.cmd_set);
+    out.add("cmd_set", t.cmd_set);
     out.add("cmd_flush", ctx.stats.cmd_flush.load(Relaxed));
     out.add("cmd_touch", c.cmd_touch);
-    out.add("get_hits", c.get_hits);
+    out.add("get_hits", t.get_hits);
     out.add("get_misses", c.get_misses);
     out.add("get_expired", c.get_expired);
     out.add("get_flushed", c.get_flushed);
     out.add("delete_misses", c.delete_misses);
-    out.add("delete_hits", c.delete_hits);
+    out.add("delete_hits", t.delete_hits);
     out.add("incr_misses", c.incr_misses);
-    out.add("incr_hits", c.incr_hits);
+    out.add("incr_hits", t.incr_hits);
     out.add("decr_misses", c.decr_misses);
-    out.add("decr_hits", c.decr_hits);
+    out.add("decr_hits", t.decr_hits);
     out.add("cas_misses", c.cas_misses);
-    out.add("cas_hits", c.cas_hits);
-    out.add("cas_badval", c.cas_badval);
-    out.add("touch_hits", c.touch_hits);
+    out.add("cas_hits", t.cas_hits);
+    out.add("cas_badval", t.cas_badval);
+    out.add("touch_hits", t.touch_hits);
     out.add("touch_misses", c.touch_misses);
     // As memcached: only with idle_timeout on.
     if ctx.settings.idle_timeout.is_some() {
@@ -128,10 +130,10 @@ pub fn general(ctx: &Context) -> StatList {
     out.add("bytes", s.bytes);
     out.add("curr_items", s.curr_items);
     out.add("total_items", c.total_items);
-    out.add("expired_unfetched", c.expired_unfetched);
-    out.add("evicted_unfetched", c.evicted_unfetched);
-    out.add("evictions", c.evictions);
-    out.add("reclaimed", c.reclaimed);
+    out.add("expired_unfetched", t.expired_unfetched);
+    out.add("evicted_unfetched", t.evicted_unfetched);
+    out.add("evictions", t.evicted);
+    out.add("reclaimed", t.reclaimed);
     out
 }
 
@@ -154,30 +156,62 @@ pub fn settings(ctx: &Context) -> StatList {
     out
 }
 
-/// `stats items`: one pseudo slab class holds everything (the store has no slab classes).
+/// `stats items`: per slab class that holds items, memcached's fields for an LRU that is not
+/// segmented (`-o no_lru_maintainer`): cache-node has one CLOCK list per shard. Classes are
+/// those memcached would use for the same items ([`crate::store::classes`]). `age` is as of
+/// the background sweep's last pass over the items.
 pub fn items(ctx: &Context) -> StatList {
     let mut out = StatList::default();
-    let s = ctx.store.stats();
-    if s.curr_items > 0 {
-        let c = s.counters;
-        out.add("items:1:number", s.curr_items);
-        out.add("items:1:evicted", c.evictions);
-        out.add("items:1:evicted_unfetched", c.evicted_unfetched);
-        out.add("items:1:expired_unfetched", c.expired_unfetched);
-        out.add("items:1:reclaimed", c.reclaimed);
+    let now = ctx.clock.now();
+    for (n, c) in ctx.store.stats().classes.iter().filter(|(_, c)| c.number > 0) {
+        let mut add = |name: &str, value: u64| out.add(format!("items:{n}:{name}"), value);
+        add("number", c.number);
+        add("age", u64::from(now.saturating_sub(c.oldest)));
+        add("mem_requested", c.mem_requested);
+        add("evicted", c.evicted);
+        add("evicted_nonzero", c.evicted_nonzero);
+        add("evicted_time", u64::from(c.evicted_time));
+        add("outofmemory", c.outofmemory);
+        // No tail item is ever repaired or found locked: there are no item reference counts.
+        add("tailrepairs", 0);
+        add("reclaimed", c.reclaimed);
+        add("expired_unfetched", c.expired_unfetched);
+        add("evicted_unfetched", c.evicted_unfetched);
+        add("crawler_reclaimed", c.crawler_reclaimed);
+        add("crawler_items_checked", c.crawler_items_checked);
+        add("lrutail_reflocked", 0);
     }
     out
 }
 
-/// `stats slabs`: memory totals, in the shape memcached uses.
+/// `stats slabs`: per slab class, the chunks and pages memcached would use for the items held
+/// now, and the class's hit counters; `total_malloced` is the memory the items really take.
 pub fn slabs(ctx: &Context) -> StatList {
     let mut out = StatList::default();
     let s = ctx.store.stats();
-    if s.curr_items > 0 {
-        out.add("1:used_chunks", s.curr_items);
-        out.add("1:mem_requested", s.bytes);
+    let mut active = 0;
+    for (n, c) in s.classes.iter().filter(|(_, c)| c.chunks > 0) {
+        active += 1;
+        let per_page = classes::chunks_per_page(n) as u64;
+        let pages = c.chunks.div_ceil(per_page);
+        let mut add = |name: &str, value: u64| out.add(format!("{n}:{name}"), value);
+        add("chunk_size", classes::chunk_size(n) as u64);
+        add("chunks_per_page", per_page);
+        add("total_pages", pages);
+        add("total_chunks", pages * per_page);
+        add("used_chunks", c.chunks);
+        add("free_chunks", pages * per_page - c.chunks);
+        add("free_chunks_end", 0);
+        add("get_hits", c.get_hits);
+        add("cmd_set", c.cmd_set);
+        add("delete_hits", c.delete_hits);
+        add("incr_hits", c.incr_hits);
+        add("decr_hits", c.decr_hits);
+        add("cas_hits", c.cas_hits);
+        add("cas_badval", c.cas_badval);
+        add("touch_hits", c.touch_hits);
     }
-    out.add("active_slabs", u8::from(s.curr_items > 0));
+    out.add("active_slabs", active);
     out.add("total_malloced", s.bytes);
     out
 }

@@ -5,6 +5,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
+use super::classes;
 use super::clock::RelTime;
 
 /// Set while the item was read since the clock hand last passed (the LRU approximation).
@@ -39,6 +40,8 @@ pub struct Item {
     pub flags: u32,
     key_len: u8,
     pub bits: u8,
+    /// memcached's slab class for this item ([`classes::class_of`]), for the statistics.
+    class: u8,
 }
 
 impl Item {
@@ -57,6 +60,7 @@ impl Item {
             buf[at..at + part.len()].write_copy_of_slice(part);
             at += part.len();
         }
+        let class = classes::class_of(classes::memcached_item_size(key.len(), len - key.len(), flags));
         Self {
             // SAFETY: the parts add up to `len`, so every byte was written above.
             data: unsafe { data.assume_init() },
@@ -67,6 +71,7 @@ impl Item {
             flags,
             key_len: key.len() as u8,
             bits: 0,
+            class,
         }
     }
 
@@ -100,6 +105,21 @@ impl Item {
     /// Bytes charged against the memory limit.
     pub fn size(&self) -> usize {
         charge(self.data.len())
+    }
+
+    /// The slab class memcached would keep this item in (1-based).
+    pub fn class(&self) -> u8 {
+        self.class
+    }
+
+    /// The item's size as memcached counts it ([`classes::memcached_item_size`]).
+    pub fn memcached_size(&self) -> usize {
+        classes::memcached_item_size(self.key_len as usize, self.value().len(), self.flags)
+    }
+
+    /// Calls `f` with the class of each chunk memcached would use for this item.
+    pub fn chunks(&self, f: impl FnMut(u8)) {
+        classes::chunks(self.key_len as usize, self.value().len(), self.flags, f);
     }
 
     pub fn has(&self, bit: u8) -> bool {

@@ -18,6 +18,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::number::parse_counter;
 
+pub use classes::memcached_item_size;
 pub use clock::{Clock, RelTime};
 pub use flush::Flush;
 use flush::Flushes;
@@ -25,18 +26,11 @@ pub use item::Item;
 use item::{BINARY_KEY, FETCHED, REFERENCED, STALE, WON, charge};
 pub use replica::{Change, ChangeSink, RemoteItem, TOMBSTONE_TTL};
 use shard::{Dead, KeyHasher, Shard, hash_key};
-pub use stats::{ShardStats, StoreStats};
+pub use stats::{ClassStats, ShardStats, StoreStats};
 use version::Hlc;
 
 /// Longest key memcached accepts.
 pub const MAX_KEY_LEN: usize = 250;
-
-/// memcached's `ITEM_ntotal`: its 48-byte header, the key with its NUL, the flags suffix (only
-/// for non-zero flags), the value with its CRLF and the CAS.
-pub fn memcached_item_size(key_len: usize, value_len: usize, flags: u32) -> usize {
-    let suffix = if flags == 0 { 0 } else { 4 };
-    48 + key_len + 1 + suffix + value_len + 2 + 8
-}
 
 /// memcached's `item_size_ok`: the item as memcached would lay it out must fit in `-I`.
 pub fn item_too_large(item_size_max: usize, key_len: usize, value_len: usize, flags: u32) -> bool {
@@ -404,6 +398,7 @@ impl Store {
                 }
                 let exptime = opts.vivify?;
                 if !self.make_room(shard, None, charge(key.len()), now) {
+                    shard.classes[classes::class_of(memcached_item_size(key.len(), 0, 0))].outofmemory += 1;
                     return None;
                 }
                 let mut item = Item::new(key, b"", 0, exptime, now);
@@ -422,10 +417,11 @@ impl Store {
                 return Some(r);
             }
         };
+        let class = shard.class_of(idx);
         if opts.touch.is_some() {
-            shard.stats.touch_hits += 1;
+            class.touch_hits += 1;
         } else {
-            shard.stats.get_hits += 1;
+            class.get_hits += 1;
         }
         let it = shard.item_mut(idx);
         let mut state = ReadState {
@@ -472,7 +468,7 @@ impl Store {
         shard.stats.cmd_touch += 1;
         match self.live(shard, hash, key, now) {
             Ok(idx) => {
-                shard.stats.touch_hits += 1;
+                shard.class_of(idx).touch_hits += 1;
                 let it = shard.item_mut(idx);
                 it.exptime = exptime;
                 it.time = now;
@@ -496,7 +492,7 @@ impl Store {
         }
         let (hash, mut shard) = self.locate(req.key);
         let shard = &mut *shard;
-        shard.stats.cmd_set += 1;
+        shard.classes[classes::class_of(memcached_item_size(req.key.len(), req.value.len(), req.flags))].cmd_set += 1;
         let existing = self.live(shard, hash, req.key, now).ok();
         let new_item = || {
             let mut it = Item::new(req.key, req.value, req.flags, req.exptime, now);
@@ -523,20 +519,21 @@ impl Store {
             }
             (Mode::Cas, Some(idx)) => {
                 let old = shard.item(idx);
+                let class = old.class();
                 if old.cas == req.cas {
-                    shard.stats.cas_hits += 1;
+                    shard.classes[class].cas_hits += 1;
                     new_item()
                 } else if req.invalidate && req.cas != 0 && req.cas < old.cas {
                     // Meta I: an outdated writer still stores, but the result is stale and
                     // keeps the old expiry and win token, as memcached does.
                     let (exptime, won) = (old.exptime, old.bits & WON);
-                    shard.stats.cas_hits += 1;
+                    shard.classes[class].cas_hits += 1;
                     let mut it = new_item();
                     it.exptime = exptime;
                     it.bits |= STALE | won;
                     it
                 } else {
-                    shard.stats.cas_badval += 1;
+                    shard.classes[class].cas_badval += 1;
                     return fail(StoreStatus::Exists);
                 }
             }
@@ -561,6 +558,7 @@ impl Store {
     /// Links `item` in place of `existing` (or as new), making room first.
     fn put(&self, shard: &mut Shard, hash: u64, existing: Option<u32>, mut item: Item, now: RelTime) -> StoreOutcome {
         if !self.make_room(shard, existing, item.size(), now) {
+            shard.classes[item.class()].outofmemory += 1;
             return StoreOutcome { status: StoreStatus::NoMemory, cas: 0 };
         }
         let cas = self.cas_id();
@@ -596,7 +594,7 @@ impl Store {
             return DeleteStatus::Exists;
         }
         let (flags, exptime) = (it.flags, it.exptime);
-        shard.stats.delete_hits += 1;
+        shard.class_of(idx).delete_hits += 1;
         if req.invalidate {
             // Stale items stay readable; the next reader wins the right to recache.
             let cas = self.cas_id();
@@ -665,11 +663,12 @@ impl Store {
             return ArithOutcome::NonNumeric;
         };
         let (old_len, old_exptime, old_flags) = (it.value().len(), it.exptime, it.flags);
+        let class = shard.class_of(idx);
         let value = if req.incr {
-            shard.stats.incr_hits += 1;
+            class.incr_hits += 1;
             current.wrapping_add(req.delta)
         } else {
-            shard.stats.decr_hits += 1;
+            class.decr_hits += 1;
             current.saturating_sub(req.delta)
         };
         let text = value.to_string();
@@ -801,18 +800,24 @@ impl Store {
         }
     }
 
-    /// One step of background expiry: visits up to `budget` slots and frees dead items.
+    /// One step of background expiry: visits up to `budget` slots, shard after shard, and
+    /// frees dead items. Each shard visited costs at least one slot of the budget, so a small
+    /// store is swept whole in one step and a large one a slice at a time.
     pub fn sweep(&self, now: RelTime, budget: usize) {
-        let (shard_idx, pos) = {
-            let at = self.sweep_at.lock();
-            *at
-        };
-        let (freed, next) = self.shards[shard_idx].lock().sweep(&self.hasher, pos, budget, now);
-        if freed > 0 {
-            self.used.fetch_sub(freed, Relaxed);
-        }
         let mut at = self.sweep_at.lock();
-        *at = if next == 0 { ((shard_idx + 1) % self.shards.len(), 0) } else { (shard_idx, next) };
+        let mut left = budget;
+        for _ in 0..self.shards.len() {
+            if left == 0 {
+                break;
+            }
+            let (shard_idx, pos) = *at;
+            let (freed, visited, next) = self.shards[shard_idx].lock().sweep(&self.hasher, pos, left, now);
+            if freed > 0 {
+                self.used.fetch_sub(freed, Relaxed);
+            }
+            left = left.saturating_sub(visited.max(1));
+            *at = if next == 0 { ((shard_idx + 1) % self.shards.len(), 0) } else { (shard_idx, next) };
+        }
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -820,6 +825,9 @@ impl Store {
         for shard in self.shards.iter() {
             let shard = shard.lock();
             s.counters += shard.stats;
+            for (total, class) in s.classes.0.iter_mut().zip(&shard.classes.0) {
+                total.merge(class);
+            }
             s.curr_items += shard.items as u64;
             s.bytes += shard.bytes as u64;
         }
@@ -829,7 +837,9 @@ impl Store {
     /// Zeroes the counters (`stats reset`); item counts and bytes are state, not counters.
     pub fn reset_stats(&self) {
         for shard in self.shards.iter() {
-            shard.lock().stats = ShardStats::default();
+            let mut shard = shard.lock();
+            shard.stats = ShardStats::default();
+            shard.classes.0.iter_mut().for_each(ClassStats::reset);
         }
     }
 

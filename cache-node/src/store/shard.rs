@@ -6,10 +6,11 @@
 
 use hashbrown::HashTable;
 
+use super::classes;
 use super::clock::RelTime;
 use super::item::{FETCHED, Item, REFERENCED};
 use super::replica::Tombstones;
-use super::stats::ShardStats;
+use super::stats::{ClassStats, PerClass, ShardStats};
 
 /// Hashes keys; one instance per store so every shard agrees.
 pub type KeyHasher = foldhash::fast::FixedState;
@@ -45,6 +46,16 @@ pub enum Dead {
     Flushed,
 }
 
+/// Oldest access time per class seen so far by a sweep pass (0: none).
+#[derive(Debug, Clone, Copy)]
+struct PassOldest([RelTime; classes::COUNT]);
+
+impl Default for PassOldest {
+    fn default() -> Self {
+        Self([0; classes::COUNT])
+    }
+}
+
 #[derive(Default)]
 pub struct Shard {
     table: HashTable<u32>,
@@ -55,6 +66,8 @@ pub struct Shard {
     pub bytes: usize,
     pub items: usize,
     pub stats: ShardStats,
+    pub classes: PerClass,
+    pass_oldest: PassOldest,
     /// Recently deleted keys (only while replicating).
     pub tombstones: Tombstones,
     /// The store's flushes, copied into every shard so that they are read under its lock.
@@ -82,7 +95,7 @@ impl Shard {
             return (Ok(idx), 0);
         };
         if dead == Dead::Expired && !it.has(FETCHED) {
-            self.stats.expired_unfetched += 1;
+            self.classes[it.class()].expired_unfetched += 1;
         }
         let freed = self.remove(hash, idx);
         (Err(dead), freed)
@@ -96,11 +109,19 @@ impl Shard {
         &mut self.slots[idx as usize]
     }
 
+    /// The statistics of the class of the item in slot `idx`.
+    pub fn class_of(&mut self, idx: u32) -> &mut ClassStats {
+        let class = self.slots[idx as usize].class();
+        &mut self.classes[class]
+    }
+
     /// Replaces the item in slot `idx` (same key), returning the change in charged bytes.
     pub fn replace(&mut self, idx: u32, item: Item) -> isize {
+        self.uncount(idx);
         let slot = &mut self.slots[idx as usize];
         let delta = item.size() as isize - slot.size() as isize;
         *slot = item;
+        self.count(idx);
         self.bytes = (self.bytes as isize + delta) as usize;
         delta
     }
@@ -122,7 +143,29 @@ impl Shard {
         };
         let slots = &self.slots;
         self.table.insert_unique(hash, idx, |&i| hash_key(hasher, slots[i as usize].key()));
+        self.count(idx);
         idx
+    }
+
+    /// Adds the item in slot `idx` to its class's statistics.
+    fn count(&mut self, idx: u32) {
+        let it = &self.slots[idx as usize];
+        let class = &mut self.classes[it.class()];
+        if class.number == 0 {
+            class.oldest = it.time;
+        }
+        class.number += 1;
+        class.mem_requested += it.memcached_size() as u64;
+        it.chunks(|c| self.classes[c].chunks += 1);
+    }
+
+    /// Takes the item in slot `idx` out of its class's statistics.
+    fn uncount(&mut self, idx: u32) {
+        let it = &self.slots[idx as usize];
+        let class = &mut self.classes[it.class()];
+        class.number -= 1;
+        class.mem_requested -= it.memcached_size() as u64;
+        it.chunks(|c| self.classes[c].chunks -= 1);
     }
 
     /// Removes the item in slot `idx`, returning the bytes it was charged.
@@ -130,6 +173,7 @@ impl Shard {
         if let Ok(entry) = self.table.find_entry(hash, |&i| i == idx) {
             entry.remove();
         }
+        self.uncount(idx);
         let freed = self.slots[idx as usize].clear();
         self.free.push(idx);
         self.bytes -= freed;
@@ -160,13 +204,15 @@ impl Shard {
                 it.bits &= !REFERENCED;
                 continue;
             }
+            let class = &mut self.classes[it.class()];
             if dead {
-                self.stats.reclaimed += 1;
+                class.reclaimed += 1;
             } else {
-                self.stats.evictions += 1;
-                if !it.has(FETCHED) {
-                    self.stats.evicted_unfetched += 1;
-                }
+                class.evicted += 1;
+                class.evicted_nonzero += u64::from(it.exptime != 0);
+                class.evicted_time = now.saturating_sub(it.time);
+                class.evicted_at = now;
+                class.evicted_unfetched += u64::from(!it.has(FETCHED));
             }
             let hash = hash_key(hasher, it.key());
             return Some(self.remove(hash, idx as u32));
@@ -174,9 +220,13 @@ impl Shard {
         None
     }
 
-    /// Removes up to `budget` expired or flushed items, resuming where the last call stopped.
-    /// Returns (bytes freed, next position); position 0 means the sweep went all the way round.
-    pub fn sweep(&mut self, hasher: &KeyHasher, from: usize, budget: usize, now: RelTime) -> (usize, usize) {
+    /// Visits up to `budget` slots from `from`, freeing expired and flushed items and noting
+    /// the oldest access time per class. Returns (bytes freed, slots visited, next position);
+    /// position 0 means the pass went all the way round.
+    pub fn sweep(&mut self, hasher: &KeyHasher, from: usize, budget: usize, now: RelTime) -> (usize, usize, usize) {
+        if from == 0 {
+            self.pass_oldest = PassOldest::default();
+        }
         let mut freed = 0;
         let end = (from + budget).min(self.slots.len());
         for idx in from..end {
@@ -184,20 +234,33 @@ impl Shard {
             if it.is_free() {
                 continue;
             }
-            if self.flush.flushes(it, now) || (it.exptime != 0 && it.exptime <= now) {
-                if !it.has(FETCHED) && it.exptime != 0 && it.exptime <= now {
-                    self.stats.expired_unfetched += 1;
-                }
-                self.stats.reclaimed += 1;
+            let class = &mut self.classes[it.class()];
+            class.crawler_items_checked += 1;
+            let expired = it.exptime != 0 && it.exptime <= now;
+            if expired || self.flush.flushes(it, now) {
+                class.crawler_reclaimed += 1;
+                class.expired_unfetched += u64::from(expired && !it.has(FETCHED));
                 let hash = hash_key(hasher, it.key());
                 freed += self.remove(hash, idx as u32);
+            } else {
+                let oldest = &mut self.pass_oldest.0[it.class() as usize - 1];
+                if *oldest == 0 || it.time < *oldest {
+                    *oldest = it.time;
+                }
             }
         }
-        let next = if end >= self.slots.len() { 0 } else { end };
-        if from == 0 {
-            self.tombstones.expire(now);
+        if end < self.slots.len() {
+            return (freed, end - from, end);
         }
-        (freed, next)
+        // A whole pass: what it saw is the oldest item of each class (items written since are
+        // younger).
+        for (class, oldest) in self.classes.0.iter_mut().zip(self.pass_oldest.0) {
+            if oldest != 0 {
+                class.oldest = oldest;
+            }
+        }
+        self.tombstones.expire(now);
+        (freed, end - from, 0)
     }
 
     /// The items that are neither expired nor flushed (for snapshots).

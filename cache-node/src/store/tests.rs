@@ -26,7 +26,7 @@ fn set_get_delete() {
     assert_eq!(value(&s, b"k", NOW), None);
     assert_eq!(s.used_bytes(), 0);
     let st = s.stats();
-    assert_eq!((st.counters.get_hits, st.counters.get_misses, st.curr_items), (1, 1, 0));
+    assert_eq!((st.totals().get_hits, st.counters.get_misses, st.curr_items), (1, 1, 0));
 }
 
 #[test]
@@ -69,11 +69,55 @@ fn expiry_is_lazy_and_swept() {
     assert_eq!(s.stats().counters.get_expired, 1);
 
     s.store(&req, NOW);
-    for _ in 0..64 {
-        s.sweep(NOW + 5, 1000);
-    }
+    // One step sweeps a small store whole, however many shards it has.
+    s.sweep(NOW + 5, 1000);
     assert_eq!(s.stats().curr_items, 0);
     assert_eq!(s.used_bytes(), 0);
+    assert_eq!(s.stats().totals().crawler_reclaimed, 1);
+}
+
+/// memcached's t/issue_14.t: the memory of expired items is used again before memory grows.
+#[test]
+fn expired_items_make_room_for_new_ones() {
+    let s = store();
+    let value = vec![b'x'; 66560];
+    let set_all = |prefix: &str, exptime: RelTime| {
+        for i in 0..10 {
+            let key = format!("{prefix}{i}");
+            let mut req = StoreRequest::new(Mode::Set, key.as_bytes(), &value);
+            req.exptime = exptime;
+            assert_eq!(s.store(&req, NOW).status, StoreStatus::Stored);
+        }
+    };
+    set_all("old", NOW + 2);
+    let before = s.stats().bytes;
+    s.sweep(NOW + 4, 4096);
+    set_all("new", 0);
+    assert_eq!(s.stats().bytes, before);
+}
+
+/// memcached's t/issue_22.t: items are counted in memcached's slab class for their size, and
+/// evictions in the class of the evicted item.
+#[test]
+fn items_and_evictions_are_counted_per_slab_class() {
+    let s = Store::new(Config { limit_bytes: 3 << 20, item_size_max: 1 << 20 });
+    let value = vec![b'x'; 66560];
+    for i in 0..100 {
+        assert_eq!(set(&s, format!("key{i}").as_bytes(), &value).status, StoreStatus::Stored);
+    }
+    set(&s, b"small", b"v");
+    let st = s.stats();
+    let big = st.classes[31];
+    assert!(big.evicted > 50 && big.evicted == st.totals().evicted, "{big:?}");
+    assert_eq!(big.number + big.evicted, 100);
+    // Keys key0..key99 are 4 or 5 bytes long.
+    let sizes = memcached_item_size(4, 66560, 0) as u64..=memcached_item_size(5, 66560, 0) as u64;
+    assert!(sizes.contains(&(big.mem_requested / big.number)), "{big:?}");
+    assert_eq!(big.cmd_set, 100);
+    assert_eq!((st.classes[1].number, st.classes[1].mem_requested, st.classes[1].chunks), (1, 65, 1));
+    s.reset_stats();
+    let st = s.stats();
+    assert_eq!((st.classes[31].evicted, st.classes[31].cmd_set, st.classes[31].number), (0, 0, big.number));
 }
 
 #[test]
@@ -127,7 +171,7 @@ fn memory_limit_evicts_least_recently_used() {
         assert!(s.used_bytes() <= 1 << 20);
     }
     let st = s.stats();
-    assert!(st.counters.evictions > 3000);
+    assert!(st.totals().evicted > 3000);
     assert!(st.bytes as usize <= 1 << 20);
     assert_eq!(st.bytes as usize, s.used_bytes());
     assert!(s.get(b"key0", NOW, |_| ()).is_some());

@@ -802,7 +802,8 @@ impl Store {
     }
 
     /// One step of background expiry: visits up to `budget` slots and frees dead items.
-    pub fn sweep(&self, now: RelTime, budget: usize) {
+    /// Returns whether this step began a pass over the whole store (`lru_crawler_starts`).
+    pub fn sweep(&self, now: RelTime, budget: usize) -> bool {
         let (shard_idx, pos) = {
             let at = self.sweep_at.lock();
             *at
@@ -813,6 +814,7 @@ impl Store {
         }
         let mut at = self.sweep_at.lock();
         *at = if next == 0 { ((shard_idx + 1) % self.shards.len(), 0) } else { (shard_idx, next) };
+        (shard_idx, pos) == (0, 0)
     }
 
     pub fn stats(&self) -> StoreStats {

@@ -152,7 +152,11 @@ impl Shard {
             let idx = self.hand;
             self.hand += 1;
             let it = &mut self.slots[idx];
-            if it.is_free() || pin == Some(idx as u32) {
+            if it.is_free() {
+                continue;
+            }
+            if pin == Some(idx as u32) {
+                self.stats.lrutail_reflocked += 1;
                 continue;
             }
             let dead = self.flush.flushes(it, now) || (it.exptime != 0 && it.exptime <= now);
@@ -184,11 +188,14 @@ impl Shard {
             if it.is_free() {
                 continue;
             }
+            self.stats.crawler_items_checked += 1;
             if self.flush.flushes(it, now) || (it.exptime != 0 && it.exptime <= now) {
                 if !it.has(FETCHED) && it.exptime != 0 && it.exptime <= now {
                     self.stats.expired_unfetched += 1;
                 }
-                self.stats.reclaimed += 1;
+                // memcached counts what its crawler frees here, not under `reclaimed` (memory
+                // of a dead item reused by a write).
+                self.stats.crawler_reclaimed += 1;
                 let hash = hash_key(hasher, it.key());
                 freed += self.remove(hash, idx as u32);
             }

@@ -26,6 +26,12 @@ pub struct ShardStats {
     pub reclaimed: u64,
     pub expired_unfetched: u64,
     pub evicted_unfetched: u64,
+    /// Dead (expired or flushed) items freed by the background sweep, memcached's crawler.
+    pub crawler_reclaimed: u64,
+    /// Items the background sweep looked at.
+    pub crawler_items_checked: u64,
+    /// Items an eviction passed over because the writer that is replacing them holds them.
+    pub lrutail_reflocked: u64,
 }
 
 impl std::ops::AddAssign for ShardStats {
@@ -53,6 +59,9 @@ impl std::ops::AddAssign for ShardStats {
         self.reclaimed += o.reclaimed;
         self.expired_unfetched += o.expired_unfetched;
         self.evicted_unfetched += o.evicted_unfetched;
+        self.crawler_reclaimed += o.crawler_reclaimed;
+        self.crawler_items_checked += o.crawler_items_checked;
+        self.lrutail_reflocked += o.lrutail_reflocked;
     }
 }
 

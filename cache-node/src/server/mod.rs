@@ -29,8 +29,8 @@ use workers::Workers;
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 const SWEEP_BUDGET: usize = 4096;
 
-/// The listen backlog the client ports ask for: what Rust's `TcpListener::bind` passes to
-/// `listen` (see the test that reads it back from the kernel).
+/// The listen backlog of the client ports (`tcp_backlog`): what Rust's `TcpListener::bind`
+/// passes to `listen`, as `ss -ltn` shows for a running node (Send-Q 128).
 pub const TCP_BACKLOG: u32 = 128;
 
 /// After a failed accept (out of file descriptors and the like): how long to back off instead

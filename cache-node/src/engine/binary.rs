@@ -48,6 +48,7 @@ pub fn process(ctx: &Context, buf: &[u8], out: &mut Reply) -> Progress {
                 (len, swallow)
             }
             Parse::TooLarge { header, key, drop_old, len, swallow } => {
+                ctx.stats.store_too_large.fetch_add(1, Relaxed);
                 // memcached drops the old value of a set it could not store: never serve stale data.
                 if drop_old {
                     ctx.store.delete(key, now, DeleteRequest::default());
@@ -148,6 +149,7 @@ fn execute(ctx: &Context, req: &Request<'_>, now: RelTime, out: &mut Reply) -> b
                 binary_key: false,
             };
             let outcome = ctx.store.store(&store_req, now);
+            ctx.stats.store_refused(outcome.status, mode);
             // memcached words a refused add or replace as the collision or the miss it was.
             let refused = match mode {
                 Mode::Add => Status::KeyExists,

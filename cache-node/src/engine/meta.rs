@@ -6,6 +6,8 @@
 //! request set its expiry in order, the later winning. The store applies the outcome
 //! atomically; the rendering loop below replays the order.
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use super::{Context, Reply, push_num};
 use crate::protocol::meta::{Command, Exptime, Flags, Meta, OPAQUE_TOO_LONG, encode_key};
 use crate::store::item::{BINARY_KEY, FETCHED};
@@ -29,7 +31,11 @@ pub fn execute(ctx: &Context, m: &Meta<'_>, now: RelTime, out: &mut Reply) {
         Command::Set(mode) => set(ctx, m, key, mode, now, out),
         Command::Delete => delete(ctx, m, key, now, out),
         Command::Arith { incr } => arith(ctx, m, key, incr, now, out),
-        Command::Debug => debug(ctx, key, now, out),
+        Command::Debug => {
+            // memcached 1.6.18 counts only `me` as cmd_meta.
+            ctx.stats.cmd_meta.fetch_add(1, Relaxed);
+            debug(ctx, key, now, out)
+        }
         Command::Noop => out.extend_from_slice(b"MN\r\n"),
     }
 }
@@ -187,6 +193,7 @@ fn set(ctx: &Context, m: &Meta<'_>, key: &[u8], mode: Mode, now: RelTime, out: &
         line(out, reply);
     };
     let Some(value) = m.value else {
+        ctx.stats.store_too_large.fetch_add(1, Relaxed);
         refuse(out, TOO_LARGE);
         return;
     };
@@ -201,6 +208,7 @@ fn set(ctx: &Context, m: &Meta<'_>, key: &[u8], mode: Mode, now: RelTime, out: &
         binary_key: f.base64,
     };
     let outcome = ctx.store.store(&req, now);
+    ctx.stats.store_refused(outcome.status, mode);
     let code: &[u8] = match outcome.status {
         StoreStatus::Stored if f.quiet => return,
         StoreStatus::Stored => b"HD",

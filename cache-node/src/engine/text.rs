@@ -113,6 +113,7 @@ fn execute(ctx: &Context, req: Request<'_>, now: RelTime, out: &mut Reply) -> bo
         Request::Stats { args } => stats_command(ctx, args, out),
         Request::Meta(m) => meta::execute(ctx, &m, now, out),
         Request::TooLarge { key, mode, noreply } => {
+            ctx.stats.store_too_large.fetch_add(1, Relaxed);
             // memcached drops the old value of a set it could not store: never serve stale data.
             if mode == Mode::Set {
                 ctx.store.delete(key, now, DeleteRequest::default());
@@ -198,7 +199,9 @@ fn store(ctx: &Context, cmd: &StoreCmd<'_>, now: RelTime, out: &mut Vec<u8>) {
         invalidate: false,
         binary_key: false,
     };
-    let reply = match ctx.store.store(&req, now).status {
+    let status = ctx.store.store(&req, now).status;
+    ctx.stats.store_refused(status, req.mode);
+    let reply = match status {
         StoreStatus::Stored => "STORED",
         StoreStatus::NotStored => "NOT_STORED",
         StoreStatus::Exists => "EXISTS",

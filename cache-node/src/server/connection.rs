@@ -91,6 +91,9 @@ pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream, conn: &Conn) -> std
         rbuf.advance(progress.consumed);
         swallow = progress.swallow;
         more = progress.more;
+        if more {
+            ctx.stats.conn_yields.fetch_add(1, Relaxed);
+        }
         if !out.is_empty() {
             conn.set_state(State::Write);
             // A client that does not read its replies holds the connection here: nothing more

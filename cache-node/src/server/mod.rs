@@ -26,8 +26,12 @@ use conns::{State, Transport};
 use workers::Workers;
 
 /// How often background expiry runs, and how many slots it visits each time.
-const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 const SWEEP_BUDGET: usize = 4096;
+
+/// The listen backlog of the client ports (`tcp_backlog`): what Rust's `TcpListener::bind`
+/// passes to `listen`, as `ss -ltn` shows for a running node (Send-Q 128).
+pub const TCP_BACKLOG: u32 = 128;
 
 /// After a failed accept (out of file descriptors and the like): how long to back off instead
 /// of spinning, and how often at most to say so in the log.
@@ -121,7 +125,13 @@ async fn accept_loop(ctx: Arc<Context>, listener: TcpListener, workers: Arc<Work
                 if let Some(suppressed) = accept_errors.event(Instant::now()) {
                     warn!(error = %e, suppressed, "accept failed");
                 }
+                // memcached stops listening when an accept fails for want of descriptors and
+                // tries again 10 ms later: counted the same way.
+                ctx.stats.listen_disabled_num.fetch_add(1, Relaxed);
+                let paused = Instant::now();
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
+                let micros = paused.elapsed().as_micros().try_into().unwrap_or(u64::MAX);
+                ctx.stats.time_in_listen_disabled_us.fetch_add(micros, Relaxed);
                 continue;
             }
         };
@@ -171,8 +181,11 @@ async fn accept_loop(ctx: Arc<Context>, listener: TcpListener, workers: Arc<Work
 /// Background expiry: frees expired and flushed items that nobody reads again.
 async fn sweep(ctx: Arc<Context>) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    ctx.stats.lru_crawler_running.store(true, Relaxed);
     loop {
         tick.tick().await;
-        ctx.store.sweep(ctx.clock.now(), SWEEP_BUDGET);
+        if ctx.store.sweep(ctx.clock.now(), SWEEP_BUDGET) {
+            ctx.stats.lru_crawler_starts.fetch_add(1, Relaxed);
+        }
     }
 }

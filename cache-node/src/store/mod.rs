@@ -802,9 +802,11 @@ impl Store {
 
     /// One step of background expiry: visits up to `budget` slots, shard after shard, and
     /// frees dead items. Each shard visited costs at least one slot of the budget, so a small
-    /// store is swept whole in one step and a large one a slice at a time.
-    pub fn sweep(&self, now: RelTime, budget: usize) {
+    /// store is swept whole in one step and a large one a slice at a time. Returns whether
+    /// this step began a pass over the whole store (`lru_crawler_starts`).
+    pub fn sweep(&self, now: RelTime, budget: usize) -> bool {
         let mut at = self.sweep_at.lock();
+        let started = *at == (0, 0);
         let mut left = budget;
         for _ in 0..self.shards.len() {
             if left == 0 {
@@ -818,6 +820,7 @@ impl Store {
             left = left.saturating_sub(visited.max(1));
             *at = if next == 0 { ((shard_idx + 1) % self.shards.len(), 0) } else { (shard_idx, next) };
         }
+        started
     }
 
     pub fn stats(&self) -> StoreStats {

@@ -196,7 +196,11 @@ impl Shard {
             let idx = self.hand;
             self.hand += 1;
             let it = &mut self.slots[idx];
-            if it.is_free() || pin == Some(idx as u32) {
+            if it.is_free() {
+                continue;
+            }
+            if pin == Some(idx as u32) {
+                self.classes[it.class()].lrutail_reflocked += 1;
                 continue;
             }
             let dead = self.flush.flushes(it, now) || (it.exptime != 0 && it.exptime <= now);

@@ -85,6 +85,8 @@ pub struct ClassStats {
     /// Dead items freed by the background sweep, and the items it looked at.
     pub crawler_reclaimed: u64,
     pub crawler_items_checked: u64,
+    /// Items an eviction passed over because the writer replacing them holds them.
+    pub lrutail_reflocked: u64,
     pub get_hits: u64,
     pub cmd_set: u64,
     pub delete_hits: u64,
@@ -115,6 +117,7 @@ impl ClassStats {
         self.expired_unfetched += o.expired_unfetched;
         self.crawler_reclaimed += o.crawler_reclaimed;
         self.crawler_items_checked += o.crawler_items_checked;
+        self.lrutail_reflocked += o.lrutail_reflocked;
         self.get_hits += o.get_hits;
         self.cmd_set += o.cmd_set;
         self.delete_hits += o.delete_hits;

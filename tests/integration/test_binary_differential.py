@@ -357,8 +357,9 @@ class Differ:
 
     def sync_counter(self, key: bytes) -> None:
         """Reads a counter after incr/decr on both servers. memcached rewrites a counter in
-        place (space padded) only while nothing else holds a reference to the item, which its
-        internals sometimes do; then it stores the bare number. That difference alone is
+        place (space padded) only while nothing else holds a reference to the item: a pending
+        reply (a GET earlier in the same batch: always) or its LRU maintainer (timing
+        dependent); then it stores the bare number. That difference alone is
         tolerated, and the key is re-set to the same bytes on both servers."""
         replies = []
         for conn in self.conns:

@@ -144,6 +144,30 @@ fn ma_ttl_order_and_growth() {
 }
 
 #[test]
+fn ma_rewrites_a_shorter_number_in_place_and_rebuilds_a_longer_one() {
+    // Captured one command at a time: memcached 1.6.18 rewrites the number in place (reply at
+    // its exact length, value space padded to the old length) whenever nothing else holds the
+    // item, exactly as incr/decr. The item keeps its flags, fetched mark, stale and win bits and
+    // base64 marker, and takes T. A longer number is a new item: bits cleared, T lost.
+    transcript(
+        "ms n 2\r\n10\r\nma n v MD D5\r\nmg n v s\r\n\
+         ms h 3 T100 F7\r\n100\r\nmg h v\r\nma h v MD c t T500\r\nmg h v f t c h s\r\n\
+         ms s 2 F5\r\n10\r\nmd s I T30\r\nma s MD v c t\r\nmg s v c t h\r\n\
+         ms azE= 2 b\r\n10\r\nma azE= b MD k v\r\nmg k1 k v\r\n\
+         ms g 1 T100 F7\r\n9\r\nmg g v\r\nma g v c t T500\r\nmg g v f t c h s\r\n\
+         ms S 1 F5\r\n9\r\nmd S I T30\r\nma S v c t\r\nmg S v c t h\r\n\
+         ms azI= 1 b\r\n9\r\nma azI= b k v\r\nmg k2 k v\r\n",
+        "HD\r\nVA 1\r\n5\r\nVA 2 s2\r\n5 \r\n\
+         HD\r\nVA 3\r\n100\r\nVA 2 c4 t100\r\n99\r\nVA 3 f7 t500 c4 h1 s3\r\n99 \r\n\
+         HD\r\nHD\r\nVA 1 c7 t30\r\n9\r\nVA 2 c7 t30 h0 X W\r\n9 \r\n\
+         HD\r\nVA 1 kazE= b\r\n9\r\nVA 2 kazE= b\r\n9 \r\n\
+         HD\r\nVA 1\r\n9\r\nVA 2 c11 t100\r\n10\r\nVA 2 f7 t100 c11 h0 s2\r\n10\r\n\
+         HD\r\nHD\r\nVA 2 c14 t30\r\n10\r\nVA 2 c14 t30 h0\r\n10\r\n\
+         HD\r\nVA 2 kazI= b\r\n10\r\nVA 2 kk2\r\n10\r\n",
+    );
+}
+
+#[test]
 fn over_long_opaque_fails_after_the_flags_before_it() {
     let long = long_opaque();
     transcript(

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use super::*;
 use crate::engine::{Context, Reply, text};
 use crate::store::Config;
 

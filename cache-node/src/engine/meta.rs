@@ -8,12 +8,13 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::dump::{Times, push_item_fields};
 use super::{Context, Reply, push_num};
 use crate::protocol::meta::{Command, Exptime, Flags, Meta, OPAQUE_TOO_LONG, encode_key};
-use crate::store::item::{BINARY_KEY, FETCHED};
+use crate::store::item::BINARY_KEY;
 use crate::store::{
     ArithOutcome, ArithRequest, DeleteRequest, DeleteStatus, MAX_KEY_LEN, Mode, ReadOptions, RelTime, StoreRequest,
-    StoreStatus, classes, memcached_item_size,
+    StoreStatus,
 };
 
 const TOO_LARGE: &str = "SERVER_ERROR object too large for cache";
@@ -332,23 +333,7 @@ fn debug(ctx: &Context, key: &[u8], now: RelTime, out: &mut Vec<u8>) {
         } else {
             out.extend_from_slice(key);
         }
-        // memcached prints how long ago the item expired: negative while it lives.
-        out.extend_from_slice(b" exp=");
-        if it.exptime == 0 {
-            out.extend_from_slice(b"-1");
-        } else {
-            push_num(out, now.wrapping_sub(it.exptime) as i32);
-        }
-        out.extend_from_slice(b" la=");
-        push_num(out, now.wrapping_sub(it.time));
-        out.extend_from_slice(b" cas=");
-        push_num(out, it.cas);
-        out.extend_from_slice(if it.has(FETCHED) { b" fetch=yes" } else { b" fetch=no" });
-        let size = memcached_item_size(key.len(), it.value().len(), it.flags);
-        out.extend_from_slice(b" cls=");
-        push_num(out, classes::class_of(size));
-        out.extend_from_slice(b" size=");
-        push_num(out, size);
+        push_item_fields(out, it, Times::Relative(now));
         out.extend_from_slice(b"\r\n");
     });
     if found.is_none() {

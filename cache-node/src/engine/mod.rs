@@ -2,13 +2,14 @@
 //! protocol. Shared here: the server-wide context and the result of processing a buffer.
 
 pub mod binary;
+pub mod dump;
 pub mod meta;
 pub mod reply;
 pub mod stats;
 pub mod text;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
 
 use crate::store::{Clock, Store};
 pub use reply::Reply;
@@ -49,6 +50,9 @@ pub struct Context {
     pub replication: std::sync::OnceLock<Arc<crate::replication::Status>>,
     /// Keeps resident memory within its bound (see [`crate::memory`]).
     pub memory: Option<crate::memory::Guard>,
+    /// `lru_crawler enable|disable`: while disabled, `crawl` and `metadump` are refused, as in
+    /// memcached (the background sweep goes on regardless).
+    pub lru_crawler: AtomicBool,
 }
 
 impl Context {
@@ -62,6 +66,7 @@ impl Context {
             conns: Default::default(),
             replication: Default::default(),
             memory: crate::memory::Guard::new(),
+            lru_crawler: AtomicBool::new(true),
         })
     }
 
@@ -115,6 +120,9 @@ pub struct Progress {
     /// The batch is full (see [`BATCH_REPLY_BYTES`]): write the reply, then process the rest of
     /// the buffer before reading more.
     pub more: bool,
+    /// The batch ends with a dump: write the reply so far, then the dump chunk by chunk
+    /// ([`dump::Dump::fill`]), and only then go on with the rest of the buffer.
+    pub dump: Option<dump::Dump>,
 }
 
 impl Progress {

@@ -295,16 +295,16 @@ pub fn settings(ctx: &Context) -> StatList {
     out.add("slab_reassign", "no");
     out.add("slab_automove", 0);
     out.add("slab_chunk_max", classes::CHUNK_MAX);
-    // The background expiry sweep: every 100 ms it visits the next slots, going round the
-    // whole store with no cap per pass.
-    out.add("lru_crawler", "yes");
+    // As memcached: `lru_crawler enable|disable`, which gates `crawl` and `metadump`. The
+    // background expiry sweep (every 100 ms, no cap per pass) runs either way: it is expiry.
+    out.add("lru_crawler", if ctx.lru_crawler.load(Relaxed) { "yes" } else { "no" });
     out.add("lru_crawler_sleep", crate::server::SWEEP_INTERVAL.as_micros());
     out.add("lru_crawler_tocrawl", 0);
     // Off, as memcached's default.
     out.add("tail_repair_time", 0);
     out.add("flush_enabled", "yes");
-    // No `stats cachedump` or `lru_crawler metadump`.
-    out.add("dump_enabled", "no");
+    // `stats cachedump` and `lru_crawler metadump` are served (memcached's -X turns them off).
+    out.add("dump_enabled", "yes");
     out.add("hash_algorithm", "foldhash");
     // Eviction is a CLOCK sweep done inline by the writer: no maintainer thread, no segments.
     out.add("lru_maintainer_thread", "no");

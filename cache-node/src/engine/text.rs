@@ -2,8 +2,9 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::dump::Dump;
 use super::{Context, Progress, Reply, meta, push_num, stats};
-use crate::protocol::text::{Parse, Request, StoreCmd, parse};
+use crate::protocol::text::{ClassList, Classes, Crawler, Parse, Request, StoreCmd, parse};
 use crate::store::{
     ArithOutcome, DeleteRequest, DeleteStatus, MAX_KEY_LEN, Mode, ReadOptions, RelTime, StoreRequest, StoreStatus,
 };
@@ -30,9 +31,16 @@ pub fn process(ctx: &Context, buf: &[u8], out: &mut Reply) -> Progress {
                 // The arguments are evaluated only when debug is on: nothing is formatted otherwise.
                 tracing::debug!("command: {}", command_line(rest));
                 progress.consumed += len;
-                if !execute(ctx, req, now, out) {
-                    progress.close = true;
-                    return progress;
+                match execute(ctx, req, now, out) {
+                    Next::Request => {}
+                    Next::Close => {
+                        progress.close = true;
+                        return progress;
+                    }
+                    Next::Dump(dump) => {
+                        progress.dump = Some(dump);
+                        return progress;
+                    }
                 }
             }
             Parse::Swallow { req, len, swallow } => {
@@ -62,8 +70,17 @@ fn line(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Applies one request. Returns false when the connection must close (`quit`).
-fn execute(ctx: &Context, req: Request<'_>, now: RelTime, out: &mut Reply) -> bool {
+/// What follows a request.
+enum Next {
+    Request,
+    /// `quit`.
+    Close,
+    /// The request's reply is a dump, to write before anything else.
+    Dump(Dump),
+}
+
+/// Applies one request.
+fn execute(ctx: &Context, req: Request<'_>, now: RelTime, out: &mut Reply) -> Next {
     match req {
         Request::Get { keys, cas, touch } => get(ctx, keys, cas, touch, now, out),
         Request::Store(cmd) => store(ctx, &cmd, now, out),
@@ -109,7 +126,7 @@ fn execute(ctx: &Context, req: Request<'_>, now: RelTime, out: &mut Reply) -> bo
             ctx.set_verbosity(level);
             reply_unless(out, noreply, "OK");
         }
-        Request::Quit => return false,
+        Request::Quit => return Next::Close,
         Request::Stats { args } => stats_command(ctx, args, out),
         Request::Meta(m) => meta::execute(ctx, &m, now, out),
         Request::TooLarge { key, mode, noreply } => {
@@ -125,9 +142,46 @@ fn execute(ctx: &Context, req: Request<'_>, now: RelTime, out: &mut Reply) -> bo
         // and a reassign gets memcached's answer for classes that have no spare page.
         Request::SlabsAutomove { noreply } => reply_unless(out, noreply, "OK"),
         Request::SlabsReassign { src, dst } => line(out, slabs_reassign(src, dst)),
+        Request::CacheDump { class, limit } => return Next::Dump(Dump::cachedump(class, limit)),
+        Request::LruCrawler(crawler) => return lru_crawler(ctx, crawler, out),
         Request::Error { reply, noreply } => reply_unless(out, noreply, reply),
     }
-    true
+    Next::Request
+}
+
+/// memcached's replies to `lru_crawler`. The store's background sweep already reclaims expired
+/// items, so a `crawl` has nothing to start; it is answered as memcached answers one it starts.
+fn lru_crawler(ctx: &Context, crawler: Crawler, out: &mut Vec<u8>) -> Next {
+    let classes = match crawler {
+        Crawler::Enable => {
+            let was = ctx.lru_crawler.swap(true, Relaxed);
+            line(out, if was { "ERROR failed to start lru crawler thread" } else { "OK" });
+            return Next::Request;
+        }
+        Crawler::Disable => {
+            ctx.lru_crawler.store(false, Relaxed);
+            line(out, "OK");
+            return Next::Request;
+        }
+        Crawler::Tune => {
+            line(out, "OK");
+            return Next::Request;
+        }
+        Crawler::Crawl(classes) | Crawler::Metadump(classes) => classes,
+    };
+    let metadump = matches!(crawler, Crawler::Metadump(_));
+    let reply = match classes {
+        _ if !ctx.lru_crawler.load(Relaxed) => "CLIENT_ERROR lru crawler disabled",
+        Classes::Invalid => "BADCLASS invalid class id",
+        Classes::Empty => "NOTSTARTED no items to crawl",
+        // memcached walks the hash table only to dump it.
+        Classes::Hash if !metadump => "ERROR an unknown error happened",
+        Classes::All | Classes::Hash if metadump => return Next::Dump(Dump::metadump(ClassList::ALL)),
+        Classes::List(list) if metadump => return Next::Dump(Dump::metadump(list)),
+        _ => "OK",
+    };
+    line(out, reply);
+    Next::Request
 }
 
 /// memcached's last slab class with its default growth factor, minimum and `-I` (1.25, 48, 1m).

@@ -74,12 +74,116 @@ pub enum Request<'a> {
         src: i64,
         dst: i64,
     },
+    /// `stats cachedump <class> <limit>`: up to `limit` keys of one slab class (0: no limit).
+    CacheDump {
+        class: u32,
+        limit: u32,
+    },
+    /// The `lru_crawler` commands.
+    LruCrawler(Crawler),
     /// A reply to send as is, e.g. `ERROR`; memcached suppresses even errors for a command
     /// that ended in `noreply`.
     Error {
         reply: &'static str,
         noreply: bool,
     },
+}
+
+/// memcached's `MAX_NUMBER_OF_SLAB_CLASSES`: class numbers below it are valid (0 only for
+/// `stats cachedump`), though only 1 to 39 ever hold items.
+pub const MAX_CLASSES: u32 = 64;
+
+/// `lru_crawler <subcommand>`, its arguments checked (memcached's `process_lru_crawler_command`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crawler {
+    /// `crawl <classes>`: reclaim the expired items of these classes.
+    Crawl(Classes),
+    /// `metadump <classes>`: one line per live item of these classes.
+    Metadump(Classes),
+    Enable,
+    Disable,
+    /// `sleep <µs>` or `tocrawl <n>` with a valid value: accepted.
+    Tune,
+}
+
+/// The class argument of `lru_crawler crawl|metadump`: `all`, `hash` or a comma-separated list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Classes {
+    All,
+    /// Walk the hash table rather than the LRUs (metadump only).
+    Hash,
+    List(ClassList),
+    /// A class that is not a number from 1 to 63.
+    Invalid,
+    /// Nothing but commas.
+    Empty,
+}
+
+/// A set of slab classes (1 to 63), one bit each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassList(pub u64);
+
+impl ClassList {
+    pub const ALL: ClassList = ClassList(!1);
+
+    pub fn contains(self, class: u8) -> bool {
+        class < 64 && self.0 & 1 << class != 0
+    }
+}
+
+/// memcached's `lru_crawler_crawl` reading its class argument: numbers as `safe_strtoul` reads
+/// them, empty pieces skipped (`strtok`).
+fn parse_classes(arg: &[u8]) -> Classes {
+    match arg {
+        b"all" => Classes::All,
+        b"hash" => Classes::Hash,
+        _ => {
+            let mut set = 0u64;
+            for piece in arg.split(|&b| b == b',').filter(|p| !p.is_empty()) {
+                match parse_u32_truncating(piece) {
+                    Some(class @ 1..MAX_CLASSES) => set |= 1 << class,
+                    _ => return Classes::Invalid,
+                }
+            }
+            if set == 0 { Classes::Empty } else { Classes::List(ClassList(set)) }
+        }
+    }
+}
+
+/// `lru_crawler …`; `nt` counts the terminator, as memcached's `ntokens` does. memcached looks
+/// for no `noreply` here: a trailing one is just a token too many.
+fn parse_lru_crawler<'a>(t: &[&'a [u8]], nt: usize) -> Request<'a> {
+    let fail = |reply| Request::Error { reply, noreply: false };
+    match (nt, t.get(1).copied().unwrap_or_default()) {
+        (4, b"crawl") => Request::LruCrawler(Crawler::Crawl(parse_classes(t[2]))),
+        (4, b"metadump") => Request::LruCrawler(Crawler::Metadump(parse_classes(t[2]))),
+        (4, b"tocrawl") => match parse_u32_truncating(t[2]) {
+            Some(_) => Request::LruCrawler(Crawler::Tune),
+            None => fail("CLIENT_ERROR bad command line format"),
+        },
+        (4, b"sleep") => match parse_u32_truncating(t[2]) {
+            Some(0..=1_000_000) => Request::LruCrawler(Crawler::Tune),
+            Some(_) => fail("CLIENT_ERROR sleep must be one second or less"),
+            None => fail("CLIENT_ERROR bad command line format"),
+        },
+        (3, b"enable") => Request::LruCrawler(Crawler::Enable),
+        (3, b"disable") => Request::LruCrawler(Crawler::Disable),
+        _ => fail("ERROR"),
+    }
+}
+
+/// `stats cachedump <class> <limit>`, checked as memcached's `process_stat` does; tokens after
+/// the limit (`noreply` too) are ignored.
+fn parse_cachedump<'a>(t: &[&'a [u8]], nt: usize) -> Request<'a> {
+    let fail = |reply| Request::Error { reply, noreply: false };
+    if nt < 5 {
+        return fail("CLIENT_ERROR bad command line");
+    }
+    match (parse_u32_truncating(t[2]), parse_u32_truncating(t[3])) {
+        (Some(class), Some(_)) if class >= MAX_CLASSES => fail("CLIENT_ERROR Illegal slab id"),
+        (Some(class), Some(limit)) => Request::CacheDump { class, limit },
+        _ => fail("CLIENT_ERROR bad command line format"),
+    }
 }
 
 /// set / add / replace / append / prepend / cas with its data block.
@@ -276,6 +380,8 @@ pub fn parse(buf: &[u8], item_size_max: usize) -> Parse<'_> {
             };
             request(Request::Verbosity { level, noreply })
         }
+        b"stats" if n > 1 && t[1] == b"cachedump" => request(parse_cachedump(t, nt)),
+        b"lru_crawler" => request(parse_lru_crawler(t, nt)),
         b"stats" => request(Request::Stats { args: Tokens(&line[token_end(line, t[0])..]) }),
         b"shutdown" => request(Request::Shutdown),
         // memcached's checks and replies, in its order (proto_text.c, process_slabs_*).

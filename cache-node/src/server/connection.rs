@@ -94,6 +94,26 @@ pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream, conn: &Conn) -> std
         if more {
             ctx.stats.conn_yields.fetch_add(1, Relaxed);
         }
+        if let Some(mut dump) = progress.dump {
+            // As in memcached, nothing more is read from the connection while a dump goes out:
+            // each chunk is written before the next is made, so a slow reader holds one chunk.
+            conn.set_state(State::Write);
+            loop {
+                let done = dump.fill(&ctx, &mut out);
+                if !out.is_empty() {
+                    write(&mut stream, &out).await?;
+                    ctx.stats.bytes_written.fetch_add(out.len() as u64, Relaxed);
+                    out.clear();
+                }
+                if done {
+                    break;
+                }
+                // A dump that writes little (or into a fast socket) still lets others run.
+                tokio::task::yield_now().await;
+            }
+            // The requests after the dump may already be in the buffer.
+            more = true;
+        }
         if !out.is_empty() {
             conn.set_state(State::Write);
             // A client that does not read its replies holds the connection here: nothing more

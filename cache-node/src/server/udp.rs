@@ -85,6 +85,14 @@ pub async fn serve(ctx: Arc<Context>, socket: UdpSocket) {
             loop {
                 let progress = text::process(&ctx, &request[at..], &mut out);
                 at += progress.consumed;
+                if let Some(mut dump) = progress.dump {
+                    // A cachedump is bounded (2 MB) and goes out whole; memcached answers a
+                    // metadump over UDP with nothing at all.
+                    if dump.is_bounded() {
+                        while !dump.fill(&ctx, &mut out) {}
+                    }
+                    continue;
+                }
                 if !progress.more {
                     break;
                 }

@@ -202,6 +202,13 @@ pub struct ReadState {
     pub binary_key: bool,
 }
 
+/// Where a [`Store::walk`] stands: a shard and a slot in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalkPos {
+    shard: usize,
+    slot: usize,
+}
+
 pub struct Store {
     shards: Box<[Mutex<Shard>]>,
     shard_mask: u64,
@@ -798,6 +805,23 @@ impl Store {
         for (key, version) in shard.tombstones.iter() {
             f(Change::Delete { key, version });
         }
+    }
+
+    /// One step of a walk over every live item, for dumps: from `pos` on, within one shard and
+    /// its lock and at most `budget` slots, shows `f` the live items until it returns false, then
+    /// advances `pos`. Returns false once the walk has passed the last shard.
+    ///
+    /// Items come in slot order, in no LRU order. An item written while a walk runs may be
+    /// missed, or seen twice if it is deleted and set again into a later slot.
+    pub fn walk(&self, pos: &mut WalkPos, now: RelTime, budget: usize, f: impl FnMut(&Item) -> bool) -> bool {
+        let Some(shard) = self.shards.get(pos.shard) else {
+            return false;
+        };
+        match shard.lock().walk(pos.slot, budget, now, f) {
+            Some(slot) => pos.slot = slot,
+            None => *pos = WalkPos { shard: pos.shard + 1, slot: 0 },
+        }
+        pos.shard < self.shards.len()
     }
 
     /// One step of background expiry: visits up to `budget` slots, shard after shard, and

@@ -269,8 +269,23 @@ impl Shard {
 
     /// The items that are neither expired nor flushed (for snapshots).
     pub fn live_items(&self, now: RelTime) -> impl Iterator<Item = &Item> {
-        self.slots
-            .iter()
-            .filter(move |it| !(it.is_free() || self.flush.flushes(it, now) || it.exptime != 0 && it.exptime <= now))
+        self.slots.iter().filter(move |it| self.is_live(it, now))
+    }
+
+    fn is_live(&self, it: &Item, now: RelTime) -> bool {
+        !(it.is_free() || self.flush.flushes(it, now) || it.exptime != 0 && it.exptime <= now)
+    }
+
+    /// Shows `f` the live items in at most `budget` slots from `from` on, until it returns
+    /// false. Returns the slot to resume at, or None once past the last slot.
+    pub fn walk(&self, from: usize, budget: usize, now: RelTime, mut f: impl FnMut(&Item) -> bool) -> Option<usize> {
+        let end = from.saturating_add(budget).min(self.slots.len());
+        for idx in from..end {
+            let it = &self.slots[idx];
+            if self.is_live(it, now) && !f(it) {
+                return (idx + 1 < self.slots.len()).then_some(idx + 1);
+            }
+        }
+        (end < self.slots.len()).then_some(end)
     }
 }

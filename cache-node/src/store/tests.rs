@@ -541,3 +541,31 @@ fn bytes_held_back_from_items_are_evicted_and_stay_free_until_given_back() {
     assert!(s.used_bytes() > 900 << 10, "all of -m again: {}", s.used_bytes());
     assert_eq!(value(&s, b"k3999", NOW).as_deref(), Some(&v[..]));
 }
+
+#[test]
+fn a_walk_sees_every_live_item_once_in_bounded_steps_and_resumes_where_f_stopped() {
+    let s = store();
+    for i in 0..1000 {
+        set(&s, format!("k{i}").as_bytes(), b"v");
+    }
+    let mut req = StoreRequest::new(Mode::Set, b"gone", b"v");
+    req.exptime = NOW + 1;
+    s.store(&req, NOW);
+    s.delete(b"k7", NOW, DeleteRequest::default());
+    let mut seen = Vec::new();
+    let mut pos = WalkPos::default();
+    let mut steps = 0;
+    // Stop after every third item: the next step starts with the item after it.
+    while s.walk(&mut pos, NOW + 1, 10, |it| {
+        seen.push(it.key().to_vec());
+        seen.len() % 3 != 0
+    }) {
+        steps += 1;
+    }
+    assert!(steps > 64, "steps of 10 slots: {steps}");
+    seen.sort();
+    let mut expected: Vec<Vec<u8>> = (0..1000).filter(|&i| i != 7).map(|i| format!("k{i}").into_bytes()).collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+    assert!(!s.walk(&mut pos, NOW, 10, |_| true), "a finished walk stays finished");
+}

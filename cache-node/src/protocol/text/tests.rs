@@ -106,3 +106,59 @@ fn multiget_keys_and_gat() {
     let Request::Get { keys, .. } = req(b"get k\n") else { panic!() };
     assert_eq!(keys.collect::<Vec<_>>(), [&b"k"[..]]);
 }
+
+#[test]
+fn cachedump_arguments_are_checked_like_memcached() {
+    assert_eq!(req(b"stats cachedump 1 0\r\n"), Request::CacheDump { class: 1, limit: 0 });
+    // Truncated to 32 bits as safe_strtoul does; what follows the limit is ignored.
+    assert_eq!(req(b"stats cachedump 4294967297 4294967296 noreply\r\n"), Request::CacheDump { class: 1, limit: 0 });
+    assert_eq!(req(b"stats cachedump 63 5\r\n"), Request::CacheDump { class: 63, limit: 5 });
+    assert_eq!(req(b"stats cachedump 0 0\r\n"), Request::CacheDump { class: 0, limit: 0 });
+    assert_eq!(error(b"stats cachedump 64 0\r\n"), "CLIENT_ERROR Illegal slab id");
+    assert_eq!(error(b"stats cachedump 1\r\n"), "CLIENT_ERROR bad command line");
+    assert_eq!(error(b"stats cachedump\r\n"), "CLIENT_ERROR bad command line");
+    for bad in [&b"stats cachedump x 1\r\n"[..], b"stats cachedump 1 -1\r\n", b"stats cachedump 1abc 0\r\n"] {
+        assert_eq!(error(bad), "CLIENT_ERROR bad command line format");
+    }
+    assert!(matches!(req(b"stats items\r\n"), Request::Stats { .. }));
+}
+
+#[test]
+fn lru_crawler_commands_parse_like_memcached() {
+    fn crawler(buf: &[u8]) -> Crawler {
+        match req(buf) {
+            Request::LruCrawler(c) => c,
+            other => panic!("expected lru_crawler, got {other:?}"),
+        }
+    }
+    assert_eq!(crawler(b"lru_crawler metadump all\r\n"), Crawler::Metadump(Classes::All));
+    assert_eq!(crawler(b"lru_crawler metadump hash\r\n"), Crawler::Metadump(Classes::Hash));
+    assert_eq!(crawler(b"lru_crawler crawl 1,,3\r\n"), Crawler::Crawl(Classes::List(ClassList(0b1010))));
+    assert_eq!(crawler(b"lru_crawler metadump 4294967297\r\n"), Crawler::Metadump(Classes::List(ClassList(0b10))));
+    assert_eq!(crawler(b"lru_crawler metadump ,\r\n"), Crawler::Metadump(Classes::Empty));
+    for bad in [&b"0"[..], b"64", b"x", b"-1", b"1,x", b"ALL"] {
+        let line = [&b"lru_crawler metadump "[..], bad, b"\r\n"].concat();
+        assert_eq!(crawler(&line), Crawler::Metadump(Classes::Invalid), "{bad:?}");
+    }
+    assert_eq!(crawler(b"lru_crawler enable\r\n"), Crawler::Enable);
+    assert_eq!(crawler(b"lru_crawler disable\r\n"), Crawler::Disable);
+    assert_eq!(crawler(b"lru_crawler sleep 1000000\r\n"), Crawler::Tune);
+    assert_eq!(crawler(b"lru_crawler tocrawl 4294967296\r\n"), Crawler::Tune);
+    assert_eq!(error(b"lru_crawler sleep 1000001\r\n"), "CLIENT_ERROR sleep must be one second or less");
+    assert_eq!(error(b"lru_crawler sleep -1\r\n"), "CLIENT_ERROR bad command line format");
+    assert_eq!(error(b"lru_crawler tocrawl x\r\n"), "CLIENT_ERROR bad command line format");
+    for bad in [
+        &b"lru_crawler\r\n"[..],
+        b"lru_crawler metadump\r\n",
+        b"lru_crawler metadump all noreply\r\n",
+        b"lru_crawler sleep 5 noreply\r\n",
+        b"lru_crawler enable x\r\n",
+        b"lru_crawler mgdump all\r\n",
+        b"lru_crawler foo\r\n",
+    ] {
+        assert_eq!(error(bad), "ERROR", "{bad:?}");
+    }
+    let classes = ClassList(0b1010);
+    assert!(classes.contains(1) && classes.contains(3) && !classes.contains(2) && !classes.contains(64));
+    assert!(ClassList::ALL.contains(63) && !ClassList::ALL.contains(0));
+}

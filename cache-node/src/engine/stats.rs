@@ -227,27 +227,6 @@ pub fn general(ctx: &Context) -> StatList {
     out
 }
 
-/// memcached 1.6.18's general statistics that cache-node leaves out, with why.
-pub const GENERAL_OMITTED: &[(&str, &str)] = &[
-    ("response_obj_oom", "memcached's pooled response objects; replies are built per connection"),
-    ("response_obj_count", "memcached's pooled response objects; replies are built per connection"),
-    ("response_obj_bytes", "memcached's pooled response objects; replies are built per connection"),
-    ("read_buf_count", "memcached's pooled read buffers; each connection owns its buffer"),
-    ("read_buf_bytes", "memcached's pooled read buffers; each connection owns its buffer"),
-    ("read_buf_bytes_free", "memcached's pooled read buffers; each connection owns its buffer"),
-    ("read_buf_oom", "memcached's pooled read buffers; each connection owns its buffer"),
-    ("hash_power_level", "no single hash table: one per shard, each grown in place"),
-    ("hash_bytes", "no single hash table: one per shard, each grown in place"),
-    ("hash_is_expanding", "no single hash table: one per shard, each grown in place"),
-    ("lru_maintainer_juggles", "no LRU maintainer thread (memcached omits it without one)"),
-    ("evicted_active", "no segmented LRU (memcached omits it with lru_segmented no)"),
-    ("moves_to_cold", "no segmented LRU (memcached omits it with lru_segmented no)"),
-    ("moves_to_warm", "no segmented LRU (memcached omits it with lru_segmented no)"),
-    ("moves_within_lru", "no segmented LRU (memcached omits it with lru_segmented no)"),
-    ("direct_reclaims", "no segmented LRU (memcached omits it with lru_segmented no)"),
-    ("lru_bumps_dropped", "no segmented LRU (memcached omits it with lru_segmented no)"),
-];
-
 /// `stats settings`: memcached 1.6.18's, in its order and with its names, from cache-node's
 /// actual configuration. A feature cache-node does not have is reported by its off switch or
 /// memcached's "none" value (`no`, `0`, `NULL`); the tuning parameters of such features, and
@@ -321,41 +300,6 @@ pub fn settings(ctx: &Context) -> StatList {
     out.add("memory_file", "(null)");
     out
 }
-
-/// memcached 1.6.18's `stats settings` fields that cache-node leaves out, with why.
-pub const SETTINGS_OMITTED: &[(&str, &str)] = &[
-    ("oldest", "no single oldest_live: flush_all cuts are versions shared with the peer"),
-    ("slab_automove_ratio", "parameter of slab automove, which cache-node does not have"),
-    ("slab_automove_window", "parameter of slab automove, which cache-node does not have"),
-    ("hot_lru_pct", "parameter of the segmented LRU, which cache-node does not have"),
-    ("warm_lru_pct", "parameter of the segmented LRU, which cache-node does not have"),
-    ("hot_max_factor", "parameter of the segmented LRU, which cache-node does not have"),
-    ("warm_max_factor", "parameter of the segmented LRU, which cache-node does not have"),
-    ("temporary_ttl", "parameter of the temporary LRU, which cache-node does not have"),
-    ("watcher_logbuf_size", "no log watchers"),
-    ("worker_logbuf_size", "no log watchers"),
-    ("ext_item_size", "no extstore (a memcached built without it omits every ext_ field)"),
-    ("ext_item_age", "no extstore (a memcached built without it omits every ext_ field)"),
-    ("ext_low_ttl", "no extstore (a memcached built without it omits every ext_ field)"),
-    ("ext_recache_rate", "no extstore (a memcached built without it omits every ext_ field)"),
-    ("ext_wbuf_size", "no extstore (a memcached built without it omits every ext_ field)"),
-    ("ext_compact_under", "no extstore (a memcached built without it omits every ext_ field)"),
-    ("ext_drop_under", "no extstore (a memcached built without it omits every ext_ field)"),
-    ("ext_max_sleep", "no extstore (a memcached built without it omits every ext_ field)"),
-    ("ext_max_frag", "no extstore (a memcached built without it omits every ext_ field)"),
-    ("slab_automove_freeratio", "no extstore (memcached prints it only when built with it)"),
-    ("ext_drop_unread", "no extstore (a memcached built without it omits every ext_ field)"),
-    ("ssl_chain_cert", "no TLS: ssl_enabled no is reported, its parameters are not"),
-    ("ssl_key", "no TLS: ssl_enabled no is reported, its parameters are not"),
-    ("ssl_verify_mode", "no TLS: ssl_enabled no is reported, its parameters are not"),
-    ("ssl_keyformat", "no TLS: ssl_enabled no is reported, its parameters are not"),
-    ("ssl_ciphers", "no TLS: ssl_enabled no is reported, its parameters are not"),
-    ("ssl_ca_cert", "no TLS: ssl_enabled no is reported, its parameters are not"),
-    ("ssl_wbuf_size", "no TLS: ssl_enabled no is reported, its parameters are not"),
-    ("ssl_session_cache", "no TLS: ssl_enabled no is reported, its parameters are not"),
-    ("ssl_kernel_tls", "no TLS: ssl_enabled no is reported, its parameters are not"),
-    ("ssl_min_version", "no TLS: ssl_enabled no is reported, its parameters are not"),
-];
 
 /// `stats items`: per slab class that holds items, memcached's fields for an LRU that is not
 /// segmented (`-o no_lru_maintainer`): cache-node has one CLOCK list per shard. Classes are
@@ -445,6 +389,62 @@ pub fn conns(ctx: &Context) -> StatList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// memcached 1.6.18's general statistics that cache-node leaves out, with why.
+    const GENERAL_OMITTED: &[(&str, &str)] = &[
+        ("response_obj_oom", "memcached's pooled response objects; replies are built per connection"),
+        ("response_obj_count", "memcached's pooled response objects; replies are built per connection"),
+        ("response_obj_bytes", "memcached's pooled response objects; replies are built per connection"),
+        ("read_buf_count", "memcached's pooled read buffers; each connection owns its buffer"),
+        ("read_buf_bytes", "memcached's pooled read buffers; each connection owns its buffer"),
+        ("read_buf_bytes_free", "memcached's pooled read buffers; each connection owns its buffer"),
+        ("read_buf_oom", "memcached's pooled read buffers; each connection owns its buffer"),
+        ("hash_power_level", "no single hash table: one per shard, each grown in place"),
+        ("hash_bytes", "no single hash table: one per shard, each grown in place"),
+        ("hash_is_expanding", "no single hash table: one per shard, each grown in place"),
+        ("lru_maintainer_juggles", "no LRU maintainer thread (memcached omits it without one)"),
+        ("evicted_active", "no segmented LRU (memcached omits it with lru_segmented no)"),
+        ("moves_to_cold", "no segmented LRU (memcached omits it with lru_segmented no)"),
+        ("moves_to_warm", "no segmented LRU (memcached omits it with lru_segmented no)"),
+        ("moves_within_lru", "no segmented LRU (memcached omits it with lru_segmented no)"),
+        ("direct_reclaims", "no segmented LRU (memcached omits it with lru_segmented no)"),
+        ("lru_bumps_dropped", "no segmented LRU (memcached omits it with lru_segmented no)"),
+    ];
+
+    /// memcached 1.6.18's `stats settings` fields that cache-node leaves out, with why.
+    const SETTINGS_OMITTED: &[(&str, &str)] = &[
+        ("oldest", "no single oldest_live: flush_all cuts are versions shared with the peer"),
+        ("slab_automove_ratio", "parameter of slab automove, which cache-node does not have"),
+        ("slab_automove_window", "parameter of slab automove, which cache-node does not have"),
+        ("hot_lru_pct", "parameter of the segmented LRU, which cache-node does not have"),
+        ("warm_lru_pct", "parameter of the segmented LRU, which cache-node does not have"),
+        ("hot_max_factor", "parameter of the segmented LRU, which cache-node does not have"),
+        ("warm_max_factor", "parameter of the segmented LRU, which cache-node does not have"),
+        ("temporary_ttl", "parameter of the temporary LRU, which cache-node does not have"),
+        ("watcher_logbuf_size", "no log watchers"),
+        ("worker_logbuf_size", "no log watchers"),
+        ("ext_item_size", "no extstore (a memcached built without it omits every ext_ field)"),
+        ("ext_item_age", "no extstore (a memcached built without it omits every ext_ field)"),
+        ("ext_low_ttl", "no extstore (a memcached built without it omits every ext_ field)"),
+        ("ext_recache_rate", "no extstore (a memcached built without it omits every ext_ field)"),
+        ("ext_wbuf_size", "no extstore (a memcached built without it omits every ext_ field)"),
+        ("ext_compact_under", "no extstore (a memcached built without it omits every ext_ field)"),
+        ("ext_drop_under", "no extstore (a memcached built without it omits every ext_ field)"),
+        ("ext_max_sleep", "no extstore (a memcached built without it omits every ext_ field)"),
+        ("ext_max_frag", "no extstore (a memcached built without it omits every ext_ field)"),
+        ("slab_automove_freeratio", "no extstore (memcached prints it only when built with it)"),
+        ("ext_drop_unread", "no extstore (a memcached built without it omits every ext_ field)"),
+        ("ssl_chain_cert", "no TLS: ssl_enabled no is reported, its parameters are not"),
+        ("ssl_key", "no TLS: ssl_enabled no is reported, its parameters are not"),
+        ("ssl_verify_mode", "no TLS: ssl_enabled no is reported, its parameters are not"),
+        ("ssl_keyformat", "no TLS: ssl_enabled no is reported, its parameters are not"),
+        ("ssl_ciphers", "no TLS: ssl_enabled no is reported, its parameters are not"),
+        ("ssl_ca_cert", "no TLS: ssl_enabled no is reported, its parameters are not"),
+        ("ssl_wbuf_size", "no TLS: ssl_enabled no is reported, its parameters are not"),
+        ("ssl_session_cache", "no TLS: ssl_enabled no is reported, its parameters are not"),
+        ("ssl_kernel_tls", "no TLS: ssl_enabled no is reported, its parameters are not"),
+        ("ssl_min_version", "no TLS: ssl_enabled no is reported, its parameters are not"),
+    ];
 
     /// `stats` of memcached 1.6.18 (Debian's build, run with `-o idle_timeout=5`), in order.
     const MEMCACHED_GENERAL: &[&str] = &[

@@ -127,6 +127,7 @@ fn execute(ctx: &Context, req: &Request<'_>, now: RelTime, out: &mut Reply) -> b
                 } else {
                     respond(out, h, Status::Success, it.cas, &flags, echoed, &[]);
                 }
+                out.hold(it);
             });
             if hit.is_none() && !req.quiet {
                 // getk and gatk name the missing key instead of giving a message.
@@ -190,7 +191,11 @@ fn execute(ctx: &Context, req: &Request<'_>, now: RelTime, out: &mut Reply) -> b
             ctx.store.flush_all(&ctx.clock, now, when);
             done(out, req, 0, &[]);
         }
-        Command::Noop => respond(out, h, Status::Success, 0, &[], &[], &[]),
+        Command::Noop => {
+            // memcached sends the replies so far at once.
+            respond(out, h, Status::Success, 0, &[], &[], &[]);
+            out.release();
+        }
         Command::Version => respond(out, h, Status::Success, 0, &[], &[], stats::VERSION.as_bytes()),
         Command::Quit => {
             done(out, req, 0, &[]);

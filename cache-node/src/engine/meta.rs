@@ -37,7 +37,11 @@ pub fn execute(ctx: &Context, m: &Meta<'_>, now: RelTime, out: &mut Reply) {
             ctx.stats.cmd_meta.fetch_add(1, Relaxed);
             debug(ctx, key, now, out)
         }
-        Command::Noop => out.extend_from_slice(b"MN\r\n"),
+        Command::Noop => {
+            // memcached sends the replies so far at once.
+            out.extend_from_slice(b"MN\r\n");
+            out.release();
+        }
     }
 }
 
@@ -179,6 +183,7 @@ fn get(ctx: &Context, m: &Meta<'_>, key: &[u8], now: RelTime, out: &mut Reply) {
             out.push_value(it);
             out.extend_from_slice(b"\r\n");
         }
+        out.hold(it);
     });
     if hit.is_none() && !f.quiet {
         status_reply(out, m, "EN", key);

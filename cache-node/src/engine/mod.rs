@@ -20,7 +20,11 @@ pub use stats::ServerStats;
 /// its replies is paused instead of buffered for without limit (memcached stops reading such a
 /// connection too), and one connection's pipeline does not hold its worker for long.
 pub const BATCH_REPLY_BYTES: usize = 256 * 1024;
-pub const BATCH_REQUESTS: usize = 256;
+pub const BATCH_REQUESTS: usize = 12 * EVENT_REQUESTS;
+/// memcached handles 21 requests of a connection per event (`-R 20`, counted down past zero),
+/// then sends their replies and so releases the items they held (see [`Reply::hold`]). A batch
+/// is a whole number of such events.
+const EVENT_REQUESTS: usize = 21;
 
 /// Settings that replies and `stats settings` report.
 #[derive(Debug, Clone)]
@@ -127,7 +131,10 @@ pub struct Progress {
 
 impl Progress {
     /// Whether a batch that has handled `requests` and built `reply` must stop here.
-    fn full(&mut self, requests: usize, reply: &Reply) -> bool {
+    fn full(&mut self, requests: usize, reply: &mut Reply) -> bool {
+        if requests.is_multiple_of(EVENT_REQUESTS) {
+            reply.release();
+        }
         self.more = requests >= BATCH_REQUESTS || reply.len() >= BATCH_REPLY_BYTES;
         self.more
     }

@@ -4,6 +4,11 @@
 //!
 //! It derefs to the rendered bytes, so replies are written with `Vec<u8>`'s methods; `len`,
 //! `truncate`, `is_empty` and `clear` are its own and count the referenced values too.
+//!
+//! It also holds the items its replies named until they are sent, as memcached does: an
+//! increment rewrites a number in place only when nothing holds its item, and otherwise stores a
+//! new item (see [`crate::store::Store::arith`]), so which one happens depends on what the batch
+//! still holds.
 
 use std::ops::{Deref, DerefMut};
 
@@ -21,6 +26,8 @@ pub struct Reply {
     /// Values sent by reference, each after the first `at` rendered bytes, in order.
     shared: Vec<(usize, SharedValue)>,
     shared_len: usize,
+    /// Items named by replies memcached would not have sent yet ([`Reply::hold`]).
+    held: Vec<SharedValue>,
 }
 
 impl Reply {
@@ -38,6 +45,18 @@ impl Reply {
             self.shared_len += value.len();
             self.shared.push((self.bytes.len(), value));
         }
+    }
+
+    /// Holds `item` until the reply is sent or [`Reply::release`]d, as memcached holds the items
+    /// of meta and binary reads until their replies go out.
+    pub fn hold(&mut self, item: &Item) {
+        self.held.push(item.shared_value());
+    }
+
+    /// Lets go of the held items: memcached has sent the replies so far (after a text `get`,
+    /// `mn`, a binary no-op, or a full event of requests).
+    pub fn release(&mut self) {
+        self.held.clear();
     }
 
     /// Bytes of the whole reply.
@@ -71,6 +90,7 @@ impl Reply {
         self.bytes.clear();
         self.shared.clear();
         self.shared_len = 0;
+        self.held.clear();
     }
 
     /// Capacity of the rendered bytes, to drop a buffer a large reply left behind.
@@ -179,5 +199,18 @@ mod tests {
         assert!(r.to_vec().ends_with(b"xab"));
         r.clear();
         assert!(r.is_empty() && r.to_vec().is_empty());
+    }
+
+    #[test]
+    fn held_items_stay_held_until_released_or_sent() {
+        let it = item(b"10");
+        let mut r = Reply::default();
+        r.hold(&it);
+        assert!(it.is_held() && r.is_empty(), "holding adds nothing to the reply");
+        r.release();
+        assert!(!it.is_held());
+        r.hold(&it);
+        r.clear();
+        assert!(!it.is_held());
     }
 }

@@ -240,6 +240,8 @@ fn get(
         });
     }
     out.extend_from_slice(b"END\r\n");
+    // memcached sends a text get's reply, and every one before it, at once.
+    out.release();
 }
 
 fn store(ctx: &Context, cmd: &StoreCmd<'_>, now: RelTime, out: &mut Vec<u8>) {

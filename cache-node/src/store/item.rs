@@ -87,14 +87,15 @@ impl Item {
         &self.data[self.key_len as usize..]
     }
 
-    /// The value, to change in place. A reply still sending the old value keeps it: the item
-    /// gets a copy of its own first.
-    pub fn value_mut(&mut self) -> &mut [u8] {
-        if Arc::get_mut(&mut self.data).is_none() {
-            self.data = Arc::from(&self.data[..]);
-        }
-        let data = Arc::get_mut(&mut self.data).expect("the item holds the only reference");
-        &mut data[self.key_len as usize..]
+    /// The value, to change in place; `None` while a reply holds the item ([`Item::is_held`]).
+    pub fn value_mut(&mut self) -> Option<&mut [u8]> {
+        let start = self.key_len as usize;
+        Arc::get_mut(&mut self.data).map(|data| &mut data[start..])
+    }
+
+    /// Whether a reply holds the item (memcached: a reference count above the hash table's).
+    pub fn is_held(&self) -> bool {
+        Arc::strong_count(&self.data) > 1
     }
 
     /// The value as a reference that outlives the store's lock, for a reply to send.
@@ -169,14 +170,14 @@ mod tests {
     }
 
     #[test]
-    fn a_value_changed_in_place_leaves_a_shared_copy_as_it_was() {
+    fn a_held_value_is_not_changed_in_place() {
         let mut it = Item::new(b"k", b"10", 0, 0, 0);
         let sent = it.shared_value();
-        it.value_mut().copy_from_slice(b"11");
-        assert_eq!((&*sent, it.value(), it.key()), (&b"10"[..], &b"11"[..], &b"k"[..]));
+        assert!(it.is_held() && it.value_mut().is_none());
         drop(sent);
-        it.value_mut()[0] = b'2';
-        assert_eq!(it.value(), b"21");
+        assert!(!it.is_held());
+        it.value_mut().expect("no one holds it")[0] = b'2';
+        assert_eq!((it.value(), it.key()), (&b"20"[..], &b"k"[..]));
     }
 
     // memcached spends 59 bytes of metadata per item (header, CAS, NUL, CRLF), before its slab

@@ -680,20 +680,24 @@ impl Store {
         };
         let text = value.to_string();
         let exptime = req.touch.unwrap_or(old_exptime);
-        if text.len() <= old_len {
-            let cas = self.cas_id();
-            let it = shard.item_mut(idx);
-            let buf = it.value_mut();
+        // memcached rewrites a number that fits in place, padded with spaces, but only when
+        // nothing else holds the item: a reply not yet sent ([`crate::engine::Reply::hold`]).
+        let it = shard.item_mut(idx);
+        if text.len() <= old_len
+            && let Some(buf) = it.value_mut()
+        {
             buf[..text.len()].copy_from_slice(text.as_bytes());
             buf[text.len()..].fill(b' ');
+            let cas = self.cas_id();
             it.cas = cas;
             it.exptime = exptime;
             it.time = now;
             self.changed(shard, idx);
             return ArithOutcome::Done { value, cas, exptime, prev_exptime: old_exptime };
         }
-        // A longer number needs a new item, which starts with fresh bits as in memcached. It
-        // also keeps the old expiry: memcached 1.6.18 applies meta's T to the item it replaced.
+        // Otherwise a new item of the number's exact length, which starts with fresh bits as in
+        // memcached. It also keeps the old expiry: memcached 1.6.18 applies meta's T to the item
+        // it replaced.
         let item = Item::new(key, text.as_bytes(), old_flags, old_exptime, now);
         match self.put(shard, hash, Some(idx), item, now) {
             StoreOutcome { status: StoreStatus::Stored, cas } => {

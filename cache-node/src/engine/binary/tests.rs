@@ -249,6 +249,23 @@ fn counters_follow_memcached() {
 }
 
 #[test]
+fn a_read_still_held_makes_an_increment_rebuild_the_item() {
+    // As memcached 1.6.18: a get, getq, getk, gat or touch reply holds its item until sent (a
+    // no-op sends the replies so far), and decr then stores the number at its exact length.
+    let c = ctx();
+    let stored = |c: &Context| run(c, &[get(GET, b"n")])[0].value.clone();
+    let gat = frame(GAT, &0u32.to_be_bytes(), b"n", b"", 0);
+    for held in [get(GET, b"n"), get(GETQ, b"n"), get(GETK, b"n"), gat, touch(TOUCH, b"n", 0)] {
+        run(&c, &[set(SET, b"n", b"100", 0, 0, 0)]);
+        run(&c, &[held, arith(DECREMENT, b"n", 95, 0, 0, 0)]);
+        assert_eq!(stored(&c), b"5");
+        run(&c, &[set(SET, b"n", b"100", 0, 0, 0)]);
+        run(&c, &[get(GET, b"n"), get(NOOP, b""), arith(DECREMENT, b"n", 95, 0, 0, 0)]);
+        assert_eq!(stored(&c), b"5  ");
+    }
+}
+
+#[test]
 fn deletes_honour_cas() {
     let c = ctx();
     let cas = run(&c, &[set(SET, b"k", b"1", 0, 0, 0)])[0].cas;

@@ -22,6 +22,14 @@ fn transcript(input: &str, replies: &str) {
     assert_eq!(run(&ctx(), input.as_bytes()), replies, "for {input:?}");
 }
 
+/// As [`transcript`], for batches separated by `|`: each batch is handled and its replies sent
+/// before the next, as a client that waits for the replies.
+fn transcript_stepwise(batches: &str, replies: &str) {
+    let ctx = ctx();
+    let got: String = batches.split('|').map(|batch| run(&ctx, batch.as_bytes())).collect();
+    assert_eq!(got, replies, "for {batches:?}");
+}
+
 fn long_opaque() -> String {
     format!("O{}", "o".repeat(32))
 }
@@ -149,14 +157,14 @@ fn ma_rewrites_a_shorter_number_in_place_and_rebuilds_a_longer_one() {
     // its exact length, value space padded to the old length) whenever nothing else holds the
     // item, exactly as incr/decr. The item keeps its flags, fetched mark, stale and win bits and
     // base64 marker, and takes T. A longer number is a new item: bits cleared, T lost.
-    transcript(
-        "ms n 2\r\n10\r\nma n v MD D5\r\nmg n v s\r\n\
-         ms h 3 T100 F7\r\n100\r\nmg h v\r\nma h v MD c t T500\r\nmg h v f t c h s\r\n\
-         ms s 2 F5\r\n10\r\nmd s I T30\r\nma s MD v c t\r\nmg s v c t h\r\n\
-         ms azE= 2 b\r\n10\r\nma azE= b MD k v\r\nmg k1 k v\r\n\
-         ms g 1 T100 F7\r\n9\r\nmg g v\r\nma g v c t T500\r\nmg g v f t c h s\r\n\
-         ms S 1 F5\r\n9\r\nmd S I T30\r\nma S v c t\r\nmg S v c t h\r\n\
-         ms azI= 1 b\r\n9\r\nma azI= b k v\r\nmg k2 k v\r\n",
+    transcript_stepwise(
+        "ms n 2\r\n10\r\n|ma n v MD D5\r\n|mg n v s\r\n|\
+         ms h 3 T100 F7\r\n100\r\n|mg h v\r\n|ma h v MD c t T500\r\n|mg h v f t c h s\r\n|\
+         ms s 2 F5\r\n10\r\n|md s I T30\r\n|ma s MD v c t\r\n|mg s v c t h\r\n|\
+         ms azE= 2 b\r\n10\r\n|ma azE= b MD k v\r\n|mg k1 k v\r\n|\
+         ms g 1 T100 F7\r\n9\r\n|mg g v\r\n|ma g v c t T500\r\n|mg g v f t c h s\r\n|\
+         ms S 1 F5\r\n9\r\n|md S I T30\r\n|ma S v c t\r\n|mg S v c t h\r\n|\
+         ms azI= 1 b\r\n9\r\n|ma azI= b k v\r\n|mg k2 k v\r\n",
         "HD\r\nVA 1\r\n5\r\nVA 2 s2\r\n5 \r\n\
          HD\r\nVA 3\r\n100\r\nVA 2 c4 t100\r\n99\r\nVA 3 f7 t500 c4 h1 s3\r\n99 \r\n\
          HD\r\nHD\r\nVA 1 c7 t30\r\n9\r\nVA 2 c7 t30 h0 X W\r\n9 \r\n\
@@ -164,6 +172,39 @@ fn ma_rewrites_a_shorter_number_in_place_and_rebuilds_a_longer_one() {
          HD\r\nVA 1\r\n9\r\nVA 2 c11 t100\r\n10\r\nVA 2 f7 t100 c11 h0 s2\r\n10\r\n\
          HD\r\nHD\r\nVA 2 c14 t30\r\n10\r\nVA 2 c14 t30 h0\r\n10\r\n\
          HD\r\nVA 2 kazI= b\r\n10\r\nVA 2 kk2\r\n10\r\n",
+    );
+}
+
+#[test]
+fn increments_rebuild_an_item_a_reply_in_the_batch_still_holds() {
+    // Captured batch by batch: memcached 1.6.18 holds the items of mg replies until it sends
+    // them (after mn, a text get, or 21 requests), and an increment then makes a new item of
+    // the number's exact length: bits cleared and T lost, though the reply shows it.
+    let twenty = "mg o v\r\n".repeat(20);
+    let nineteen = "mg o v\r\n".repeat(19);
+    transcript_stepwise(
+        &format!(
+            "ms n 2\r\n10\r\n|mg n v\r\nma n v MD D5\r\nmg n v s h\r\n|\
+             ms h 2 F3\r\n10\r\n|mg h s\r\nmn\r\nma h v MD D5\r\nmg h v s h f\r\n|\
+             set d 0 0 3\r\n100\r\n|get d\r\ndecr d 95\r\nmg d v\r\n|\
+             set e 0 0 3\r\n100\r\n|mg e q v\r\ndecr e 50\r\ndecr e 45\r\nmg e v\r\n|\
+             ms f 3 T100\r\n100\r\n|mg f\r\nmg o\r\nget o\r\nma f v MD D95 T500 t\r\nmg f t v\r\n|\
+             ms g 3 T100\r\n100\r\n|mg g\r\nmd o q\r\nma g v MD D95 T500 t\r\nmg g t v\r\n|\
+             set p 0 0 3\r\n100\r\n|mg p\r\n{twenty}decr p 95\r\nmg p s\r\n|\
+             set q 0 0 3\r\n100\r\n|mg q\r\n{nineteen}decr q 95\r\nmg q s\r\n"
+        ),
+        &format!(
+            "HD\r\nVA 2\r\n10\r\nVA 1\r\n5\r\nVA 1 s1 h0\r\n5\r\n\
+             HD\r\nHD s2\r\nMN\r\nVA 1\r\n5\r\nVA 2 s2 h1 f3\r\n5 \r\n\
+             STORED\r\nVALUE d 0 3\r\n100\r\nEND\r\n5\r\nVA 3\r\n5  \r\n\
+             STORED\r\nVA 3\r\n100\r\n50\r\n5\r\nVA 2\r\n5 \r\n\
+             HD\r\nHD\r\nEN\r\nEND\r\nVA 1 t500\r\n5\r\nVA 3 t500\r\n5  \r\n\
+             HD\r\nHD\r\nNF\r\nVA 1 t500\r\n5\r\nVA 1 t100\r\n5\r\n\
+             STORED\r\nHD\r\n{}5\r\nHD s3\r\n\
+             STORED\r\nHD\r\n{}5\r\nHD s1\r\n",
+            "EN\r\n".repeat(20),
+            "EN\r\n".repeat(19)
+        ),
     );
 }
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian 12 machine (run as root, or with sudo rights):
 # memcached 1.6.18 (the reference server), libmemcached-tools (memccapable), keepalived (the
-# VRRP peer), the Python test packages, cargo-fuzz, helm (for the chart tests) and a Kubernetes
-# control plane built from the Go module proxy (for the end-to-end tests). Skips whatever is
-# already there.
+# VRRP peer), the Python test packages, cargo-fuzz, helm and promtool (for the chart tests) and
+# a Kubernetes control plane built from the Go module proxy (for the end-to-end tests). Skips
+# whatever is already there.
 #
 # Two prerequisites it checks but does not install: a Rust toolchain, 1.88 or newer, with
 # rustfmt and clippy (https://rustup.rs), and Go 1.21 or newer (https://go.dev/dl/), which
@@ -63,6 +63,17 @@ if [ ! -x "$helm_dir/helm" ]; then
         -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$k8s_minor" \
         "helm.sh/helm/v3/cmd/helm@$helm_version"
     rm -rf "$helm_dir" && mv "$helm_dir.tmp" "$helm_dir"
+fi
+
+# promtool, for the chart's alerting rules (tests/manifests/test_monitoring.py): built once from
+# the Go module proxy like helm (Prometheus v3's module is tagged v0.3xx).
+promtool_version="$(cat tests/manifests/promtool-version)"
+promtool_dir="${XDG_CACHE_HOME:-$HOME/.cache}/cachepair/tools/promtool-$promtool_version"
+if [ ! -x "$promtool_dir/promtool" ]; then
+    rm -rf "$promtool_dir.tmp"
+    CGO_ENABLED=0 GOBIN="$promtool_dir.tmp" go install -trimpath -ldflags "-w -s" \
+        "github.com/prometheus/prometheus/cmd/promtool@$promtool_version"
+    rm -rf "$promtool_dir" && mv "$promtool_dir.tmp" "$promtool_dir"
 fi
 
 # The Kubernetes control plane for the end-to-end tests (kube-apiserver, controller-manager,

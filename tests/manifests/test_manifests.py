@@ -37,6 +37,7 @@ CONFIGS = {
     "existing-service-account": ("serviceAccount.create=false", "serviceAccount.name=ops-sa"),
     "watch-namespace-everything": (f"watchNamespace={WATCH_NS}", "pairServiceMonitors=true",
                                    "serviceMonitor.enabled=true", "replicaCount=3"),
+    "alerts-and-dashboard": ("prometheusRule.enabled=true", "grafanaDashboard.enabled=true"),
 }
 
 # The operator's RBAC contract: (API group, resource) -> verbs, where it watches.
@@ -144,6 +145,10 @@ def test_rendered_kinds(config):
         expected.append("ServiceAccount")
     if values.get("serviceMonitor.enabled") == "true":
         expected.append("ServiceMonitor")
+    if values.get("prometheusRule.enabled") == "true":
+        expected.append("PrometheusRule")
+    if values.get("grafanaDashboard.enabled") == "true":
+        expected.append("ConfigMap")
     if rbac:
         expected += ["ClusterRole", "ClusterRoleBinding"]
         if namespaced:

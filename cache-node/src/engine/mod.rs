@@ -1,7 +1,9 @@
 //! Executes parsed requests against the store and renders the replies, one module per
-//! protocol. Shared here: the server-wide context and the result of processing a buffer.
+//! protocol. Shared here: the server-wide context and the result of processing a buffer; the
+//! context's registry of open sockets ([`conns`]) lives here too, since `stats conns` reads it.
 
 pub mod binary;
+pub mod conns;
 pub mod dump;
 pub mod meta;
 pub mod reply;
@@ -49,7 +51,7 @@ pub struct Context {
     /// `-v` level, changeable with the `verbosity` command.
     pub verbosity: AtomicU8,
     /// Open sockets, for `stats conns`.
-    pub conns: crate::server::Registry,
+    pub conns: conns::Registry,
     /// Replication's state, once it runs (`stats replication`, `/metrics`).
     pub replication: std::sync::OnceLock<Arc<crate::replication::Status>>,
     /// Keeps resident memory within its bound (see [`crate::memory`]).

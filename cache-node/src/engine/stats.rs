@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use super::Context;
-use crate::server::conns::Transport;
+use super::conns::Transport;
 use crate::store::{Mode, StoreStatus, classes};
 
 /// Connection-level counters; item counters live in the store's shards.

@@ -2,7 +2,6 @@
 //! background expiry, shutdown.
 
 mod connection;
-pub mod conns;
 pub mod http;
 mod udp;
 mod workers;
@@ -20,9 +19,8 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::engine::Context;
+use crate::engine::conns::{State, Transport};
 use crate::rate_limited_log::RateLimitedLog;
-pub use conns::Registry;
-use conns::{State, Transport};
 use workers::Workers;
 
 /// How often background expiry runs, and how many slots it visits each time.

@@ -53,7 +53,7 @@ pub struct Context {
     /// Open sockets, for `stats conns`.
     pub conns: conns::Registry,
     /// Replication's state, once it runs (`stats replication`, `/metrics`).
-    pub replication: std::sync::OnceLock<Arc<crate::replication::Status>>,
+    pub replication: std::sync::OnceLock<Arc<crate::replication::status::Status>>,
     /// Keeps resident memory within its bound (see [`crate::memory`]).
     pub memory: Option<crate::memory::Guard>,
     /// `lru_crawler enable|disable`: while disabled, `crawl` and `metadump` are refused, as in

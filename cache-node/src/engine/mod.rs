@@ -44,7 +44,8 @@ pub struct Settings {
 
 /// Everything a connection needs, shared by all of them.
 pub struct Context {
-    pub store: Store,
+    /// Shared with replication, which fills it from the peer and copies it to the peer.
+    pub store: Arc<Store>,
     pub clock: Clock,
     pub stats: ServerStats,
     pub settings: Settings,
@@ -64,7 +65,7 @@ pub struct Context {
 impl Context {
     pub fn new(store: Store, settings: Settings, verbosity: u8) -> Arc<Self> {
         Arc::new(Self {
-            store,
+            store: Arc::new(store),
             clock: Clock::new(),
             stats: ServerStats::default(),
             settings,

@@ -40,10 +40,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
-use crate::engine::Context;
 use crate::rate_limited_log::RateLimitedLog;
 use crate::server::{ACCEPT_BACKOFF, ACCEPT_ERROR_LOG_INTERVAL};
-use crate::store::{Change, ChangeSink, Clock, version};
+use crate::store::{Change, ChangeSink, Clock, Store, version};
 use auth::Secret;
 use backlog::Backlog;
 use codec::{Entry, Message, Op, ReplId, Role};
@@ -146,7 +145,10 @@ impl ChangeSink for Feed {
 /// A node's replication: its state, its feed, and the control loop.
 pub struct Replicator {
     config: Config,
-    ctx: Arc<Context>,
+    /// The store it fills from the peer and copies to it, and the clock its times are
+    /// relative to: the engine's own.
+    store: Arc<Store>,
+    clock: Clock,
     node_id: u64,
     /// This node's stream id: a restarted node starts a new stream.
     repl_id: ReplId,
@@ -159,16 +161,20 @@ pub struct Replicator {
 }
 
 impl Replicator {
-    /// Wires replication into the store. Returns the replicator and a receiver that turns true
-    /// when client ports may open: at once for a master, after the full copy for a joining
-    /// slave (repcached's `marugoto_end`).
-    pub fn new(config: Config, ctx: Arc<Context>) -> anyhow::Result<(Arc<Self>, watch::Receiver<bool>)> {
+    /// Wires replication into the store; `status` is where it reports its state. Returns the
+    /// replicator and a receiver that turns true when client ports may open: at once for a
+    /// master, after the full copy for a joining slave (repcached's `marugoto_end`).
+    pub fn new(
+        config: Config,
+        store: Arc<Store>,
+        clock: Clock,
+        status: Arc<Status>,
+    ) -> anyhow::Result<(Arc<Self>, watch::Receiver<bool>)> {
         let mut id = [0u8; 8];
         getrandom::fill(&mut id).map_err(|e| anyhow::anyhow!("no randomness for the node id: {e}"))?;
         let node_id = u64::from_be_bytes(id);
         let mut repl_id = [0u8; 16];
         getrandom::fill(&mut repl_id).map_err(|e| anyhow::anyhow!("no randomness for the stream id: {e}"))?;
-        let status = ctx.replication.get_or_init(|| Arc::new(Status::default())).clone();
         let sync_ms = config.sync_timeout.map_or(0, |t| t.as_millis().max(1) as u64);
         status.sync_timeout_ms.store(sync_ms, Relaxed);
         let feed = Arc::new(Feed {
@@ -178,17 +184,18 @@ impl Replicator {
             changed: Notify::new(),
             unsent_since: AtomicU64::new(0),
             epoch: Instant::now(),
-            clock: ctx.clock.clone(),
+            clock: clock.clone(),
             status: status.clone(),
         });
-        ctx.store.hlc().set_tag(node_id as u8);
-        if ctx.store.set_change_sink(feed.clone()).is_err() {
+        store.hlc().set_tag(node_id as u8);
+        if store.set_change_sink(feed.clone()).is_err() {
             anyhow::bail!("replication is already running");
         }
         let (ready, ready_rx) = watch::channel(false);
         let repl = Arc::new(Self {
             config,
-            ctx,
+            store,
+            clock,
             node_id,
             repl_id,
             feed,

@@ -21,15 +21,8 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 use crate::engine::Context;
 use crate::engine::conns::{State, Transport};
 use crate::rate_limited_log::RateLimitedLog;
+use crate::store::{SWEEP_BUDGET, SWEEP_INTERVAL};
 use workers::Workers;
-
-/// How often background expiry runs, and how many slots it visits each time.
-pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
-const SWEEP_BUDGET: usize = 4096;
-
-/// The listen backlog of the client ports (`tcp_backlog`): what Rust's `TcpListener::bind`
-/// passes to `listen`, as `ss -ltn` shows for a running node (Send-Q 128).
-pub const TCP_BACKLOG: u32 = 128;
 
 /// After a failed accept (out of file descriptors and the like): how long to back off instead
 /// of spinning, and how often at most to say so in the log.

@@ -185,7 +185,10 @@ async fn serve(
     // A joining slave opens its client ports only once it holds a complete copy.
     let (repl, ready) = match replication {
         Some(config) => {
-            let (repl, ready) = Replicator::new(config, ctx.clone())?;
+            // Replication shares the engine's store and clock, and reports its state where
+            // `stats replication` and the admin listener read it.
+            let status = ctx.replication.get_or_init(Default::default).clone();
+            let (repl, ready) = Replicator::new(config, ctx.store.clone(), ctx.clock.clone(), status)?;
             tokio::spawn(repl.clone().run());
             (Some(repl), Some(ready))
         }

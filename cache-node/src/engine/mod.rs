@@ -1,7 +1,9 @@
 //! Executes parsed requests against the store and renders the replies, one module per
-//! protocol. Shared here: the server-wide context and the result of processing a buffer.
+//! protocol. Shared here: the server-wide context and the result of processing a buffer; the
+//! context's registry of open sockets ([`conns`]) lives here too, since `stats conns` reads it.
 
 pub mod binary;
+pub mod conns;
 pub mod dump;
 pub mod meta;
 pub mod reply;
@@ -42,16 +44,17 @@ pub struct Settings {
 
 /// Everything a connection needs, shared by all of them.
 pub struct Context {
-    pub store: Store,
+    /// Shared with replication, which fills it from the peer and copies it to the peer.
+    pub store: Arc<Store>,
     pub clock: Clock,
     pub stats: ServerStats,
     pub settings: Settings,
     /// `-v` level, changeable with the `verbosity` command.
     pub verbosity: AtomicU8,
     /// Open sockets, for `stats conns`.
-    pub conns: crate::server::Registry,
+    pub conns: conns::Registry,
     /// Replication's state, once it runs (`stats replication`, `/metrics`).
-    pub replication: std::sync::OnceLock<Arc<crate::replication::Status>>,
+    pub replication: std::sync::OnceLock<Arc<crate::replication::status::Status>>,
     /// Keeps resident memory within its bound (see [`crate::memory`]).
     pub memory: Option<crate::memory::Guard>,
     /// `lru_crawler enable|disable`: while disabled, `crawl` and `metadump` are refused, as in
@@ -62,7 +65,7 @@ pub struct Context {
 impl Context {
     pub fn new(store: Store, settings: Settings, verbosity: u8) -> Arc<Self> {
         Arc::new(Self {
-            store,
+            store: Arc::new(store),
             clock: Clock::new(),
             stats: ServerStats::default(),
             settings,

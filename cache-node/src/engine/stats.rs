@@ -3,8 +3,13 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use super::Context;
-use crate::server::conns::Transport;
-use crate::store::{Mode, StoreStatus, classes};
+use super::conns::Transport;
+use crate::store::{Mode, SWEEP_INTERVAL, StoreStatus, classes};
+
+/// The listen backlog of the client ports (`tcp_backlog`): what Rust's `TcpListener::bind`
+/// passes to `listen`, as `ss -ltn` shows for a running node (Send-Q 128). The server never
+/// names it (the standard library picks it), so it lives where `stats settings` reports it.
+const TCP_BACKLOG: u32 = 128;
 
 /// Connection-level counters; item counters live in the store's shards.
 #[derive(Debug, Default)]
@@ -259,7 +264,7 @@ pub fn settings(ctx: &Context) -> StatList {
     out.add("detail_enabled", "no");
     out.add("reqs_per_event", super::BATCH_REQUESTS);
     out.add("cas_enabled", "yes");
-    out.add("tcp_backlog", crate::server::TCP_BACKLOG);
+    out.add("tcp_backlog", TCP_BACKLOG);
     // The first byte of a connection picks text or binary.
     out.add("binding_protocol", "auto-negotiate");
     out.add("auth_enabled_sasl", "no");
@@ -277,7 +282,7 @@ pub fn settings(ctx: &Context) -> StatList {
     // As memcached: `lru_crawler enable|disable`, which gates `crawl` and `metadump`. The
     // background expiry sweep (every 100 ms, no cap per pass) runs either way: it is expiry.
     out.add("lru_crawler", if ctx.lru_crawler.load(Relaxed) { "yes" } else { "no" });
-    out.add("lru_crawler_sleep", crate::server::SWEEP_INTERVAL.as_micros());
+    out.add("lru_crawler_sleep", SWEEP_INTERVAL.as_micros());
     out.add("lru_crawler_tocrawl", 0);
     // Off, as memcached's default.
     out.add("tail_repair_time", 0);

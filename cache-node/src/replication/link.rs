@@ -337,13 +337,13 @@ async fn writer(
             // version wins either way).
             let offset = repl.feed.backlog.lock().end();
             // The snapshot holds no flushes: they follow in the stream, for the peer's own items.
-            repl.ctx.store.announce_flushes();
+            repl.store.announce_flushes();
             repl.status.full_syncs_sent.fetch_add(1, Relaxed);
             send(wr, &Message::FullSync { repl_id: repl.repl_id, offset }).await?;
-            let store = &repl.ctx.store;
+            let store = &repl.store;
             let mut count = 0u64;
             for shard in 0..store.shard_count() {
-                let now = repl.ctx.clock.now();
+                let now = repl.clock.now();
                 store.snapshot(shard, now, |change| {
                     if let Some(entry) = snapshot_entry(repl, change)
                         && Message::Item(entry).encode(&mut out).is_ok()
@@ -446,7 +446,7 @@ async fn reader(repl: &Replicator, rd: &mut OwnedReadHalf, mut rbuf: BytesMut, s
         let mut applied_any = false;
         while let Some((msg, len)) = codec::decode(&rbuf, max_frame)? {
             shared.heard_now();
-            let now = repl.ctx.clock.now();
+            let now = repl.clock.now();
             match msg {
                 Message::FullSync { repl_id, offset } => {
                     repl.status.full_syncs_received.fetch_add(1, Relaxed);
@@ -484,11 +484,11 @@ async fn reader(repl: &Replicator, rd: &mut OwnedReadHalf, mut rbuf: BytesMut, s
                             &Entry { key, value: b"", flags: 0, exptime: 0, cas: 0, version, deleted: true },
                             now,
                         ),
-                        Op::Flush { at: 0, version } => repl.ctx.store.apply_flush(Flush::immediate(version), now),
+                        Op::Flush { at: 0, version } => repl.store.apply_flush(Flush::immediate(version), now),
                         Op::Flush { at, version } => {
                             let flush = Flush::delayed(version, at);
-                            let from = repl.ctx.clock.rel_at_millis(flush.effective_millis());
-                            repl.ctx.store.apply_flush(flush, from);
+                            let from = repl.clock.rel_at_millis(flush.effective_millis());
+                            repl.store.apply_flush(flush, from);
                         }
                     }
                     let end = offset + len as u64;
@@ -555,7 +555,7 @@ fn step_down(repl: &Replicator, shared: &Shared, offset: u64) -> anyhow::Result<
 }
 
 fn apply(repl: &Replicator, e: &Entry<'_>, now: crate::store::RelTime) {
-    let exptime = if e.exptime == 0 { 0 } else { repl.ctx.clock.rel_exptime(e.exptime as i64, now) };
+    let exptime = if e.exptime == 0 { 0 } else { repl.clock.rel_exptime(e.exptime as i64, now) };
     let item = RemoteItem {
         key: e.key,
         value: e.value,
@@ -565,7 +565,7 @@ fn apply(repl: &Replicator, e: &Entry<'_>, now: crate::store::RelTime) {
         version: e.version,
         deleted: e.deleted,
     };
-    repl.ctx.store.apply(&item, now);
+    repl.store.apply(&item, now);
 }
 
 /// Declares the link dead when the peer is silent for `misses` heartbeats.

@@ -4,8 +4,9 @@
 //!   handshake that opens every link; [`roles`]: who is master, as a pure rule;
 //!   [`backlog`]: this node's own changes, addressed by stream offset;
 //! - [`link`]: one authenticated connection to the peer: handshake, sync, both streams;
-//! - this module: the node's replication state, the change feed the store reports to, and the
-//!   control loop (join the peer or become master, accept the peer, promote on master loss).
+//! - [`status`]: the node's replication state, which the engine and the admin listener read;
+//! - this module: the change feed the store reports to, and the control loop (join the peer or
+//!   become master, accept the peer, promote on master loss).
 //!
 //! A master accepts on its replication port at all times, each connection's handshake in a task
 //! of its own: idle or hostile connections cannot keep the peer out, and a peer that connects
@@ -24,13 +25,14 @@ pub mod codec;
 mod lag;
 mod link;
 pub mod roles;
+pub mod status;
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -38,14 +40,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
-use crate::engine::Context;
 use crate::rate_limited_log::RateLimitedLog;
 use crate::server::{ACCEPT_BACKOFF, ACCEPT_ERROR_LOG_INTERVAL};
-use crate::store::{Change, ChangeSink, Clock, version};
+use crate::store::{Change, ChangeSink, Clock, Store, version};
 use auth::Secret;
 use backlog::Backlog;
 use codec::{Entry, Message, Op, ReplId, Role};
 use link::{Authenticated, HANDSHAKE_TIMEOUT, Reached};
+use status::Status;
 
 /// Replication settings (from `-x`, `-X`, `-q` and the `--repl-*` options).
 #[derive(Debug, Clone)]
@@ -66,168 +68,6 @@ pub struct Config {
     pub sync_timeout: Option<Duration>,
     /// Open the client ports at once instead of after a joining slave's full copy.
     pub serve_while_syncing: bool,
-}
-
-/// What `stats replication` and `/metrics` show; shared with the engine.
-#[derive(Debug, Default)]
-pub struct Status {
-    role: AtomicU8,
-    pub term: AtomicU64,
-    pub link_up: AtomicBool,
-    pub peer: Mutex<Option<SocketAddr>>,
-    pub full_syncs_sent: AtomicU64,
-    pub full_syncs_received: AtomicU64,
-    pub partial_syncs: AtomicU64,
-    pub failovers: AtomicU64,
-    pub switchovers: AtomicU64,
-    pub ops_applied: AtomicU64,
-    pub auth_failures: AtomicU64,
-    /// Connections on the replication port that did not authenticate (idle past the deadline,
-    /// garbage, a wrong secret, or dropped for newer ones).
-    pub handshakes_failed: AtomicU64,
-    /// Links replaced by a newer one from the peer, which had given up on the old one.
-    pub links_replaced: AtomicU64,
-    /// Graceful shutdowns that gave up handing the master role over (see
-    /// [`Replicator::hand_over_for_shutdown`]).
-    pub shutdown_handover_timeouts: AtomicU64,
-    /// End of this node's stream, and how far the peer acknowledged it.
-    pub stream_end: AtomicU64,
-    pub peer_acked: AtomicU64,
-    /// Bytes the backlog holds (bounded by -q).
-    pub backlog_bytes: AtomicU64,
-    /// Ops of this node's stream the peer had not acknowledged at its last ack.
-    pub lag_ops: AtomicU64,
-    /// Asks the link to hand the master role over (see [`Status::switchover`]).
-    stepdown: Notify,
-    /// Synchronous mode: how long a write waits for the peer (milliseconds; 0: asynchronous).
-    sync_timeout_ms: AtomicU64,
-    /// Writes acknowledged without the peer's confirmation in synchronous mode.
-    pub sync_degraded: AtomicU64,
-    /// Signalled when the peer acknowledges more of this node's stream.
-    acked: Notify,
-    /// How long this node's changes take to be applied by the peer.
-    pub lag: lag::Lag,
-}
-
-impl Status {
-    pub fn role(&self) -> Role {
-        match self.role.load(Relaxed) {
-            1 => Role::Master,
-            2 => Role::Slave,
-            _ => Role::Starting,
-        }
-    }
-
-    fn set_role(&self, role: Role) {
-        self.role.store(
-            match role {
-                Role::Master => 1,
-                Role::Slave => 2,
-                Role::Starting => 0,
-            },
-            Relaxed,
-        );
-    }
-
-    /// The end of this node's stream: a write made before reading it is at or before it.
-    pub fn stream_end(&self) -> u64 {
-        self.stream_end.load(Relaxed)
-    }
-
-    /// Synchronous mode: returns once the peer has applied this node's stream up to `offset`.
-    /// The degrade policy: with no peer linked, or after the timeout, it returns anyway (the
-    /// write is acknowledged as asynchronous), counts it in `sync_degraded` and logs it.
-    pub async fn wait_replicated(&self, offset: u64) {
-        let timeout = self.sync_timeout_ms.load(Relaxed);
-        if timeout == 0 {
-            return;
-        }
-        if !self.link_up.load(Relaxed) {
-            self.degraded("no peer linked");
-            return;
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout);
-        loop {
-            let acked = self.acked.notified();
-            tokio::pin!(acked);
-            acked.as_mut().enable();
-            if self.peer_acked.load(Relaxed) >= offset {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, acked).await.is_err() {
-                self.degraded("the peer did not confirm in time");
-                return;
-            }
-        }
-    }
-
-    fn degraded(&self, why: &str) {
-        // One line per 1024 degraded writes: enough to notice, not a flood.
-        if self.sync_degraded.fetch_add(1, Relaxed).is_multiple_of(1024) {
-            warn!(why, "synchronous replication degraded: write acknowledged without the peer");
-        }
-    }
-
-    /// Planned switchover: the master streams everything it has, tells the slave to take over
-    /// at that offset, and becomes slave once the peer confirms. Both keep serving throughout
-    /// and the link stays up, so no write is lost. Waits up to `timeout` for the hand-over.
-    pub async fn switchover(&self, timeout: Duration) -> Result<(), String> {
-        if self.role() != Role::Master {
-            return Err("this node is not the master".into());
-        }
-        if !self.link_up.load(Relaxed) {
-            return Err("no slave is linked".into());
-        }
-        self.stepdown.notify_one();
-        let deadline = tokio::time::Instant::now() + timeout;
-        while self.role() == Role::Master {
-            if tokio::time::Instant::now() >= deadline {
-                return Err("the slave did not take over in time".into());
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        Ok(())
-    }
-
-    /// Name/value pairs for `stats replication`.
-    pub fn stats(&self) -> Vec<(String, String)> {
-        let role = match self.role() {
-            Role::Master => "master",
-            Role::Slave => "slave",
-            Role::Starting => "starting",
-        };
-        let peer = self.peer.lock().map_or_else(|| "none".to_string(), |p| p.to_string());
-        let end = self.stream_end.load(Relaxed);
-        let acked = self.peer_acked.load(Relaxed).min(end);
-        let lag = self.lag.summary();
-        vec![
-            ("role".into(), role.into()),
-            ("term".into(), self.term.load(Relaxed).to_string()),
-            ("peer".into(), peer),
-            ("link".into(), if self.link_up.load(Relaxed) { "up" } else { "down" }.into()),
-            ("stream_offset".into(), end.to_string()),
-            ("lag_bytes".into(), (end - acked).to_string()),
-            ("lag_ops".into(), self.lag_ops.load(Relaxed).to_string()),
-            ("lag_samples".into(), lag.samples.to_string()),
-            ("lag_p50_us".into(), lag.p50_us.to_string()),
-            ("lag_p99_us".into(), lag.p99_us.to_string()),
-            ("lag_p999_us".into(), lag.p999_us.to_string()),
-            ("lag_max_us".into(), lag.max_us.to_string()),
-            ("backlog_bytes".into(), self.backlog_bytes.load(Relaxed).to_string()),
-            ("full_syncs_sent".into(), self.full_syncs_sent.load(Relaxed).to_string()),
-            ("full_syncs_received".into(), self.full_syncs_received.load(Relaxed).to_string()),
-            ("partial_syncs".into(), self.partial_syncs.load(Relaxed).to_string()),
-            ("failovers".into(), self.failovers.load(Relaxed).to_string()),
-            ("switchovers".into(), self.switchovers.load(Relaxed).to_string()),
-            ("mode".into(), if self.sync_timeout_ms.load(Relaxed) == 0 { "async" } else { "sync" }.into()),
-            ("sync_degraded".into(), self.sync_degraded.load(Relaxed).to_string()),
-            ("ops_applied".into(), self.ops_applied.load(Relaxed).to_string()),
-            ("auth_failures".into(), self.auth_failures.load(Relaxed).to_string()),
-            ("handshakes_failed".into(), self.handshakes_failed.load(Relaxed).to_string()),
-            ("links_replaced".into(), self.links_replaced.load(Relaxed).to_string()),
-            ("shutdown_handover_timeouts".into(), self.shutdown_handover_timeouts.load(Relaxed).to_string()),
-        ]
-    }
 }
 
 /// The store's change sink: encodes each local change into the backlog.
@@ -305,7 +145,10 @@ impl ChangeSink for Feed {
 /// A node's replication: its state, its feed, and the control loop.
 pub struct Replicator {
     config: Config,
-    ctx: Arc<Context>,
+    /// The store it fills from the peer and copies to it, and the clock its times are
+    /// relative to: the engine's own.
+    store: Arc<Store>,
+    clock: Clock,
     node_id: u64,
     /// This node's stream id: a restarted node starts a new stream.
     repl_id: ReplId,
@@ -318,16 +161,20 @@ pub struct Replicator {
 }
 
 impl Replicator {
-    /// Wires replication into the store. Returns the replicator and a receiver that turns true
-    /// when client ports may open: at once for a master, after the full copy for a joining
-    /// slave (repcached's `marugoto_end`).
-    pub fn new(config: Config, ctx: Arc<Context>) -> anyhow::Result<(Arc<Self>, watch::Receiver<bool>)> {
+    /// Wires replication into the store; `status` is where it reports its state. Returns the
+    /// replicator and a receiver that turns true when client ports may open: at once for a
+    /// master, after the full copy for a joining slave (repcached's `marugoto_end`).
+    pub fn new(
+        config: Config,
+        store: Arc<Store>,
+        clock: Clock,
+        status: Arc<Status>,
+    ) -> anyhow::Result<(Arc<Self>, watch::Receiver<bool>)> {
         let mut id = [0u8; 8];
         getrandom::fill(&mut id).map_err(|e| anyhow::anyhow!("no randomness for the node id: {e}"))?;
         let node_id = u64::from_be_bytes(id);
         let mut repl_id = [0u8; 16];
         getrandom::fill(&mut repl_id).map_err(|e| anyhow::anyhow!("no randomness for the stream id: {e}"))?;
-        let status = ctx.replication.get_or_init(|| Arc::new(Status::default())).clone();
         let sync_ms = config.sync_timeout.map_or(0, |t| t.as_millis().max(1) as u64);
         status.sync_timeout_ms.store(sync_ms, Relaxed);
         let feed = Arc::new(Feed {
@@ -337,17 +184,18 @@ impl Replicator {
             changed: Notify::new(),
             unsent_since: AtomicU64::new(0),
             epoch: Instant::now(),
-            clock: ctx.clock.clone(),
+            clock: clock.clone(),
             status: status.clone(),
         });
-        ctx.store.hlc().set_tag(node_id as u8);
-        if ctx.store.set_change_sink(feed.clone()).is_err() {
+        store.hlc().set_tag(node_id as u8);
+        if store.set_change_sink(feed.clone()).is_err() {
             anyhow::bail!("replication is already running");
         }
         let (ready, ready_rx) = watch::channel(false);
         let repl = Arc::new(Self {
             config,
-            ctx,
+            store,
+            clock,
             node_id,
             repl_id,
             feed,

@@ -9,7 +9,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::conns::{Conn, State};
+use crate::engine::conns::{Conn, State};
 use crate::engine::{Context, Progress, Reply, binary, text};
 use crate::memory;
 use crate::protocol::binary::REQUEST_MAGIC;

@@ -2,7 +2,6 @@
 //! background expiry, shutdown.
 
 mod connection;
-pub mod conns;
 pub mod http;
 mod udp;
 mod workers;
@@ -20,18 +19,10 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::engine::Context;
+use crate::engine::conns::{State, Transport};
 use crate::rate_limited_log::RateLimitedLog;
-pub use conns::Registry;
-use conns::{State, Transport};
+use crate::store::{SWEEP_BUDGET, SWEEP_INTERVAL};
 use workers::Workers;
-
-/// How often background expiry runs, and how many slots it visits each time.
-pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
-const SWEEP_BUDGET: usize = 4096;
-
-/// The listen backlog of the client ports (`tcp_backlog`): what Rust's `TcpListener::bind`
-/// passes to `listen`, as `ss -ltn` shows for a running node (Send-Q 128).
-pub const TCP_BACKLOG: u32 = 128;
 
 /// After a failed accept (out of file descriptors and the like): how long to back off instead
 /// of spinning, and how often at most to say so in the log.

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use tokio::net::UdpSocket;
 use tracing::{debug, debug_span};
 
-use super::conns::{State, Transport};
+use crate::engine::conns::{State, Transport};
 use crate::engine::{Context, Reply, text};
 
 pub const HEADER_LEN: usize = 8;

@@ -13,6 +13,7 @@ pub mod version;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use parking_lot::{Mutex, MutexGuard};
 
@@ -31,6 +32,12 @@ use version::Hlc;
 
 /// Longest key memcached accepts.
 pub const MAX_KEY_LEN: usize = 250;
+
+/// The pace of background expiry: a [`Store::sweep`] step every `SWEEP_INTERVAL`, each visiting
+/// up to `SWEEP_BUDGET` slots. Here rather than with the server, which runs the steps, because
+/// `stats settings` reports the interval too (`lru_crawler_sleep`).
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+pub const SWEEP_BUDGET: usize = 4096;
 
 /// memcached's `item_size_ok`: the item as memcached would lay it out must fit in `-I`.
 pub fn item_too_large(item_size_max: usize, key_len: usize, value_len: usize, flags: u32) -> bool {

@@ -306,6 +306,11 @@ impl StatsCollector {
             r.links_replaced.load(Relaxed),
         )?;
         out.counter(
+            "cachepair_replication_sync_degraded",
+            "Writes acknowledged in sync mode without the peer's confirmation (none linked, or it did not confirm in time).",
+            r.sync_degraded.load(Relaxed),
+        )?;
+        out.counter(
             "cachepair_replication_shutdown_handover_timeouts",
             "Graceful shutdowns of this master that gave up handing its role over (--shutdown-timeout).",
             r.shutdown_handover_timeouts.load(Relaxed),

@@ -156,7 +156,7 @@ pub struct Replicator {
     status: Arc<Status>,
     /// How far this node has the peer's stream.
     peer_stream: Mutex<(ReplId, u64)>,
-    /// True once client ports may open (see [`Replicator::start`]).
+    /// True once client ports may open (see [`Replicator::new`]).
     ready: watch::Sender<bool>,
 }
 
@@ -204,10 +204,6 @@ impl Replicator {
             ready,
         });
         Ok((repl, ready_rx))
-    }
-
-    pub fn status(&self) -> &Arc<Status> {
-        &self.status
     }
 
     /// The control loop: repcached's start-up rule, then master duty until the process ends.

@@ -20,7 +20,6 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod logging;
-pub mod memory;
 pub mod node;
 pub mod number;
 pub mod protocol;

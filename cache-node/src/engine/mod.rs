@@ -5,6 +5,7 @@
 pub mod binary;
 pub mod conns;
 pub mod dump;
+pub mod memory;
 pub mod meta;
 pub mod reply;
 pub mod stats;
@@ -55,8 +56,8 @@ pub struct Context {
     pub conns: conns::Registry,
     /// Replication's state, once it runs (`stats replication`, `/metrics`).
     pub replication: std::sync::OnceLock<Arc<crate::replication::status::Status>>,
-    /// Keeps resident memory within its bound (see [`crate::memory`]).
-    pub memory: Option<crate::memory::Guard>,
+    /// Keeps resident memory within its bound (see [`memory`]).
+    pub memory: Option<memory::Guard>,
     /// `lru_crawler enable|disable`: while disabled, `crawl` and `metadump` are refused, as in
     /// memcached (the background sweep goes on regardless).
     pub lru_crawler: AtomicBool,
@@ -72,7 +73,7 @@ impl Context {
             verbosity: AtomicU8::new(verbosity),
             conns: Default::default(),
             replication: Default::default(),
-            memory: crate::memory::Guard::new(),
+            memory: memory::Guard::new(),
             lru_crawler: AtomicBool::new(true),
         })
     }

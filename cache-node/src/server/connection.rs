@@ -10,8 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::engine::conns::{Conn, State};
+use crate::engine::memory;
 use crate::engine::{Context, Progress, Reply, binary, text};
-use crate::memory;
 use crate::protocol::binary::REQUEST_MAGIC;
 
 /// Initial read buffer; it grows to hold one whole request (a value up to `-I`) when needed.

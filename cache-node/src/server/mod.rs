@@ -74,7 +74,7 @@ pub async fn run(
     let workers = Arc::new(Workers::start(ctx.settings.threads)?);
     let mut tasks = JoinSet::new();
     tasks.spawn(sweep(ctx.clone()));
-    tasks.spawn(crate::memory::watch(ctx.clone()));
+    tasks.spawn(crate::engine::memory::watch(ctx.clone()));
     tokio::pin!(shutdown);
     if let Some(mut ready) = ready {
         tokio::select! {

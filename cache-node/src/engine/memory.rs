@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tracing::info;
 
-use crate::engine::Context;
+use super::Context;
 
 /// How often the watch looks besides the connections' checks: to give bytes back once memory is
 /// within its bound, and to see writes that come from the peer (a full sync).

@@ -138,7 +138,11 @@ impl Decision {
             if self.master == Some(member) {
                 "master"
             } else if self.slave == Some(member) {
-                view.role.map_or("starting", Role::as_str)
+                // An ex-master that just switched over still reads as master this round.
+                match view.role {
+                    None | Some(Role::Starting) => "starting",
+                    Some(Role::Slave | Role::Master) => "slave",
+                }
             } else {
                 "down"
             }

@@ -1,6 +1,7 @@
-//! The reconcile loop: read the cluster, let `decide` say what to do, do it, and write the
-//! status. Every object is written by server-side apply under one field manager; a finalizer
-//! lets a deleted pair say goodbye; Events tell people what happened.
+//! The reconcile loop, a thin executor: it reads the cluster, lets `validate`, `decide` and
+//! `status` say what to do, and does it. Every object is written by server-side apply under
+//! one field manager; a finalizer lets a deleted pair say goodbye; Events tell people what
+//! happened.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -10,9 +11,9 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -24,12 +25,15 @@ use serde::Serialize;
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::crd::{CachePair, CachePairStatus, Phase};
-use crate::decide::{self, Decision, Input};
-use crate::member::MemberClient;
+use crate::admin::AdminClient;
+use crate::crd::{CachePair, CachePairStatus};
+use crate::decide::{self, Decision, Input, ROLE_LABELS, Start, SwitchoverReason};
 use crate::metrics::{ErrorLabels, Metrics, PairLabels, RoleLabels};
 use crate::observe::{self, MemberView, PodState, Role};
-use crate::render::{self, Member, labels};
+use crate::pair::{Member, labels};
+use crate::render;
+use crate::status::Round;
+use crate::validate::{Found, secret_value};
 use crate::{Error, Result};
 
 pub const FINALIZER: &str = "cachepair.io/cleanup";
@@ -42,7 +46,7 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    pub members: MemberClient,
+    pub admin: AdminClient,
     /// Consecutive failures per pair, for the error backoff.
     failures: Mutex<HashMap<ObjectRef<CachePair>, u32>>,
 }
@@ -54,7 +58,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
-            members: MemberClient::default(),
+            admin: AdminClient::default(),
             failures: Mutex::default(),
         }
     }
@@ -81,7 +85,7 @@ pub async fn run(
     // master to fence. Rare events: every pair looks, and finds out whether it is concerned.
     let store = controller.store();
     let concerning = move |node: Node| {
-        let drained_or_lost = observe::node_draining(&node) || !node_ready(&node);
+        let drained_or_lost = observe::node_draining(&node) || !observe::node_ready(&node);
         let pairs = if drained_or_lost { store.state() } else { Vec::new() };
         pairs.into_iter().map(|cp| ObjectRef::from_obj(&*cp)).collect::<Vec<_>>()
     };
@@ -99,7 +103,8 @@ pub async fn run(
         .await;
 }
 
-async fn reconcile(cp: Arc<CachePair>, ctx: Arc<Context>) -> Result<Action> {
+/// One round for one pair: its finalizer, then [`CachePair::reconcile`] or its cleanup.
+pub async fn reconcile(cp: Arc<CachePair>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
     let ns = cp.namespace().ok_or_else(|| Error::Other("a CachePair without a namespace".into()))?;
@@ -134,9 +139,6 @@ fn error_policy(cp: Arc<CachePair>, error: &Error, ctx: Arc<Context>) -> Action 
     Action::requeue(delay)
 }
 
-/// Things in the spec that the schema cannot check (they refer to other objects).
-struct SpecProblems(Vec<String>);
-
 impl CachePair {
     fn api<K>(&self, ctx: &Context) -> Api<K>
     where
@@ -150,14 +152,13 @@ impl CachePair {
     }
 
     async fn reconcile(&self, ctx: &Context) -> Result<Action> {
-        let problems = self.check_references(ctx).await?;
-        if !problems.0.is_empty() {
-            let message = problems.0.join("; ");
+        let found = self.find_references(ctx).await?;
+        let problems = self.spec.problems(&found);
+        if !problems.is_empty() {
+            let message = problems.join("; ");
             warn!(pair = %self.name(), %message, "the spec cannot be realised");
             self.event(ctx, EventType::Warning, "InvalidSpec", "Validate", &message).await;
-            let mut status = self.status.clone().unwrap_or_default();
-            status.phase = Some(Phase::Invalid);
-            set_condition(&mut status.conditions, self, "SpecValid", false, "InvalidReference", &message);
+            let status = self.status.clone().unwrap_or_default().invalid(self, &message, &Time(Timestamp::now()));
             self.write_status(ctx, status).await?;
             return Ok(Action::requeue(Duration::from_secs(30)));
         }
@@ -166,35 +167,28 @@ impl CachePair {
         // this operator wrote last round, and a stale `master` would read as a failover.
         let status = self.api::<CachePair>(ctx).get_status(&self.name()).await?.status.unwrap_or_default();
         let last_master = status.master.as_deref().and_then(|m| Member::of_pod(&self.name(), m));
-        let requested = self.spec.switchover.as_deref().filter(|s| status.switchover.as_deref() != Some(*s));
         let revision = render::revision(self);
         let input = Input {
             a: views.get(&Member::A),
             b: views.get(&Member::B),
             revision: &revision,
             last_master,
-            switchover_requested: requested,
+            switchover_requested: self.spec.switchover.as_deref().filter(|s| status.switchover.as_deref() != Some(*s)),
             replication_port: self.spec.replication.port,
             node_lost_timeout: Duration::from_secs(self.spec.node_lost_timeout_seconds.into()),
         };
         let mut decision = decide::decide(&input);
-        // Routing first, before anything slower: clients may be reaching a dead master.
-        let (routing, actions): (Vec<_>, Vec<_>) = decision
-            .actions
-            .clone()
-            .into_iter()
-            .partition(|a| matches!(a, decide::Action::Fence { .. } | decide::Action::Unfence { .. }));
+        let (routing, actions): (Vec<_>, Vec<_>) =
+            decision.actions.clone().into_iter().partition(decide::Action::is_routing);
         for action in &routing {
             self.route(ctx, action, &views).await?;
         }
-        let monitoring_note = self.apply_owned(ctx).await?;
+        let monitoring_note = self.apply_owned(ctx, &found).await?;
         let mut switched = None;
         for action in actions {
-            if let Some(token) = self.act(ctx, &action, &views, &decision, requested, &status).await? {
-                switched = Some(token);
-                // The roles swapped: the status follows at once, so this is not a failover.
-                decision.master = decision.master.map(Member::other);
-                decision.slave = decision.slave.map(Member::other);
+            if let Some(reason) = self.act(ctx, &action, &views).await? {
+                switched = Some(reason);
+                decision.switched_over();
             }
         }
         if decision.failover
@@ -207,7 +201,8 @@ impl CachePair {
             self.event(ctx, EventType::Warning, "Failover", "Failover", &note).await;
         }
         self.label_roles(ctx, &views, &decision).await?;
-        let status = self.next_status(status, &decision, &revision, switched, monitoring_note);
+        let round = Round { revision, switched, monitoring_note };
+        let status = status.next(self, &decision, round, &Time(Timestamp::now()));
         self.write_status(ctx, status).await?;
         Ok(Action::requeue(decision.requeue))
     }
@@ -216,7 +211,7 @@ impl CachePair {
         info!(pair = %self.name(), "deleted: its objects go with it (owner references)");
         self.event(ctx, EventType::Normal, "Deleting", "Delete", "deleting the pair's members and services").await;
         for member in Member::BOTH {
-            for role in ["master", "slave", "starting", "down"] {
+            for role in ROLE_LABELS {
                 ctx.metrics.roles.remove(&RoleLabels {
                     namespace: self.namespace().unwrap_or_default(),
                     pair: self.name(),
@@ -228,44 +223,28 @@ impl CachePair {
         Ok(Action::await_change())
     }
 
-    /// Secrets the spec names must exist with the keys the pods read; VRRP nodes must exist.
-    async fn check_references(&self, ctx: &Context) -> Result<SpecProblems> {
-        let mut problems = Vec::new();
+    /// Those of the Secrets and nodes the spec names that exist.
+    async fn find_references(&self, ctx: &Context) -> Result<Found> {
+        let references = self.spec.references();
         let secrets: Api<Secret> = self.api(ctx);
-        if let Some(name) = &self.spec.replication.secret_name {
-            match secrets.get_opt(name).await? {
-                None => problems.push(format!("spec.replication.secretName: Secret {name} not found")),
-                Some(s) if !has_key(&s, render::SECRET_KEY) => problems
-                    .push(format!("spec.replication.secretName: Secret {name} has no key `{}`", render::SECRET_KEY)),
-                Some(_) => {}
+        let nodes: Api<Node> = Api::all(ctx.client.clone());
+        let mut found = Found::default();
+        for name in references.secrets {
+            if let Some(secret) = secrets.get_opt(&name).await? {
+                found.secrets.insert(name, secret);
             }
         }
-        if let Some(vrrp) = &self.spec.exposure.vrrp {
-            if let Some(name) = &vrrp.auth_secret_name {
-                match secrets.get_opt(name).await? {
-                    None => problems.push(format!("spec.exposure.vrrp.authSecretName: Secret {name} not found")),
-                    Some(s) => match secret_value(&s, "password") {
-                        None => problems.push(format!("spec.exposure.vrrp.authSecretName: Secret {name} has no key `password`")),
-                        Some(p) if p.is_empty() || p.len() > 8 => problems.push(format!(
-                            "spec.exposure.vrrp.authSecretName: the password in Secret {name} must be 1 to 8 characters (VRRPv2 PASS)"
-                        )),
-                        Some(_) => {}
-                    },
-                }
-            }
-            let nodes: Api<Node> = Api::all(ctx.client.clone());
-            for (i, node) in vrrp.nodes.iter().enumerate() {
-                if nodes.get_opt(node).await?.is_none() {
-                    problems.push(format!("spec.exposure.vrrp.nodes[{i}]: node {node} not found"));
-                }
+        for name in references.nodes {
+            if nodes.get_opt(&name).await?.is_some() {
+                found.nodes.insert(name);
             }
         }
-        Ok(SpecProblems(problems))
+        Ok(found)
     }
 
     /// Applies the Services, budget, policy and Secrets. Returns a note when a ServiceMonitor
     /// was asked for but the cluster has no such API.
-    async fn apply_owned(&self, ctx: &Context) -> Result<Option<String>> {
+    async fn apply_owned(&self, ctx: &Context, found: &Found) -> Result<Option<String>> {
         let params = PatchParams::apply(MANAGER).force();
         let name = self.name();
         let services: Api<Service> = self.api(ctx);
@@ -300,10 +279,11 @@ impl CachePair {
             }
         }
         if let Some(vrrp) = &self.spec.exposure.vrrp {
-            let password = match &vrrp.auth_secret_name {
-                Some(s) => secrets.get_opt(s).await?.and_then(|s| secret_value(&s, "password")),
-                None => None,
-            };
+            let password = vrrp
+                .auth_secret_name
+                .as_ref()
+                .and_then(|name| found.secrets.get(name))
+                .and_then(|s| secret_value(s, "password"));
             let secret = render::vrrp_secret(self, vrrp, password.as_deref());
             secrets.patch(&format!("{name}-vrrp"), &params, &Patch::Apply(typed(secret))).await?;
         }
@@ -311,10 +291,10 @@ impl CachePair {
         let monitors: Api<DynamicObject> = Api::namespaced_with(
             ctx.client.clone(),
             self.metadata.namespace.as_deref().unwrap_or("default"),
-            &service_monitor_resource(),
+            &render::service_monitor_resource(),
         );
         if self.spec.monitoring.service_monitor {
-            match monitors.patch(&name, &params, &Patch::Apply(self.service_monitor())).await {
+            match monitors.patch(&name, &params, &Patch::Apply(render::service_monitor(self))).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {
                     return Ok(Some(
@@ -336,19 +316,6 @@ impl CachePair {
         Ok(None)
     }
 
-    fn service_monitor(&self) -> serde_json::Value {
-        let meta = render::owned_meta(self, self.name());
-        json!({
-            "apiVersion": "monitoring.coreos.com/v1",
-            "kind": "ServiceMonitor",
-            "metadata": meta,
-            "spec": {
-                "selector": {"matchLabels": render::pair_labels(self)},
-                "endpoints": [{"port": "admin", "path": "/metrics", "interval": "15s"}],
-            },
-        })
-    }
-
     /// Each member's pod, node and admin listener; both members are asked at once, so that a
     /// dead one costs one probe timeout.
     async fn observe(&self, ctx: &Context) -> Result<BTreeMap<Member, MemberView>> {
@@ -368,7 +335,7 @@ impl CachePair {
         let reports = futures::future::join_all(members.iter().map(|(_, _, view)| async {
             match (&view.ip, view.state) {
                 (Some(ip), PodState::Running | PodState::Terminating) => {
-                    ctx.members.probe(ip, self.spec.admin_port).await
+                    ctx.admin.probe(ip, self.spec.admin_port).await
                 }
                 _ => None,
             }
@@ -376,29 +343,20 @@ impl CachePair {
         .await;
         let mut views = BTreeMap::new();
         for ((member, pod, mut view), report) in members.into_iter().zip(reports) {
-            match report {
-                Some(r) => {
-                    if view.term != Some(r.term) {
-                        // Kept on the pod, for when it stops answering: its last term says
-                        // whether a master that took over since supersedes it, whichever
-                        // operator replica looks then.
-                        let patch =
-                            json!({"metadata": {"annotations": {observe::TERM_ANNOTATION: r.term.to_string()}}});
-                        let params = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
-                        match pods.patch(&pod.name_any(), &params, &Patch::Merge(&patch)).await {
-                            Ok(_) => {}
-                            Err(kube::Error::Api(e)) if e.code == 404 => {}
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
-                    (view.role, view.term, view.synced, view.answered) = (Some(r.role), Some(r.term), r.synced, true);
+            if let Some(r) = report
+                && view.term != Some(r.term)
+            {
+                // Kept on the pod, for when it stops answering: its last term says whether a
+                // master that took over since supersedes it, whichever operator replica looks.
+                let patch = json!({"metadata": {"annotations": {observe::TERM_ANNOTATION: r.term.to_string()}}});
+                let params = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+                match pods.patch(&pod.name_any(), &params, &Patch::Merge(&patch)).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e.into()),
                 }
-                // Unreachable from here: the kubelet's probe still says who is master.
-                None if view.state == PodState::Running && view.ready => {
-                    (view.role, view.synced) = (Some(Role::Master), true);
-                }
-                None => {}
             }
+            view.heard(report);
             views.insert(member, view);
         }
         Ok(views)
@@ -420,7 +378,7 @@ impl CachePair {
                     // A master handing over (a switchover, a deleted pod) reports master with
                     // the old term for a moment: only one that still does is fenced.
                     tokio::time::sleep(CONFIRM_FENCE).await;
-                    if ctx.members.probe(ip, self.spec.admin_port).await.is_none_or(|r| r.role != Role::Master) {
+                    if ctx.admin.probe(ip, self.spec.admin_port).await.is_none_or(|r| r.role != Role::Master) {
                         return Ok(());
                     }
                 }
@@ -450,21 +408,18 @@ impl CachePair {
         set_pod_conditions(&self.api(ctx), &member.pod_name(&pair), conditions).await
     }
 
-    /// Carries out one action; returns the switchover token (or "") when roles were swapped.
+    /// Carries out one action; returns why, when it was a switchover (the roles swapped).
     async fn act(
         &self,
         ctx: &Context,
         action: &decide::Action,
         views: &BTreeMap<Member, MemberView>,
-        decision: &Decision,
-        requested: Option<&str>,
-        status: &CachePairStatus,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<SwitchoverReason>> {
         let pods: Api<Pod> = self.api(ctx);
         let pair = self.name();
         match action {
-            decide::Action::Create { member, peer } => {
-                let pod = render::member_pod(self, *member, peer.as_deref());
+            decide::Action::Create { member, start } => {
+                let pod = render::member_pod(self, *member, start.peer());
                 let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
                 match pods.create(&params, &pod).await {
                     Ok(_) => {}
@@ -477,15 +432,16 @@ impl CachePair {
                 let serving = json!({"type": render::SERVING_CONDITION, "status": "True", "reason": "Created",
                                      "lastTransitionTime": Time(Timestamp::now())});
                 set_pod_conditions(&pods, &name, vec![serving]).await?;
-                let reseed = status.master.is_some();
-                let (reason, note) = match (peer, reseed) {
-                    (Some(peer), true) => ("Reseeded", format!("{name} re-created as a slave of the master at {peer}")),
-                    (Some(peer), false) => ("Created", format!("{name} created as a slave of the master at {peer}")),
-                    (None, _) => ("Created", format!("{name} created; it starts as master")),
+                let (reason, note) = match start {
+                    Start::Slave { peer, reseed: true } => {
+                        ctx.metrics.reseeds.get_or_create(&self.labels_for_metrics()).inc();
+                        ("Reseeded", format!("{name} re-created as a slave of the master at {peer}"))
+                    }
+                    Start::Slave { peer, reseed: false } => {
+                        ("Created", format!("{name} created as a slave of the master at {peer}"))
+                    }
+                    Start::Master => ("Created", format!("{name} created; it starts as master")),
                 };
-                if reseed && peer.is_some() {
-                    ctx.metrics.reseeds.get_or_create(&self.labels_for_metrics()).inc();
-                }
                 info!(pair = %pair, %note, "member created");
                 self.event(ctx, EventType::Normal, reason, "CreateMember", &note).await;
             }
@@ -520,31 +476,22 @@ impl CachePair {
                     .get(from)
                     .and_then(|v| v.ip.clone())
                     .ok_or_else(|| Error::Member { member: name.clone(), message: "no pod IP".into() })?;
-                let answer = ctx.members.switchover(&name, &ip, self.spec.admin_port).await?;
+                let answer = ctx.admin.switchover(&name, &ip, self.spec.admin_port).await?;
                 ctx.metrics.switchovers.get_or_create(&self.labels_for_metrics()).inc();
                 let note = format!("{} is master now ({reason}); {name}: {answer}", from.other().pod_name(&pair));
                 info!(pair = %pair, %note, "switchover");
                 self.event(ctx, EventType::Normal, "Switchover", "Switchover", &note).await;
-                let token = if *reason == "requested" { requested.unwrap_or_default() } else { "" };
-                debug_assert!(decision.master == Some(*from));
-                return Ok(Some(token.to_string()));
+                return Ok(Some(reason.clone()));
             }
         }
         Ok(None)
     }
 
-    /// `cachepair.io/role` on each member's pod.
+    /// `cachepair.io/role` on each member's pod, and the `role` metric.
     async fn label_roles(&self, ctx: &Context, views: &BTreeMap<Member, MemberView>, d: &Decision) -> Result<()> {
         let pods: Api<Pod> = self.api(ctx);
-        for (member, view) in views {
-            let role = if d.master == Some(*member) {
-                "master"
-            } else if d.slave == Some(*member) {
-                view.role.map_or("starting", Role::as_str)
-            } else {
-                "down"
-            };
-            for r in ["master", "slave", "starting", "down"] {
+        for (member, role) in d.role_labels(views) {
+            for r in ROLE_LABELS {
                 let labels = RoleLabels {
                     namespace: self.namespace().unwrap_or_default(),
                     pair: self.name(),
@@ -553,10 +500,7 @@ impl CachePair {
                 };
                 ctx.metrics.roles.get_or_create(&labels).set(i64::from(r == role));
             }
-            if matches!(view.state, PodState::Exited | PodState::Terminating) {
-                continue;
-            }
-            if view.role_label.as_deref() == Some(role) {
+            if !decide::relabel(&views[&member], role) {
                 continue;
             }
             let patch = json!({"metadata": {"labels": {labels::ROLE: role}}});
@@ -568,47 +512,6 @@ impl CachePair {
             }
         }
         Ok(())
-    }
-
-    fn next_status(
-        &self,
-        mut status: CachePairStatus,
-        d: &Decision,
-        revision: &str,
-        switched: Option<String>,
-        monitoring_note: Option<String>,
-    ) -> CachePairStatus {
-        let pair = self.name();
-        if d.failover {
-            status.failover_count += 1;
-            status.last_failover_time = Some(Time(Timestamp::now()));
-        }
-        if let Some(token) = switched.filter(|t| !t.is_empty()) {
-            status.switchover = Some(token);
-        }
-        status.phase = Some(d.phase);
-        status.master = d.master.map(|m| m.pod_name(&pair));
-        status.slave = d.slave.map(|m| m.pod_name(&pair));
-        status.revision = Some(revision.into());
-        status.observed_generation = self.metadata.generation;
-        let serving = d.master.is_some();
-        let c = &mut status.conditions;
-        let why = if d.message.is_empty() { "the slave follows the master".to_string() } else { d.message.clone() };
-        set_condition(c, self, "Ready", serving, if serving { "MasterServing" } else { "NoMaster" }, &why);
-        set_condition(c, self, "Replicating", d.replicating, if d.replicating { "InSync" } else { "NotInSync" }, &why);
-        set_condition(
-            c,
-            self,
-            "Degraded",
-            !d.replicating,
-            if d.replicating { "PairWhole" } else { "PairNotWhole" },
-            &why,
-        );
-        match monitoring_note {
-            Some(note) => set_condition(c, self, "SpecValid", false, "ServiceMonitorUnavailable", &note),
-            None => set_condition(c, self, "SpecValid", true, "Valid", "the spec is realised"),
-        }
-        status
     }
 
     async fn write_status(&self, ctx: &Context, status: CachePairStatus) -> Result<()> {
@@ -631,25 +534,6 @@ impl CachePair {
     }
 }
 
-/// Sets a condition, keeping its transition time while its status holds.
-fn set_condition(conditions: &mut Vec<Condition>, cp: &CachePair, type_: &str, ok: bool, reason: &str, message: &str) {
-    let status = if ok { "True" } else { "False" };
-    let now = Time(Timestamp::now());
-    let since = conditions
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map_or(now, |c| c.last_transition_time.clone());
-    conditions.retain(|c| c.type_ != type_);
-    conditions.push(Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        last_transition_time: since,
-        observed_generation: cp.metadata.generation,
-    });
-}
-
 /// An object as server-side apply wants it: with its apiVersion and kind.
 fn typed<K: Resource<DynamicType = ()> + Serialize>(obj: K) -> serde_json::Value {
     let mut value = serde_json::to_value(&obj).expect("a Kubernetes object serializes");
@@ -669,16 +553,6 @@ where
     }
 }
 
-fn service_monitor_resource() -> ApiResource {
-    ApiResource {
-        group: "monitoring.coreos.com".into(),
-        version: "v1".into(),
-        api_version: "monitoring.coreos.com/v1".into(),
-        kind: "ServiceMonitor".into(),
-        plural: "servicemonitors".into(),
-    }
-}
-
 /// Merges conditions into a pod's status by type (a strategic merge patch: the kubelet's own
 /// conditions stay as they are).
 async fn set_pod_conditions(pods: &Api<Pod>, name: &str, conditions: Vec<serde_json::Value>) -> Result<()> {
@@ -689,22 +563,4 @@ async fn set_pod_conditions(pods: &Api<Pod>, name: &str, conditions: Vec<serde_j
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
     }
-}
-
-fn node_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-fn secret_value(secret: &Secret, key: &str) -> Option<String> {
-    if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
-        return String::from_utf8(v.0.clone()).ok();
-    }
-    secret.string_data.as_ref().and_then(|d| d.get(key).cloned())
-}
-
-fn has_key(secret: &Secret, key: &str) -> bool {
-    secret_value(secret, key).is_some_and(|v| !v.is_empty())
 }

@@ -11,11 +11,13 @@
 //! One step at a time: each reconcile takes at most one disruptive action (delete, switch
 //! over) and only while the pair is fully replicating, so the members are never both down.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
 use crate::crd::Phase;
 use crate::observe::{MemberView, PodState, Role};
-use crate::render::Member;
+use crate::pair::Member;
 
 /// Everything a decision reads.
 #[derive(Clone, Debug)]
@@ -34,19 +36,77 @@ pub struct Input<'a> {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Create the member's pod; with a peer address it joins that master as slave.
-    Create { member: Member, peer: Option<String> },
+    /// Create the member's pod.
+    Create { member: Member, start: Start },
     /// Delete the member's pod (it ended, or it runs an old spec); it is re-created next.
     Delete { member: Member, reason: &'static str },
     /// Delete a pod stuck on a lost node at once (grace period 0).
     ForceDelete { member: Member },
     /// Hand the master role from `from` to its slave.
-    Switchover { from: Member, reason: &'static str },
+    Switchover { from: Member, reason: SwitchoverReason },
     /// Take the member out of the client Service: its readiness gate and Ready go False.
     Fence { member: Member, reason: &'static str },
     /// Let the member's readiness probe decide again: its readiness gate goes True.
     Unfence { member: Member },
 }
+
+impl Action {
+    /// Fencing and un-fencing: taken before anything slower, since clients may be reaching a
+    /// dead master meanwhile.
+    pub fn is_routing(&self) -> bool {
+        matches!(self, Action::Fence { .. } | Action::Unfence { .. })
+    }
+}
+
+/// How a created member starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Alone: it becomes master.
+    Master,
+    /// As a slave of the master at `peer` (its replication address). `reseed`: the pair had a
+    /// master before, so this member comes back after it failed or was rolled.
+    Slave { peer: String, reseed: bool },
+}
+
+impl Start {
+    pub fn peer(&self) -> Option<&str> {
+        match self {
+            Start::Master => None,
+            Start::Slave { peer, .. } => Some(peer),
+        }
+    }
+}
+
+/// Why the master role is handed over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SwitchoverReason {
+    /// `spec.switchover` asked for it with `token`; `status.switchover` records the token once
+    /// the switchover is done, so that it is carried out once.
+    Requested { token: String },
+    /// The master's VRRP sidecar ended: the virtual IP may have gone with it.
+    SidecarEnded,
+    /// The master's node is being drained.
+    NodeDraining,
+    /// The eviction webhook refused to evict the master.
+    EvictionRequested,
+    /// The master runs an old spec and is rolled next, as a slave.
+    Rolling,
+}
+
+impl fmt::Display for SwitchoverReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SwitchoverReason::Requested { .. } => "requested",
+            SwitchoverReason::SidecarEnded => "its VRRP sidecar ended",
+            SwitchoverReason::NodeDraining => "its node is being drained",
+            SwitchoverReason::EvictionRequested => "its eviction was requested",
+            SwitchoverReason::Rolling => "rolling the master: switching over first",
+        })
+    }
+}
+
+/// The values of the `cachepair.io/role` label (and of the `role` metric).
+pub const ROLE_LABELS: [&str; 4] = ["master", "slave", "starting", "down"];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
@@ -62,6 +122,39 @@ pub struct Decision {
     pub message: String,
     /// When to look again.
     pub requeue: Duration,
+}
+
+impl Decision {
+    /// A switchover was carried out: the roles swapped, and the status follows at once, so
+    /// that the next round does not read it as a failover.
+    pub fn switched_over(&mut self) {
+        self.master = self.master.map(Member::other);
+        self.slave = self.slave.map(Member::other);
+    }
+
+    /// The `cachepair.io/role` label of each observed member.
+    pub fn role_labels(&self, views: &BTreeMap<Member, MemberView>) -> BTreeMap<Member, &'static str> {
+        let label = |member: Member, view: &MemberView| {
+            if self.master == Some(member) {
+                "master"
+            } else if self.slave == Some(member) {
+                // An ex-master that just switched over still reads as master this round.
+                match view.role {
+                    None | Some(Role::Starting) => "starting",
+                    Some(Role::Slave | Role::Master) => "slave",
+                }
+            } else {
+                "down"
+            }
+        };
+        views.iter().map(|(&member, view)| (member, label(member, view))).collect()
+    }
+}
+
+/// Whether a member's pod is to be labelled `role`: it does not say so yet, and it is not on
+/// its way out.
+pub fn relabel(view: &MemberView, role: &str) -> bool {
+    !matches!(view.state, PodState::Exited | PodState::Terminating) && view.role_label.as_deref() != Some(role)
 }
 
 /// Soon, while something is in motion; otherwise the watches bring changes.
@@ -166,7 +259,8 @@ fn with_master(input: &Input<'_>, master: Member, other: Option<&MemberView>, d:
             d.phase = if input.last_master.is_none() { Phase::Pending } else { Phase::Degraded };
             d.message = format!("creating {} as a slave", name(master.other()));
             if let Some(peer) = master_view.ip.as_deref().map(|ip| repl_address(ip, input.replication_port)) {
-                d.actions.push(Action::Create { member: master.other(), peer: Some(peer) });
+                let start = Start::Slave { peer, reseed: input.last_master.is_some() };
+                d.actions.push(Action::Create { member: master.other(), start });
             }
         }
         Some(v) if v.state == PodState::Exited => {
@@ -202,9 +296,9 @@ fn with_master(input: &Input<'_>, master: Member, other: Option<&MemberView>, d:
                 // whose sidecar runs; the ex-master is re-seeded next.
                 d.phase = Phase::Degraded;
                 d.message = format!("the VRRP sidecar of {} ended; switching over", name(master));
-                d.actions.push(Action::Switchover { from: master, reason: "its VRRP sidecar ended" });
+                d.actions.push(Action::Switchover { from: master, reason: SwitchoverReason::SidecarEnded });
                 d.requeue = BUSY;
-            } else if let Some(reason) = master_view.leaving()
+            } else if let Some(reason) = leaving(master_view)
                 && !v.draining
             {
                 // The budget keeps the master until it is the slave; the evictor retries then.
@@ -214,10 +308,11 @@ fn with_master(input: &Input<'_>, master: Member, other: Option<&MemberView>, d:
                 d.actions.push(Action::Delete { member: master.other(), reason: "rolling the slave to the new spec" });
                 d.requeue = BUSY;
             } else if master_view.revision.as_deref() != Some(input.revision) {
-                d.actions.push(Action::Switchover { from: master, reason: "rolling the master: switching over first" });
+                d.actions.push(Action::Switchover { from: master, reason: SwitchoverReason::Rolling });
                 d.requeue = BUSY;
-            } else if input.switchover_requested.is_some() {
-                d.actions.push(Action::Switchover { from: master, reason: "requested" });
+            } else if let Some(token) = input.switchover_requested {
+                let reason = SwitchoverReason::Requested { token: token.into() };
+                d.actions.push(Action::Switchover { from: master, reason });
                 d.requeue = BUSY;
             }
         }
@@ -252,10 +347,21 @@ fn without_master<'a>(input: &Input<'a>, view: &dyn Fn(Member) -> Option<&'a Mem
             Some(_) => {}
             None => {
                 if !d.actions.iter().any(|a| matches!(a, Action::Create { .. })) && view(m.other()).is_none() {
-                    d.actions.push(Action::Create { member: m, peer: None });
+                    d.actions.push(Action::Create { member: m, start: Start::Master });
                 }
             }
         }
+    }
+}
+
+/// Why this member is to be evicted, if it is: a master then hands its role over first.
+fn leaving(v: &MemberView) -> Option<SwitchoverReason> {
+    if v.draining {
+        Some(SwitchoverReason::NodeDraining)
+    } else if v.eviction_requested {
+        Some(SwitchoverReason::EvictionRequested)
+    } else {
+        None
     }
 }
 
@@ -326,7 +432,7 @@ mod tests {
         let mut i = input(None, None);
         i.last_master = None;
         let d = decide(&i);
-        assert_eq!(d.actions, [Action::Create { member: Member::A, peer: None }]);
+        assert_eq!(d.actions, [Action::Create { member: Member::A, start: Start::Master }]);
         assert_eq!(d.phase, Phase::Pending);
 
         let starting = member(PodState::Pending, None, "");
@@ -335,7 +441,8 @@ mod tests {
 
         let m = master();
         let d = decide(&Input { a: Some(&m), ..i });
-        assert_eq!(d.actions, [Action::Create { member: Member::B, peer: Some("10.0.0.1:11212".into()) }]);
+        let start = Start::Slave { peer: "10.0.0.1:11212".into(), reseed: false };
+        assert_eq!(d.actions, [Action::Create { member: Member::B, start }]);
         assert_eq!((d.master, d.phase, d.failover), (Some(Member::A), Phase::Pending, false));
     }
 
@@ -361,7 +468,7 @@ mod tests {
         m.sidecar_ended = true;
         let s = slave();
         let d = decide(&input(Some(&m), Some(&s)));
-        assert_eq!(d.actions, [Action::Switchover { from: Member::A, reason: "its VRRP sidecar ended" }]);
+        assert_eq!(d.actions, [Action::Switchover { from: Member::A, reason: SwitchoverReason::SidecarEnded }]);
         assert_eq!(d.phase, Phase::Degraded);
 
         // Not before the slave is in sync: no switchover to a member without the data.
@@ -396,7 +503,8 @@ mod tests {
         let d = decide(&i);
         assert!(!d.failover);
         assert_eq!(d.phase, Phase::Degraded, "the master serves alone meanwhile");
-        assert_eq!(d.actions, [Action::Create { member: Member::A, peer: Some("10.0.0.2:11212".into()) }]);
+        let start = Start::Slave { peer: "10.0.0.2:11212".into(), reseed: true };
+        assert_eq!(d.actions, [Action::Create { member: Member::A, start }]);
     }
 
     #[test]
@@ -438,10 +546,7 @@ mod tests {
 
         s.synced = true;
         let d = decide(&input(Some(&m), Some(&s)));
-        assert_eq!(
-            d.actions,
-            [Action::Switchover { from: Member::A, reason: "rolling the master: switching over first" }]
-        );
+        assert_eq!(d.actions, [Action::Switchover { from: Member::A, reason: SwitchoverReason::Rolling }]);
 
         // Roles swapped: a is now an outdated slave.
         let (mut old, mut new) = (slave(), master());
@@ -465,7 +570,8 @@ mod tests {
         assert!(d.actions.is_empty());
         assert!(d.message.contains("switchover waits"), "{}", d.message);
         let d = decide(&Input { b: Some(&synced), ..i });
-        assert_eq!(d.actions, [Action::Switchover { from: Member::A, reason: "requested" }]);
+        let reason = SwitchoverReason::Requested { token: "t1".into() };
+        assert_eq!(d.actions, [Action::Switchover { from: Member::A, reason }]);
     }
 
     #[test]
@@ -491,7 +597,7 @@ mod tests {
             ]
         );
         let d = decide(&Input { a: None, b: None, ..i });
-        assert_eq!(d.actions, [Action::Create { member: Member::B, peer: None }]);
+        assert_eq!(d.actions, [Action::Create { member: Member::B, start: Start::Master }]);
     }
 
     #[test]
@@ -607,7 +713,7 @@ mod tests {
         let (mut m, s) = (master(), slave());
         m.draining = true;
         let d = decide(&input(Some(&m), Some(&s)));
-        assert_eq!(d.actions, [Action::Switchover { from: Member::A, reason: "its node is being drained" }]);
+        assert_eq!(d.actions, [Action::Switchover { from: Member::A, reason: SwitchoverReason::NodeDraining }]);
 
         // Not to a slave without the data, nor onto a node that is being drained too.
         let mut copying = slave();
@@ -628,11 +734,33 @@ mod tests {
         let (mut m, s) = (master(), slave());
         m.eviction_requested = true;
         let d = decide(&input(Some(&m), Some(&s)));
-        assert_eq!(d.actions, [Action::Switchover { from: Member::A, reason: "its eviction was requested" }]);
+        assert_eq!(d.actions, [Action::Switchover { from: Member::A, reason: SwitchoverReason::EvictionRequested }]);
         // Not to a slave without the data: the budget keeps refusing until it has it.
         let mut copying = slave();
         copying.synced = false;
         assert!(decide(&input(Some(&m), Some(&copying))).actions.is_empty());
+    }
+
+    #[test]
+    fn role_labels_follow_the_decision_and_only_changes_are_written() {
+        let (m, mut s) = (master(), slave());
+        s.synced = false;
+        let d = decide(&input(Some(&m), Some(&s)));
+        let views = BTreeMap::from([(Member::A, m.clone()), (Member::B, s.clone())]);
+        assert_eq!(d.role_labels(&views), BTreeMap::from([(Member::A, "master"), (Member::B, "slave")]));
+        s.role = Some(Role::Starting);
+        let views = BTreeMap::from([(Member::A, m.clone()), (Member::B, s.clone())]);
+        assert_eq!(d.role_labels(&views)[&Member::B], "starting");
+
+        let mut labelled = m;
+        labelled.role_label = Some("master".into());
+        assert!(!relabel(&labelled, "master"));
+        assert!(relabel(&labelled, "slave"));
+        labelled.state = PodState::Terminating;
+        assert!(!relabel(&labelled, "slave"), "a pod on its way out keeps its label");
+        let dead = member(PodState::Exited, None, "10.0.0.2");
+        let d = decide(&input(Some(&master()), Some(&dead)));
+        assert_eq!(d.role_labels(&BTreeMap::from([(Member::B, dead)]))[&Member::B], "down");
     }
 
     #[test]

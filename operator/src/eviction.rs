@@ -23,7 +23,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::observe::{EVICTION_ANNOTATION, Role};
-use crate::render::labels;
+use crate::pair::labels;
 
 /// What to answer an eviction of a pod.
 #[derive(Debug, PartialEq, Eq)]

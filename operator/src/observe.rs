@@ -7,7 +7,8 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::render::{SERVING_CONDITION, VRRP_CONTAINER, labels};
+use crate::pair::labels;
+use crate::render::{SERVING_CONDITION, VRRP_CONTAINER};
 
 /// The pod annotation with the last term the member reported to the operator.
 pub const TERM_ANNOTATION: &str = "cachepair.io/term";
@@ -43,6 +44,16 @@ impl Role {
             Role::Starting => "starting",
         }
     }
+}
+
+/// What a member's admin listener reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub role: Role,
+    /// Failovers of the pair as the member knows them (`cachepair_replication_term`).
+    pub term: u64,
+    /// `/readyz`: the client port is open (a slave's copy is complete).
+    pub synced: bool,
 }
 
 /// Where a member's pod is in its life.
@@ -94,20 +105,23 @@ pub struct MemberView {
 }
 
 impl MemberView {
-    /// Why this member is to be evicted, if it is: a master then hands its role over first.
-    pub fn leaving(&self) -> Option<&'static str> {
-        if self.draining {
-            Some("its node is being drained")
-        } else if self.eviction_requested {
-            Some("its eviction was requested")
-        } else {
-            None
-        }
-    }
-
     /// Running and answering as `role`.
     pub fn is(&self, role: Role) -> bool {
         self.state == PodState::Running && self.role == Some(role)
+    }
+
+    /// Takes in what the member's admin listener said this round, if it answered.
+    pub fn heard(&mut self, report: Option<Report>) {
+        match report {
+            Some(r) => {
+                (self.role, self.term, self.synced, self.answered) = (Some(r.role), Some(r.term), r.synced, true)
+            }
+            // Unreachable from here: the kubelet's probe still says who is master.
+            None if self.state == PodState::Running && self.ready => {
+                (self.role, self.synced) = (Some(Role::Master), true)
+            }
+            None => {}
+        }
     }
 }
 
@@ -176,6 +190,14 @@ fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
 fn condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a str> {
     let conditions = pod.status.as_ref()?.conditions.as_ref()?;
     conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.as_str())
+}
+
+/// The node's Ready condition is True.
+pub fn node_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// How long a node has not been Ready: since its Ready condition last changed, or "long" when

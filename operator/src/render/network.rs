@@ -7,11 +7,11 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{owned_meta, pair_selector};
+use super::owned_meta;
 use crate::crd::CachePair;
 
 fn selector(cp: &CachePair) -> LabelSelector {
-    LabelSelector { match_labels: Some(pair_selector(cp)), ..Default::default() }
+    LabelSelector { match_labels: Some(cp.members_selector()), ..Default::default() }
 }
 
 /// Voluntary disruptions (drains) may not take the master: only the master is Ready, so one
@@ -64,8 +64,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::pair::labels;
     use crate::render::fixtures::pair;
-    use crate::render::labels;
 
     #[test]
     fn the_budget_keeps_the_master_and_lets_the_slave_go() {

@@ -28,8 +28,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
-use super::{Member, labels, owned_meta, pair_selector};
+use super::owned_meta;
 use crate::crd::{AntiAffinity, CachePair, CachePairSpec, PullPolicy, ReplicationMode};
+use crate::pair::{Member, labels};
 
 pub const MEMBER_CONTAINER: &str = "cache-node";
 /// The readiness gate of every member: False while the operator fences the member.
@@ -236,7 +237,7 @@ fn cache_node_container(cp: &CachePair, peer: Option<&str>) -> Container {
 fn affinity(cp: &CachePair) -> Option<Affinity> {
     let mut affinity = cp.spec.affinity.clone().unwrap_or_default();
     let term = PodAffinityTerm {
-        label_selector: Some(LabelSelector { match_labels: Some(pair_selector(cp)), ..Default::default() }),
+        label_selector: Some(LabelSelector { match_labels: Some(cp.members_selector()), ..Default::default() }),
         topology_key: "kubernetes.io/hostname".into(),
         ..Default::default()
     };

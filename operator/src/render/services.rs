@@ -1,14 +1,16 @@
-//! The client Service (the master only), the members' headless Service, and the generated
-//! replication Secret.
+//! The client Service (the master only), the members' headless Service and the
+//! ServiceMonitor that scrapes it, and the generated replication Secret.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::ApiResource;
+use serde_json::json;
 
+use super::owned_meta;
 use super::pod::SECRET_KEY;
-use super::{owned_meta, pair_selector};
 use crate::crd::CachePair;
 
 fn port(name: &str, port: u16) -> ServicePort {
@@ -31,7 +33,7 @@ pub fn client_service(cp: &CachePair) -> Service {
         metadata: meta,
         spec: Some(ServiceSpec {
             type_: Some(exposure.type_.as_str().into()),
-            selector: Some(pair_selector(cp)),
+            selector: Some(cp.members_selector()),
             ports: Some(vec![port("memcache", cp.spec.port)]),
             ..Default::default()
         }),
@@ -47,7 +49,7 @@ pub fn members_service(cp: &CachePair) -> Service {
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
-            selector: Some(pair_selector(cp)),
+            selector: Some(cp.members_selector()),
             ports: Some(vec![
                 port("memcache", cp.spec.port),
                 port("replication", cp.spec.replication.port),
@@ -57,6 +59,30 @@ pub fn members_service(cp: &CachePair) -> Service {
         }),
         status: None,
     }
+}
+
+/// prometheus-operator's ServiceMonitor, which this crate has no types for.
+pub fn service_monitor_resource() -> ApiResource {
+    ApiResource {
+        group: "monitoring.coreos.com".into(),
+        version: "v1".into(),
+        api_version: "monitoring.coreos.com/v1".into(),
+        kind: "ServiceMonitor".into(),
+        plural: "servicemonitors".into(),
+    }
+}
+
+/// `<name>`: scrapes both members' `/metrics` through the headless Service.
+pub fn service_monitor(cp: &CachePair) -> serde_json::Value {
+    json!({
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": owned_meta(cp, cp.name()),
+        "spec": {
+            "selector": {"matchLabels": cp.owned_labels()},
+            "endpoints": [{"port": "admin", "path": "/metrics", "interval": "15s"}],
+        },
+    })
 }
 
 /// The generated replication secret (`<name>-replication`), from 32 random bytes. Created once
@@ -77,8 +103,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::pair::labels;
     use crate::render::fixtures::pair;
-    use crate::render::labels;
 
     #[test]
     fn the_client_service_selects_the_pair_on_the_client_port() {

@@ -12,8 +12,9 @@ use k8s_openapi::api::core::v1::{
     Capabilities, Container, KeyToPath, Secret, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 
-use super::{Member, owned_meta};
+use super::owned_meta;
 use crate::crd::{CachePair, Vrrp};
+use crate::pair::Member;
 
 pub const VRRP_CONTAINER: &str = "vrrp";
 const CONFIG_DIR: &str = "/etc/keepalived";

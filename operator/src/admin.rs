@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::observe::Role;
+use crate::observe::{Report, Role};
 use crate::{Error, Result};
 
 /// A member that does not answer this fast counts as unreachable for this round: short, since
@@ -13,31 +13,21 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Clone)]
-pub struct MemberClient {
+pub struct AdminClient {
     http: reqwest::Client,
 }
 
-impl Default for MemberClient {
+impl Default for AdminClient {
     fn default() -> Self {
         Self { http: reqwest::Client::builder().no_proxy().build().expect("an HTTP client without TLS builds") }
     }
-}
-
-/// What a member's admin listener reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Report {
-    pub role: Role,
-    /// Failovers of the pair as the member knows them (`cachepair_replication_term`).
-    pub term: u64,
-    /// `/readyz`: the client port is open (a slave's copy is complete).
-    pub synced: bool,
 }
 
 fn base(ip: &str, port: u16) -> String {
     if ip.contains(':') { format!("http://[{ip}]:{port}") } else { format!("http://{ip}:{port}") }
 }
 
-impl MemberClient {
+impl AdminClient {
     /// The member's report, its three questions asked at once; `None` when it does not answer.
     pub async fn probe(&self, ip: &str, port: u16) -> Option<Report> {
         let url = base(ip, port);

@@ -34,8 +34,14 @@ impl AdminClient {
         let get = |path: &str| self.http.get(format!("{url}{path}")).timeout(PROBE_TIMEOUT).send();
         let (role, ready, metrics) = tokio::join!(get("/role"), get("/readyz"), get("/metrics"));
         let role = Role::parse(&role.ok()?.text().await.ok()?)?;
-        let term = parse_term(&metrics.ok()?.text().await.ok()?)?;
-        Some(Report { role, term, synced: ready.ok()?.status().is_success() })
+        let metrics = metrics.ok()?.text().await.ok()?;
+        Some(Report {
+            role,
+            term: gauge(&metrics, "cachepair_replication_term")?,
+            synced: ready.ok()?.status().is_success(),
+            offset: gauge(&metrics, "cachepair_replication_offset_bytes"),
+            lag_bytes: gauge(&metrics, "cachepair_replication_lag_bytes"),
+        })
     }
 
     /// Asks the master to hand its role to its slave; returns once the slave has taken over.
@@ -58,9 +64,9 @@ impl AdminClient {
     }
 }
 
-/// The term from the member's Prometheus metrics.
-fn parse_term(metrics: &str) -> Option<u64> {
-    metrics.lines().find_map(|l| l.strip_prefix("cachepair_replication_term ")).and_then(|v| v.trim().parse().ok())
+/// A label-less gauge from the member's Prometheus metrics.
+fn gauge(metrics: &str, name: &str) -> Option<u64> {
+    metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 #[cfg(test)]
@@ -68,10 +74,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_term_is_read_from_the_metrics() {
+    fn gauges_are_read_from_the_metrics() {
         let metrics = "# HELP cachepair_replication_term Failovers.\n# TYPE cachepair_replication_term gauge\n\
-                       cachepair_replication_term 3\ncachepair_replication_terms_x 9\n";
-        assert_eq!(parse_term(metrics), Some(3));
-        assert_eq!(parse_term("memcached_up 1\n"), None);
+                       cachepair_replication_terms_x 9\ncachepair_replication_term 3\n\
+                       cachepair_replication_offset_bytes 1048576\n";
+        assert_eq!(gauge(metrics, "cachepair_replication_term"), Some(3));
+        assert_eq!(gauge(metrics, "cachepair_replication_offset_bytes"), Some(1 << 20));
+        assert_eq!(gauge("memcached_up 1\n", "cachepair_replication_term"), None);
     }
 }

@@ -26,7 +26,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::admin::AdminClient;
-use crate::crd::{CachePair, CachePairStatus};
+use crate::crd::{CachePair, CachePairStatus, Phase};
 use crate::decide::{self, Decision, Input, ROLE_LABELS, Start, SwitchoverReason};
 use crate::metrics::{ErrorLabels, Metrics, PairLabels, RoleLabels};
 use crate::observe::{self, MemberView, PodState, Role};
@@ -158,6 +158,7 @@ impl CachePair {
             let message = problems.join("; ");
             warn!(pair = %self.name(), %message, "the spec cannot be realised");
             self.event(ctx, EventType::Warning, "InvalidSpec", "Validate", &message).await;
+            ctx.metrics.set_phase(&self.namespace().unwrap_or_default(), &self.name(), Phase::Invalid);
             let status = self.status.clone().unwrap_or_default().invalid(self, &message, &Time(Timestamp::now()));
             self.write_status(ctx, status).await?;
             return Ok(Action::requeue(Duration::from_secs(30)));
@@ -201,7 +202,8 @@ impl CachePair {
             self.event(ctx, EventType::Warning, "Failover", "Failover", &note).await;
         }
         self.label_roles(ctx, &views, &decision).await?;
-        let round = Round { revision, switched, monitoring_note };
+        ctx.metrics.set_phase(&self.namespace().unwrap_or_default(), &self.name(), decision.phase);
+        let round = Round { revision, switched, monitoring_note, members: views };
         let status = status.next(self, &decision, round, &Time(Timestamp::now()));
         self.write_status(ctx, status).await?;
         Ok(Action::requeue(decision.requeue))
@@ -210,16 +212,7 @@ impl CachePair {
     async fn cleanup(&self, ctx: &Context) -> Result<Action> {
         info!(pair = %self.name(), "deleted: its objects go with it (owner references)");
         self.event(ctx, EventType::Normal, "Deleting", "Delete", "deleting the pair's members and services").await;
-        for member in Member::BOTH {
-            for role in ROLE_LABELS {
-                ctx.metrics.roles.remove(&RoleLabels {
-                    namespace: self.namespace().unwrap_or_default(),
-                    pair: self.name(),
-                    member: member.suffix().into(),
-                    role: role.into(),
-                });
-            }
-        }
+        ctx.metrics.forget_pair(&self.namespace().unwrap_or_default(), &self.name());
         Ok(Action::await_change())
     }
 

@@ -30,6 +30,8 @@ pub const DEFAULT_IMAGE: &str = "ghcr.io/cachepair/cache-node:0.1.0";
     printcolumn = r#"{"name":"Slave","type":"string","jsonPath":".status.slave"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Failovers","type":"integer","jsonPath":".status.failoverCount","priority":1}"#,
+    printcolumn = r#"{"name":"Last Failover","type":"date","jsonPath":".status.lastFailoverTime","priority":1}"#,
+    printcolumn = r#"{"name":"Lag Bytes","type":"integer","jsonPath":".status.lagBytes","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -298,11 +300,36 @@ pub struct CachePairStatus {
     /// The last `spec.switchover` value acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switchover: Option<String>,
+    /// Each member as last observed: role, node, replication offset and lag.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+    /// Bytes of the master's replication stream the slave has not acknowledged yet (the
+    /// master's `members[].lagBytes`): what a failover now would lose in asynchronous mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
     /// Hash of the pod template the members should run (for rolling spec changes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// One member of the pair in `status.members`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// The pod: `<name>-a` or `<name>-b`.
+    pub name: String,
+    /// master, slave, starting or down (the pod label `cachepair.io/role`).
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// End of the member's replication stream, in bytes (when its admin listener answered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_bytes: Option<u64>,
+    /// Bytes of its stream its peer has not acknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -319,6 +346,11 @@ pub enum Phase {
     Down,
     /// The spec cannot be realised (see the SpecValid condition).
     Invalid,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 6] =
+        [Phase::Pending, Phase::Syncing, Phase::Ready, Phase::Degraded, Phase::Down, Phase::Invalid];
 }
 
 impl Default for Replication {

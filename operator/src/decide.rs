@@ -397,6 +397,8 @@ mod tests {
             ready: role == Some(Role::Master),
             role_label: None,
             sidecar_ended: false,
+            offset: None,
+            lag_bytes: None,
         }
     }
 

@@ -54,6 +54,10 @@ pub struct Report {
     pub term: u64,
     /// `/readyz`: the client port is open (a slave's copy is complete).
     pub synced: bool,
+    /// End of its replication stream (`cachepair_replication_offset_bytes`).
+    pub offset: Option<u64>,
+    /// Bytes of its stream the peer has not acknowledged (`cachepair_replication_lag_bytes`).
+    pub lag_bytes: Option<u64>,
 }
 
 /// Where a member's pod is in its life.
@@ -102,6 +106,9 @@ pub struct MemberView {
     /// Its VRRP sidecar has ended: under `restartPolicy: Never` it will not come back, so this
     /// member can no longer hold the virtual IP.
     pub sidecar_ended: bool,
+    /// Its replication offset and lag, as it reported them this round.
+    pub offset: Option<u64>,
+    pub lag_bytes: Option<u64>,
 }
 
 impl MemberView {
@@ -114,7 +121,8 @@ impl MemberView {
     pub fn heard(&mut self, report: Option<Report>) {
         match report {
             Some(r) => {
-                (self.role, self.term, self.synced, self.answered) = (Some(r.role), Some(r.term), r.synced, true)
+                (self.role, self.term, self.synced, self.answered) = (Some(r.role), Some(r.term), r.synced, true);
+                (self.offset, self.lag_bytes) = (r.offset, r.lag_bytes);
             }
             // Unreachable from here: the kubelet's probe still says who is master.
             None if self.state == PodState::Running && self.ready => {
@@ -161,6 +169,8 @@ pub fn member_view(pod: &Pod, node: Option<&Node>, now: &Time) -> MemberView {
                 .iter()
                 .any(|c| c.name == VRRP_CONTAINER && c.state.as_ref().is_some_and(|state| state.terminated.is_some()))
         }),
+        offset: None,
+        lag_bytes: None,
     }
 }
 

@@ -1,10 +1,14 @@
 //! The status a round leaves behind: phase, members, conditions and the failover and
 //! switchover bookkeeping, as pure functions of the last status and the round's decision.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{CachePair, CachePairStatus, Phase};
+use crate::crd::{CachePair, CachePairStatus, MemberStatus, Phase};
 use crate::decide::{Decision, SwitchoverReason};
+use crate::observe::MemberView;
+use crate::pair::Member;
 
 /// What a round did that the status records, beyond its decision.
 #[derive(Clone, Debug, Default)]
@@ -15,6 +19,8 @@ pub struct Round {
     pub switched: Option<SwitchoverReason>,
     /// Why a ServiceMonitor that was asked for could not be made.
     pub monitoring_note: Option<String>,
+    /// The members as observed this round.
+    pub members: BTreeMap<Member, MemberView>,
 }
 
 impl CachePairStatus {
@@ -41,6 +47,19 @@ impl CachePairStatus {
         self.slave = d.slave.map(|m| m.pod_name(&pair));
         self.revision = Some(round.revision);
         self.observed_generation = cp.metadata.generation;
+        let roles = d.role_labels(&round.members);
+        self.members = round
+            .members
+            .iter()
+            .map(|(member, view)| MemberStatus {
+                name: member.pod_name(&pair),
+                role: roles[member].into(),
+                node: view.node.clone(),
+                offset_bytes: view.offset,
+                lag_bytes: view.lag_bytes,
+            })
+            .collect();
+        self.lag_bytes = d.master.and_then(|m| round.members.get(&m)).and_then(|v| v.lag_bytes);
         let serving = d.master.is_some();
         let c = &mut self.conditions;
         let why = if d.message.is_empty() { "the slave follows the master" } else { &d.message };
@@ -151,6 +170,48 @@ mod tests {
         let requested =
             Round { switched: Some(SwitchoverReason::Requested { token: "t1".into() }), ..Round::default() };
         assert_eq!(s.next(&cp, &ready(), requested, &now).switchover.as_deref(), Some("t1"));
+    }
+
+    #[test]
+    fn members_show_their_role_node_offset_and_lag() {
+        use crate::observe::{Report, Role, member_view};
+        let now = Time(Timestamp::now());
+        let view = |name: &str, report: Option<Report>| {
+            let pod = serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "spec": {"nodeName": format!("node-{name}"), "containers": []},
+                "status": {"phase": "Running", "podIP": "10.0.0.1"},
+            }))
+            .expect("a pod");
+            let mut v = member_view(&pod, None, &now);
+            v.heard(report);
+            v
+        };
+        let master = Report { role: Role::Master, term: 1, synced: true, offset: Some(4096), lag_bytes: Some(96) };
+        let slave = Report { role: Role::Slave, term: 1, synced: true, offset: Some(4000), lag_bytes: Some(0) };
+        let members =
+            BTreeMap::from([(Member::A, view("demo-a", Some(master))), (Member::B, view("demo-b", Some(slave)))]);
+        let s =
+            CachePairStatus::default().next(&pair(json!({})), &ready(), Round { members, ..Round::default() }, &now);
+        let shown: Vec<_> = s
+            .members
+            .iter()
+            .map(|m| (m.name.as_str(), m.role.as_str(), m.node.as_deref(), m.offset_bytes, m.lag_bytes))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("demo-a", "master", Some("node-demo-a"), Some(4096), Some(96)),
+                ("demo-b", "slave", Some("node-demo-b"), Some(4000), Some(0))
+            ]
+        );
+        assert_eq!(s.lag_bytes, Some(96), "the master's unacknowledged bytes");
+
+        let silent = BTreeMap::from([(Member::A, view("demo-a", None))]);
+        let mut down = ready();
+        (down.phase, down.master, down.slave) = (Phase::Down, None, None);
+        let s = s.next(&pair(json!({})), &down, Round { members: silent, ..Round::default() }, &now);
+        assert_eq!((s.members[0].role.as_str(), s.members[0].offset_bytes, s.lag_bytes), ("down", None, None));
     }
 
     #[test]

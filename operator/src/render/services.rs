@@ -12,6 +12,7 @@ use serde_json::json;
 use super::owned_meta;
 use super::pod::SECRET_KEY;
 use crate::crd::CachePair;
+use crate::pair::labels;
 
 fn port(name: &str, port: u16) -> ServicePort {
     ServicePort {
@@ -81,6 +82,8 @@ pub fn service_monitor(cp: &CachePair) -> serde_json::Value {
         "spec": {
             "selector": {"matchLabels": cp.owned_labels()},
             "endpoints": [{"port": "admin", "path": "/metrics", "interval": "15s"}],
+            // The chart's alerts and dashboard group the members' series by pair.
+            "podTargetLabels": [labels::PAIR, labels::MEMBER],
         },
     })
 }
@@ -103,7 +106,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::pair::labels;
     use crate::render::fixtures::pair;
 
     #[test]
@@ -128,6 +130,13 @@ mod tests {
         assert_eq!(spec.publish_not_ready_addresses, Some(true));
         let ports: Vec<i32> = spec.ports.unwrap().iter().map(|p| p.port).collect();
         assert_eq!(ports, [11211, 11212, 9150]);
+    }
+
+    #[test]
+    fn the_service_monitor_scrapes_the_admin_port_and_keeps_the_pair_label() {
+        let sm = service_monitor(&pair(json!({})));
+        assert_eq!(sm["spec"]["endpoints"][0]["port"], "admin");
+        assert_eq!(sm["spec"]["podTargetLabels"], json!(["cachepair.io/pair", "cachepair.io/member"]));
     }
 
     #[test]

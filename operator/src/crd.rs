@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, Container, EnvVar, LocalObjectReference, ResourceRequirements, SELinuxOptions, SeccompProfile,
+    Toleration, TopologySpreadConstraint,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -88,6 +91,8 @@ pub struct CachePairSpec {
     pub pod_disruption_budget: bool,
     #[serde(default)]
     pub monitoring: Monitoring,
+    #[serde(default)]
+    pub pod_template: PodTemplate,
     /// Seconds a member's pod may sit on an unreachable node before the operator force-deletes
     /// it and re-seeds the member elsewhere.
     #[serde(default = "default_node_lost_timeout")]
@@ -98,6 +103,89 @@ pub struct CachePairSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub switchover: Option<String>,
+}
+
+/// What the members' pods carry besides the cache: metadata, identity, scheduling and extra
+/// containers. A change rolls the members like any other spec change: the slave first, then a
+/// switchover to it (no write lost), then the ex-master.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplate {
+    /// Added to each member pod; the operator's own `cachepair.io/` labels cannot be set here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(k, !k.startsWith('cachepair.io/'))",
+        "message": "labels under cachepair.io/ are the operator's",
+    }]))]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// For a cache-node image (or sidecar image) in a private registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// The members' service account (the namespace's `default` when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account_name: Option<String>,
+    /// Mount the service account's API token in the members. cache-node never calls the API
+    /// server, so it is off unless a sidecar needs it.
+    #[serde(default)]
+    pub automount_service_account_token: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub priority_class_name: Option<String>,
+    /// Spread constraints of the members, besides `antiAffinity`; one without a
+    /// `labelSelector` selects the pair's two members.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// Extra environment of the cache-node container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(e, e.name != 'POD_IP')",
+        "message": "POD_IP is set by the operator",
+    }]))]
+    pub env: Vec<EnvVar>,
+    /// Extra containers beside cache-node (a log shipper, a proxy); they share the pod's network
+    /// and are restarted with the pod, never alone (the pod's restartPolicy is Never).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(c, c.name != 'cache-node' && c.name != 'vrrp')",
+        "message": "the containers cache-node and vrrp are the operator's",
+    }]))]
+    pub sidecars: Vec<Container>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityOverrides>,
+}
+
+/// The members' security settings that may change. The rest stays as the operator sets it:
+/// cache-node runs as non-root, without privilege escalation or capabilities, on a read-only
+/// root filesystem.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.seccompProfile) || self.seccompProfile.type != 'Unconfined'",
+    "message": "seccompProfile.type Unconfined is not allowed",
+    "fieldPath": ".seccompProfile.type",
+}]))]
+pub struct SecurityOverrides {
+    /// The cache-node container's uid (default 65532, the image's); never root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub run_as_user: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub run_as_group: Option<i64>,
+    /// The group that owns the mounted Secret files (default 65532).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub fs_group: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supplemental_groups: Vec<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub se_linux_options: Option<SELinuxOptions>,
+    /// RuntimeDefault (the default) or a Localhost profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_profile: Option<SeccompProfile>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

@@ -666,6 +666,17 @@ INVALID = [
      "spec.exposure.vrrp.advertIntervalMillis"),
     ("cachepair-vrrp.yaml", "spec.exposure.service", {"type": "LoadBalancer"},
      "spec.exposure.service.type"),
+    ("cachepair-service.yaml", "spec.podTemplate.labels", {"cachepair.io/role": "master"},
+     "spec.podTemplate.labels"),
+    ("cachepair-service.yaml", "spec.podTemplate.sidecars", [{"name": "cache-node", "image": "x"}],
+     "spec.podTemplate.sidecars"),
+    ("cachepair-service.yaml", "spec.podTemplate.env", [{"name": "POD_IP", "value": "1.2.3.4"}],
+     "spec.podTemplate.env"),
+    ("cachepair-service.yaml", "spec.podTemplate.securityContext", {"runAsUser": 0},
+     "spec.podTemplate.securityContext.runAsUser"),
+    ("cachepair-service.yaml", "spec.podTemplate.securityContext",
+     {"seccompProfile": {"type": "Unconfined"}}, "spec.podTemplate.securityContext.seccompProfile.type"),
+    ("cachepair-service.yaml", "spec.podTemplate.serviceAccountName", "", "spec.podTemplate.serviceAccountName"),
 ]
 
 
@@ -678,6 +689,14 @@ def test_invalid_sample_is_rejected(sample, path, value, where):
     problems = crdschema.violations(crd, pair)
     assert problems, f"{path}={value!r} was accepted"
     assert where in [p.path for p in problems], "\n".join(map(str, problems))
+
+
+def test_the_crd_fits_in_a_client_side_apply():
+    """`kubectl apply` keeps the whole object in the last-applied annotation, which may hold
+    256 KiB: the pod template's container schema must leave the CRD well under it."""
+    crd = crd_or_skip()
+    size = len(json.dumps(crd, separators=(",", ":")))
+    assert size < 200 * 1024, f"the CRD is {size} bytes as JSON"
 
 
 def test_defaults_make_a_minimal_pair_valid():

@@ -21,7 +21,8 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
     PodAffinityTerm, PodAntiAffinity, PodReadinessGate, PodSecurityContext, PodSpec, Probe, ResourceRequirements,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount, WeightedPodAffinityTerm,
+    SeccompProfile, SecretVolumeSource, SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -47,26 +48,38 @@ const SHUTDOWN_TIMEOUT: i64 = 10;
 /// The pod of `member`. `peer` is the current master's replication address (`host:port`) when
 /// this member joins one as a slave; without it the member starts as master.
 pub fn member_pod(cp: &CachePair, member: Member, peer: Option<&str>) -> Pod {
+    let template = &cp.spec.pod_template;
     let mut meta = owned_meta(cp, member.pod_name(&cp.name()));
     let labels = meta.labels.get_or_insert_with(BTreeMap::new);
     labels.insert(labels::MEMBER.into(), member.suffix().into());
     labels.insert(labels::REVISION.into(), revision(cp));
+    // The operator's labels win over the template's.
+    for (key, value) in &template.labels {
+        labels.entry(key.clone()).or_insert_with(|| value.clone());
+    }
+    if !template.annotations.is_empty() {
+        meta.annotations = Some(template.annotations.clone());
+    }
     Pod { metadata: meta, spec: Some(pod_spec(cp, member, peer)), status: None }
 }
 
 /// A short hash of everything the members' pods are made of: a member whose pod carries
 /// another revision runs an older spec and is rolled.
 pub fn revision(cp: &CachePair) -> String {
+    let template = &cp.spec.pod_template;
     let specs = [pod_spec(cp, Member::A, None), pod_spec(cp, Member::B, None)];
-    let json = serde_json::to_vec(&specs).expect("a pod spec serializes");
+    let json = serde_json::to_vec(&(specs, &template.labels, &template.annotations)).expect("a pod spec serializes");
     let digest = Sha256::digest(&json);
     digest[..5].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn pod_spec(cp: &CachePair, member: Member, peer: Option<&str>) -> PodSpec {
     let spec = &cp.spec;
+    let template = &spec.pod_template;
+    let security = template.security_context.clone().unwrap_or_default();
     let vrrp = spec.exposure.vrrp.as_ref();
     let mut containers = vec![cache_node_container(cp, peer)];
+    containers.extend(template.sidecars.iter().cloned());
     let mut volumes = vec![Volume {
         name: "replication-secret".into(),
         secret: Some(SecretVolumeSource {
@@ -96,13 +109,21 @@ fn pod_spec(cp: &CachePair, member: Member, peer: Option<&str>) -> PodSpec {
         node_selector: (!node_selector.is_empty()).then_some(node_selector),
         tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
         affinity: affinity(cp),
+        topology_spread_constraints: (!template.topology_spread_constraints.is_empty()).then(|| topology_spread(cp)),
+        priority_class_name: template.priority_class_name.clone(),
+        service_account_name: template.service_account_name.clone(),
+        automount_service_account_token: Some(template.automount_service_account_token),
+        image_pull_secrets: (!template.image_pull_secrets.is_empty()).then(|| template.image_pull_secrets.clone()),
         security_context: Some(PodSecurityContext {
             run_as_non_root: vrrp.is_none().then_some(true),
-            fs_group: Some(RUN_AS),
-            seccomp_profile: Some(k8s_openapi::api::core::v1::SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
+            fs_group: Some(security.fs_group.unwrap_or(RUN_AS)),
+            supplemental_groups: (!security.supplemental_groups.is_empty()).then_some(security.supplemental_groups),
+            se_linux_options: security.se_linux_options,
+            seccomp_profile: Some(
+                security
+                    .seccomp_profile
+                    .unwrap_or_else(|| SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+            ),
             ..Default::default()
         }),
         termination_grace_period_seconds: Some(SHUTDOWN_TIMEOUT + 5),
@@ -127,6 +148,7 @@ fn member_resources(spec: &CachePairSpec) -> ResourceRequirements {
 fn cache_node_container(cp: &CachePair, peer: Option<&str>) -> Container {
     let spec = &cp.spec;
     let repl = &spec.replication;
+    let security = spec.pod_template.security_context.as_ref();
     let mut args: Vec<String> = vec![
         "-p".into(),
         spec.port.to_string(),
@@ -202,14 +224,18 @@ fn cache_node_container(cp: &CachePair, peer: Option<&str>) -> Container {
             .into()
         }),
         args: Some(args),
-        env: Some(vec![EnvVar {
-            name: "POD_IP".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector { field_path: "status.podIP".into(), ..Default::default() }),
+        env: Some(
+            std::iter::once(EnvVar {
+                name: "POD_IP".into(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector { field_path: "status.podIP".into(), ..Default::default() }),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        }]),
+            })
+            .chain(spec.pod_template.env.iter().cloned())
+            .collect(),
+        ),
         ports: Some(vec![port("memcache", spec.port), port("replication", repl.port), port("admin", spec.admin_port)]),
         readiness_probe: Some(probe("/master", 1, 1)),
         liveness_probe: Some(probe("/healthz", 5, 3)),
@@ -221,8 +247,8 @@ fn cache_node_container(cp: &CachePair, peer: Option<&str>) -> Container {
             ..Default::default()
         }]),
         security_context: Some(SecurityContext {
-            run_as_user: Some(RUN_AS),
-            run_as_group: Some(RUN_AS),
+            run_as_user: Some(security.and_then(|s| s.run_as_user).unwrap_or(RUN_AS)),
+            run_as_group: Some(security.and_then(|s| s.run_as_group).unwrap_or(RUN_AS)),
             run_as_non_root: Some(true),
             read_only_root_filesystem: Some(true),
             allow_privilege_escalation: Some(false),
@@ -231,6 +257,16 @@ fn cache_node_container(cp: &CachePair, peer: Option<&str>) -> Container {
         }),
         ..Default::default()
     }
+}
+
+/// The template's spread constraints; one without a selector spreads the pair's members.
+fn topology_spread(cp: &CachePair) -> Vec<TopologySpreadConstraint> {
+    let members = LabelSelector { match_labels: Some(cp.members_selector()), ..Default::default() };
+    let mut constraints = cp.spec.pod_template.topology_spread_constraints.clone();
+    for c in &mut constraints {
+        c.label_selector.get_or_insert_with(|| members.clone());
+    }
+    constraints
 }
 
 /// The user's affinity plus the members' anti-affinity on `kubernetes.io/hostname`.
@@ -397,12 +433,75 @@ mod tests {
     }
 
     #[test]
+    fn the_pod_template_passes_through_and_the_operator_keeps_its_own() {
+        let cp = pair(json!({"podTemplate": {
+            "labels": {"team": "shop", "app.kubernetes.io/name": "mine"},
+            "annotations": {"example.com/owner": "cart"},
+            "imagePullSecrets": [{"name": "regcred"}],
+            "serviceAccountName": "cache",
+            "priorityClassName": "critical-cache",
+            "topologySpreadConstraints": [
+                {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule"},
+                {"maxSkew": 1, "topologyKey": "rack", "whenUnsatisfiable": "ScheduleAnyway",
+                 "labelSelector": {"matchLabels": {"team": "shop"}}},
+            ],
+            "env": [{"name": "RUST_LOG", "value": "debug"}],
+            "sidecars": [{"name": "log-shipper", "image": "shipper:1"}],
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 1001, "fsGroup": 2000,
+                                "supplementalGroups": [3000],
+                                "seccompProfile": {"type": "Localhost", "localhostProfile": "cache.json"}},
+        }}));
+        let pod = member_pod(&cp, Member::A, None);
+        let labels = pod.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["team"], "shop");
+        assert_eq!(labels["app.kubernetes.io/name"], cp.owned_labels()["app.kubernetes.io/name"], "the operator's own");
+        assert_eq!(pod.metadata.annotations.as_ref().unwrap()["example.com/owner"], "cart");
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.image_pull_secrets.unwrap()[0].name, "regcred");
+        assert_eq!(spec.service_account_name.as_deref(), Some("cache"));
+        assert_eq!(spec.automount_service_account_token, Some(false), "no API token unless asked for");
+        assert_eq!(spec.priority_class_name.as_deref(), Some("critical-cache"));
+        let spread = spec.topology_spread_constraints.unwrap();
+        assert_eq!(spread[0].label_selector.as_ref().unwrap().match_labels, Some(cp.members_selector()));
+        assert_eq!(spread[1].label_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["team"], "shop");
+        let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, [MEMBER_CONTAINER, "log-shipper"]);
+        let c = &spec.containers[0];
+        let env: Vec<&str> = c.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(env, ["POD_IP", "RUST_LOG"]);
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!((sc.run_as_user, sc.run_as_group), (Some(1000), Some(1001)));
+        assert_eq!(
+            (sc.run_as_non_root, sc.read_only_root_filesystem, sc.allow_privilege_escalation),
+            (Some(true), Some(true), Some(false)),
+            "the safe bounds stay"
+        );
+        let psc = spec.security_context.unwrap();
+        assert_eq!((psc.fs_group, psc.supplemental_groups), (Some(2000), Some(vec![3000])));
+        assert_eq!(psc.seccomp_profile.unwrap().localhost_profile.as_deref(), Some("cache.json"));
+
+        let plain = member_pod(&pair(json!({})), Member::A, None).spec.unwrap();
+        assert_eq!(plain.automount_service_account_token, Some(false));
+        assert!(plain.topology_spread_constraints.is_none() && plain.service_account_name.is_none());
+        assert_eq!(plain.security_context.unwrap().seccomp_profile.unwrap().type_, "RuntimeDefault");
+    }
+
+    #[test]
     fn the_revision_follows_the_pod_not_the_bookkeeping() {
         let base = pair(json!({}));
         let same = pair(json!({"switchover": "now", "nodeLostTimeoutSeconds": 5, "podDisruptionBudget": false}));
         assert_eq!(revision(&base), revision(&same));
         assert_ne!(revision(&base), revision(&pair(json!({"memoryMB": 65}))));
         assert_ne!(revision(&base), revision(&pair(json!({"image": "other"}))));
+        // A pod template change rolls the members too, metadata included.
+        for template in [
+            json!({"labels": {"team": "shop"}}),
+            json!({"annotations": {"a": "b"}}),
+            json!({"env": [{"name": "X", "value": "1"}]}),
+            json!({"priorityClassName": "high"}),
+        ] {
+            assert_ne!(revision(&base), revision(&pair(json!({"podTemplate": template}))), "{template}");
+        }
         assert_eq!(revision(&base).len(), 10);
     }
 }

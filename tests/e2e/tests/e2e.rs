@@ -379,6 +379,18 @@ async fn a_sample_pair_runs_a_master_and_a_slave(c: &Cluster) -> anyhow::Result<
     let (mip, sip) = (pod_ip(c, ns, &master).await?, pod_ip(c, ns, &slave).await?);
     ensure!(role(&mip).await.as_deref() == Some("master"), "{master} is not master");
     ensure!(role(&sip).await.as_deref() == Some("slave"), "{slave} is not slave");
+    // The status shows each member's role, node and replication position.
+    let members = wait_for("status.members with both offsets", Duration::from_secs(30), || async {
+        let s = pair(c, ns, "demo").await.ok()?.status?;
+        (s.members.len() == 2 && s.members.iter().all(|m| m.offset_bytes.is_some()) && s.lag_bytes.is_some())
+            .then_some(s.members)
+    })
+    .await?;
+    let roles: Vec<(&str, &str)> = members.iter().map(|m| (m.name.as_str(), m.role.as_str())).collect();
+    let mut expected = vec![(master.as_str(), "master"), (slave.as_str(), "slave")];
+    expected.sort();
+    ensure!(roles == expected, "status.members says {roles:?}");
+    ensure!(members.iter().all(|m| m.node.is_some()), "every member's node is shown: {members:?}");
     let eps = wait_for("the client Service's endpoints to be the master", Duration::from_secs(30), || async {
         let e = endpoints(c, ns, "demo").await;
         (e == BTreeSet::from([mip.clone()])).then_some(e)
@@ -658,7 +670,9 @@ async fn d_a_spec_change_rolls_slave_then_master_under_load(c: &Cluster) -> anyh
     let writer = Writer::start("d", addr(&pod_ip(c, ns, &master).await?));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let patch = serde_json::json!({"spec": {"memoryMB": 80}});
+    // A cache setting and the pod template together: both roll through the same path.
+    let patch = serde_json::json!({"spec": {"memoryMB": 80, "podTemplate": {
+        "labels": {"team": "shop"}, "env": [{"name": "CACHEPAIR_E2E", "value": "d"}]}}});
     Api::<CachePair>::namespaced(c.client.clone(), ns)
         .patch("demo", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
         .await?;
@@ -711,8 +725,16 @@ async fn d_a_spec_change_rolls_slave_then_master_under_load(c: &Cluster) -> anyh
     ensure!(status.failover_count == 0, "a rollout is no failover");
     for m in [&master, &slave] {
         let pod = member_pod(c, ns, m).await.context("member")?;
-        let args = pod.spec.unwrap().containers[0].args.clone().unwrap_or_default();
+        ensure!(
+            pod.metadata.labels.unwrap_or_default().get("team").map(String::as_str) == Some("shop"),
+            "{m}'s labels"
+        );
+        let spec = pod.spec.unwrap();
+        let args = spec.containers[0].args.clone().unwrap_or_default();
         ensure!(args.windows(2).any(|w| w[0] == "-m" && w[1] == "80"), "{m} runs {args:?}");
+        let env = spec.containers[0].env.clone().unwrap_or_default();
+        ensure!(env.iter().any(|e| e.name == "CACHEPAIR_E2E"), "{m}'s environment: {env:?}");
+        ensure!(spec.automount_service_account_token == Some(false), "{m} mounts an API token");
     }
     let missing = missing_on(&pod_ip(c, ns, &status.master.unwrap()).await?, &acked);
     ensure!(

@@ -127,9 +127,9 @@ async fn accept_loop(ctx: Arc<Context>, listener: TcpListener, workers: Arc<Work
             }
         };
         let current = ctx.stats.curr_connections.fetch_add(1, Relaxed) + 1;
-        ctx.stats.total_connections.fetch_add(1, Relaxed);
         if current > ctx.settings.max_connections as u64 {
-            // memcached's maxconns_fast: tell the client why, then hang up.
+            // memcached's maxconns_fast: tell the client why, then hang up. Counted as
+            // rejected only, as memcached counts (total_connections is of served ones).
             ctx.stats.curr_connections.fetch_sub(1, Relaxed);
             ctx.stats.rejected_connections.fetch_add(1, Relaxed);
             tokio::spawn(async move {
@@ -137,6 +137,7 @@ async fn accept_loop(ctx: Arc<Context>, listener: TcpListener, workers: Arc<Work
             });
             continue;
         }
+        ctx.stats.total_connections.fetch_add(1, Relaxed);
         let conn = ctx.conns.register(
             stream.as_raw_fd(),
             Transport::Tcp,

@@ -170,8 +170,11 @@ fn connections_over_the_limit_are_told_and_closed() {
     for c in &mut open {
         assert!(c.call("version\r\n").starts_with("VERSION "));
     }
+    let served = open[0].stat("total_connections");
     let mut extra = node.client();
     assert_eq!(extra.read_to_end(), "ERROR Too many open connections\r\n");
+    // As memcached, a refused connection is counted as rejected, not among the total.
+    assert_eq!(open[0].stat("total_connections"), served);
 
     // Once one leaves, there is room again, and the refusal was counted.
     open.pop();

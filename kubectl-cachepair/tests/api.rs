@@ -37,7 +37,11 @@ impl Api {
         for (i, name) in names.iter().enumerate() {
             let items = if i == 0 { events.clone() } else { json!([]) };
             let (query, _) = self
-                .expect("GET", "/api/v1/namespaces/shop/events", json!({"apiVersion": "v1", "kind": "EventList", "metadata": {}, "items": items}))
+                .expect(
+                    "GET",
+                    "/api/v1/namespaces/shop/events",
+                    json!({"apiVersion": "v1", "kind": "EventList", "metadata": {}, "items": items}),
+                )
                 .await;
             assert!(query.contains(&format!("fieldSelector=involvedObject.name%3D{name}")), "{query}");
         }
@@ -127,26 +131,29 @@ async fn reseed_patches_the_member_and_token() {
 
 #[tokio::test]
 async fn fence_adds_the_member_to_spec_fenced_guarded_by_the_resource_version() {
-    let out = run(Command::Fence { pair: "demo".into(), member: MemberArg::B, wait: no_wait() }, |mut api| async move {
-        api.expect("GET", &format!("{PAIRS}/demo"), fixture()).await;
-        let (_, body) = api.expect("PATCH", &format!("{PAIRS}/demo"), fixture()).await;
-        assert_eq!(body, json!({"metadata": {"resourceVersion": "1234"}, "spec": {"fenced": ["a", "b"]}}));
-    })
-    .await;
+    let out =
+        run(Command::Fence { pair: "demo".into(), member: MemberArg::B, wait: no_wait() }, |mut api| async move {
+            api.expect("GET", &format!("{PAIRS}/demo"), fixture()).await;
+            let (_, body) = api.expect("PATCH", &format!("{PAIRS}/demo"), fixture()).await;
+            assert_eq!(body, json!({"metadata": {"resourceVersion": "1234"}, "spec": {"fenced": ["a", "b"]}}));
+        })
+        .await;
     assert_eq!(out, "cachepair/demo: fence of demo-b requested\n");
 
     // Unfencing a removes it; fencing a again changes nothing and writes nothing.
-    let out = run(Command::Unfence { pair: "demo".into(), member: MemberArg::A, wait: no_wait() }, |mut api| async move {
-        api.expect("GET", &format!("{PAIRS}/demo"), fixture()).await;
-        let (_, body) = api.expect("PATCH", &format!("{PAIRS}/demo"), fixture()).await;
-        assert_eq!(body["spec"], json!({"fenced": []}));
-    })
-    .await;
+    let out =
+        run(Command::Unfence { pair: "demo".into(), member: MemberArg::A, wait: no_wait() }, |mut api| async move {
+            api.expect("GET", &format!("{PAIRS}/demo"), fixture()).await;
+            let (_, body) = api.expect("PATCH", &format!("{PAIRS}/demo"), fixture()).await;
+            assert_eq!(body["spec"], json!({"fenced": []}));
+        })
+        .await;
     assert_eq!(out, "cachepair/demo: unfence of demo-a requested\n");
-    let out = run(Command::Fence { pair: "demo".into(), member: MemberArg::A, wait: no_wait() }, |mut api| async move {
-        api.expect("GET", &format!("{PAIRS}/demo"), fixture()).await;
-    })
-    .await;
+    let out =
+        run(Command::Fence { pair: "demo".into(), member: MemberArg::A, wait: no_wait() }, |mut api| async move {
+            api.expect("GET", &format!("{PAIRS}/demo"), fixture()).await;
+        })
+        .await;
     assert_eq!(out, "cachepair/demo: spec.fenced names demo-a already\n");
 }
 

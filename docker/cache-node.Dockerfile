@@ -13,6 +13,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY cache-node/Cargo.toml cache-node/
 COPY operator/Cargo.toml operator/
+COPY kubectl-cachepair/Cargo.toml kubectl-cachepair/
 COPY tests/e2e/Cargo.toml tests/e2e/
 COPY tests/loadgen/Cargo.toml tests/loadgen/
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \

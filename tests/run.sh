@@ -27,7 +27,7 @@ cargo build -p cache-node
 python3 -m pytest -q tests/integration tests/manifests
 
 step "end-to-end: the operator against a real control plane (v1.37.2), pods as processes"
-cargo build -p cache-node -p operator
+cargo build -p cache-node -p operator -p kubectl-cachepair
 cargo test -p e2e --test e2e
 
 step "fuzz smoke runs"

@@ -169,12 +169,20 @@ impl CachePair {
         let status = self.api::<CachePair>(ctx).get_status(&self.name()).await?.status.unwrap_or_default();
         let last_master = status.master.as_deref().and_then(|m| Member::of_pod(&self.name(), m));
         let revision = render::revision(self);
+        let fenced: Vec<Member> = self.spec.fenced.iter().map(|&m| m.into()).collect();
         let input = Input {
             a: views.get(&Member::A),
             b: views.get(&Member::B),
             revision: &revision,
             last_master,
             switchover_requested: self.spec.switchover.as_deref().filter(|s| status.switchover.as_deref() != Some(*s)),
+            reseed_requested: self
+                .spec
+                .reseed
+                .as_ref()
+                .filter(|r| status.reseed.as_deref() != Some(r.token.as_str()))
+                .map(|r| (r.member.into(), r.token.as_str())),
+            fenced: &fenced,
             replication_port: self.spec.replication.port,
             node_lost_timeout: Duration::from_secs(self.spec.node_lost_timeout_seconds.into()),
         };
@@ -185,11 +193,15 @@ impl CachePair {
             self.route(ctx, action, &views).await?;
         }
         let monitoring_note = self.apply_owned(ctx, &found).await?;
-        let mut switched = None;
+        let (mut switched, mut reseeded) = (None, None);
         for action in actions {
-            if let Some(reason) = self.act(ctx, &action, &views).await? {
-                switched = Some(reason);
-                decision.switched_over();
+            match self.act(ctx, &action, &views).await? {
+                Done::Switched(reason) => {
+                    switched = Some(reason);
+                    decision.switched_over();
+                }
+                Done::Reseeded(token) => reseeded = Some(token),
+                Done::Other => {}
             }
         }
         if decision.failover
@@ -203,7 +215,7 @@ impl CachePair {
         }
         self.label_roles(ctx, &views, &decision).await?;
         ctx.metrics.set_phase(&self.namespace().unwrap_or_default(), &self.name(), decision.phase);
-        let round = Round { revision, switched, monitoring_note, members: views };
+        let round = Round { revision, switched, reseeded, monitoring_note, members: views };
         let status = status.next(self, &decision, round, &Time(Timestamp::now()));
         self.write_status(ctx, status).await?;
         Ok(Action::requeue(decision.requeue))
@@ -367,7 +379,8 @@ impl CachePair {
         };
         let (member, conditions) = match action {
             decide::Action::Fence { member, reason } => {
-                if let Some(ip) = views.get(member).filter(|v| v.answered).and_then(|v| v.ip.as_deref()) {
+                let requested = *reason == decide::FENCE_REQUESTED;
+                if !requested && let Some(ip) = views.get(member).filter(|v| v.answered).and_then(|v| v.ip.as_deref()) {
                     // A master handing over (a switchover, a deleted pod) reports master with
                     // the old term for a moment: only one that still does is fenced.
                     tokio::time::sleep(CONFIRM_FENCE).await;
@@ -376,9 +389,10 @@ impl CachePair {
                     }
                 }
                 let message = format!("fenced by the operator: {reason}");
+                let why = if requested { "FencedBySpec" } else { "Superseded" };
                 let conditions = vec![
-                    condition(render::SERVING_CONDITION, false, "Superseded", &message),
-                    condition("Ready", false, "Superseded", &message),
+                    condition(render::SERVING_CONDITION, false, why, &message),
+                    condition("Ready", false, why, &message),
                 ];
                 let note = format!("{} taken out of the client Service: {reason}", member.pod_name(&pair));
                 warn!(pair = %pair, namespace = self.namespace().unwrap_or_default(), %note, "fenced");
@@ -388,7 +402,8 @@ impl CachePair {
             decide::Action::Unfence { member } => {
                 if views.get(member).is_some_and(|v| v.serving == Some(false)) {
                     let note = format!(
-                        "{} follows the current master: its readiness probe decides again",
+                        "{} is back in client routing (it is not superseded, and spec.fenced does not name it): \
+                         its readiness probe decides again",
                         member.pod_name(&pair)
                     );
                     info!(pair = %pair, namespace = self.namespace().unwrap_or_default(), %note, "unfenced");
@@ -401,13 +416,8 @@ impl CachePair {
         set_pod_conditions(&self.api(ctx), &member.pod_name(&pair), conditions).await
     }
 
-    /// Carries out one action; returns why, when it was a switchover (the roles swapped).
-    async fn act(
-        &self,
-        ctx: &Context,
-        action: &decide::Action,
-        views: &BTreeMap<Member, MemberView>,
-    ) -> Result<Option<SwitchoverReason>> {
+    /// Carries out one action; says what the status must record of it.
+    async fn act(&self, ctx: &Context, action: &decide::Action, views: &BTreeMap<Member, MemberView>) -> Result<Done> {
         let pods: Api<Pod> = self.api(ctx);
         let pair = self.name();
         match action {
@@ -416,13 +426,15 @@ impl CachePair {
                 let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
                 match pods.create(&params, &pod).await {
                     Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 409 => return Ok(None),
+                    Err(kube::Error::Api(e)) if e.code == 409 => return Ok(Done::Other),
                     Err(e) => return Err(e.into()),
                 }
                 let name = member.pod_name(&pair);
                 // Its readiness gate, at once: routing must not wait on the operator later.
-                // Should this fail, the next round sets it.
-                let serving = json!({"type": render::SERVING_CONDITION, "status": "True", "reason": "Created",
+                // Should this fail, the next round sets it. Closed when spec.fenced names it.
+                let open = !self.spec.fenced.iter().any(|&m| Member::from(m) == *member);
+                let (status, why) = if open { ("True", "Created") } else { ("False", "FencedBySpec") };
+                let serving = json!({"type": render::SERVING_CONDITION, "status": status, "reason": why,
                                      "lastTransitionTime": Time(Timestamp::now())});
                 set_pod_conditions(&pods, &name, vec![serving]).await?;
                 let (reason, note) = match start {
@@ -463,6 +475,17 @@ impl CachePair {
             decide::Action::Fence { .. } | decide::Action::Unfence { .. } => {
                 unreachable!("routing actions are taken first")
             }
+            decide::Action::Reseed { member, token } => {
+                let name = member.pod_name(&pair);
+                delete_if_present(&pods, &name).await?;
+                let note = format!(
+                    "{name} deleted at spec.reseed's request ({token}): it is re-created as a slave of {} with a full sync",
+                    member.other().pod_name(&pair)
+                );
+                info!(pair = %pair, %note, "re-seed requested");
+                self.event(ctx, EventType::Normal, "Reseeding", "ReseedMember", &note).await;
+                return Ok(Done::Reseeded(token.clone()));
+            }
             decide::Action::Switchover { from, reason } => {
                 let name = from.pod_name(&pair);
                 let ip = views
@@ -474,10 +497,10 @@ impl CachePair {
                 let note = format!("{} is master now ({reason}); {name}: {answer}", from.other().pod_name(&pair));
                 info!(pair = %pair, %note, "switchover");
                 self.event(ctx, EventType::Normal, "Switchover", "Switchover", &note).await;
-                return Ok(Some(reason.clone()));
+                return Ok(Done::Switched(reason.clone()));
             }
         }
-        Ok(None)
+        Ok(Done::Other)
     }
 
     /// `cachepair.io/role` on each member's pod, and the `role` metric.
@@ -525,6 +548,15 @@ impl CachePair {
             warn!(error = %e, reason, "could not record an event");
         }
     }
+}
+
+/// What an action did that the status records.
+enum Done {
+    /// A switchover: the roles swapped.
+    Switched(SwitchoverReason),
+    /// A requested re-seed, by its token.
+    Reseeded(String),
+    Other,
 }
 
 /// An object as server-side apply wants it: with its apiVersion and kind.

@@ -103,6 +103,38 @@ pub struct CachePairSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub switchover: Option<String>,
+    /// Set to re-create a member from scratch as a slave of the master (a full sync), once per
+    /// token. A member that is master hands its role to an in-sync slave first; without one, the
+    /// request waits (the conditions say why). The operator records the token it acted on in
+    /// `status.reseed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reseed: Option<ReseedRequest>,
+    /// Members kept out of client routing: their readiness gate `cachepair.io/serving` is held
+    /// False. A master named here hands its role to the slave first, when the slave is in sync
+    /// and not named here too; until then it keeps serving (the conditions say why). Removing a
+    /// member from the list un-fences it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2), extend("x-kubernetes-list-type" = "set"))]
+    pub fenced: Vec<MemberName>,
+}
+
+/// One member of a pair by its suffix: `a` (pod `<name>-a`) or `b`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberName {
+    A,
+    B,
+}
+
+/// A request to re-seed a member (`spec.reseed`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReseedRequest {
+    /// The member to re-create.
+    pub member: MemberName,
+    /// A new value for each re-seed wanted.
+    #[schemars(length(min = 1, max = 63))]
+    pub token: String,
 }
 
 /// What the members' pods carry besides the cache: metadata, identity, scheduling and extra
@@ -388,6 +420,9 @@ pub struct CachePairStatus {
     /// The last `spec.switchover` value acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switchover: Option<String>,
+    /// The last `spec.reseed.token` acted on (the member's pod was deleted to be re-created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reseed: Option<String>,
     /// Each member as last observed: role, node, replication offset and lag.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberStatus>,
@@ -418,6 +453,10 @@ pub struct MemberStatus {
     /// Bytes of its stream its peer has not acknowledged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_bytes: Option<u64>,
+    /// Out of client routing: its readiness gate `cachepair.io/serving` is False (by
+    /// `spec.fenced`, or because a higher term superseded it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fenced: bool,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

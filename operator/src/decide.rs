@@ -8,6 +8,11 @@
 //! gate (and its Ready condition, for a dead kubelet's sake), and un-fenced once it follows the
 //! current master, so that a later failover routes without the operator again.
 //!
+//! Requests in the spec: `spec.fenced` holds members out of client routing through the same
+//! gate (a master hands its role to an in-sync slave first, and is never fenced while it is the
+//! only one that can serve); `spec.reseed` deletes a member's pod so that it is re-created as a
+//! slave with a full sync (a master switches over first).
+//!
 //! One step at a time: each reconcile takes at most one disruptive action (delete, switch
 //! over) and only while the pair is fully replicating, so the members are never both down.
 
@@ -30,6 +35,10 @@ pub struct Input<'a> {
     pub last_master: Option<Member>,
     /// `spec.switchover`, when it differs from the value last acted on.
     pub switchover_requested: Option<&'a str>,
+    /// `spec.reseed`, when its token differs from the one last acted on.
+    pub reseed_requested: Option<(Member, &'a str)>,
+    /// `spec.fenced`: the members to keep out of client routing.
+    pub fenced: &'a [Member],
     pub replication_port: u16,
     pub node_lost_timeout: Duration,
 }
@@ -48,7 +57,13 @@ pub enum Action {
     Fence { member: Member, reason: &'static str },
     /// Let the member's readiness probe decide again: its readiness gate goes True.
     Unfence { member: Member },
+    /// Delete the member's pod at `spec.reseed`'s request, to be re-created next as a slave of
+    /// the master with a full sync; `token` goes to `status.reseed`.
+    Reseed { member: Member, token: String },
 }
+
+/// Why a member named by `spec.fenced` is fenced.
+pub const FENCE_REQUESTED: &str = "spec.fenced names it";
 
 impl Action {
     /// Fencing and un-fencing: taken before anything slower, since clients may be reaching a
@@ -91,6 +106,10 @@ pub enum SwitchoverReason {
     EvictionRequested,
     /// The master runs an old spec and is rolled next, as a slave.
     Rolling,
+    /// `spec.fenced` names the master: it hands its role over, then it is fenced.
+    Fencing,
+    /// `spec.reseed` names the master: it hands its role over, then it is re-seeded.
+    Reseeding,
 }
 
 impl fmt::Display for SwitchoverReason {
@@ -101,6 +120,8 @@ impl fmt::Display for SwitchoverReason {
             SwitchoverReason::NodeDraining => "its node is being drained",
             SwitchoverReason::EvictionRequested => "its eviction was requested",
             SwitchoverReason::Rolling => "rolling the master: switching over first",
+            SwitchoverReason::Fencing => "spec.fenced names it: switching over before fencing it",
+            SwitchoverReason::Reseeding => "spec.reseed names it: switching over before re-seeding it",
         })
     }
 }
@@ -177,9 +198,17 @@ pub fn decide(input: &Input<'_>) -> Decision {
         requeue: BUSY,
     };
 
-    // Routing first: a client may be reaching a dead or superseded master meanwhile.
+    // A superseded member's belief that it is master does not count.
+    let masters: Vec<Member> = Member::BOTH
+        .into_iter()
+        .filter(|&m| view(m).is_some_and(|v| v.is(Role::Master) && !superseded(v, view(m.other()))))
+        .collect();
+    // Routing first: a client may be reaching a dead or superseded master meanwhile. A member
+    // `spec.fenced` names is fenced unless it is the one master: that one hands its role over
+    // first (see `with_master`), and keeps serving while it cannot.
     for m in Member::BOTH {
-        if let Some(action) = fencing(m, view(m), view(m.other())) {
+        let requested = input.fenced.contains(&m) && masters[..] != [m];
+        if let Some(action) = fencing(m, view(m), view(m.other()), requested) {
             d.actions.push(action);
         }
     }
@@ -193,11 +222,6 @@ pub fn decide(input: &Input<'_>) -> Decision {
         }
     }
 
-    // A superseded member's belief that it is master does not count.
-    let masters: Vec<Member> = Member::BOTH
-        .into_iter()
-        .filter(|&m| view(m).is_some_and(|v| v.is(Role::Master) && !superseded(v, view(m.other()))))
-        .collect();
     match masters[..] {
         [master] => with_master(input, master, view(master.other()), &mut d),
         [_, _] => {
@@ -229,12 +253,16 @@ pub fn superseded(member: &MemberView, other: Option<&MemberView>) -> bool {
 /// Whether `member`'s readiness gate must change. Unanswered members keep their gate, except
 /// that a missing one is set True (a new pod): only evidence fences, only an answer unfences.
 /// A pod being deleted is no endpoint anyway (EndpointSlices mark it terminating).
-fn fencing(member: Member, view: Option<&MemberView>, other: Option<&MemberView>) -> Option<Action> {
+/// `requested`: `spec.fenced` names it and it is not the one master, so its gate stays closed.
+fn fencing(member: Member, view: Option<&MemberView>, other: Option<&MemberView>, requested: bool) -> Option<Action> {
     let v = view.filter(|v| matches!(v.state, PodState::Pending | PodState::Running))?;
     if superseded(v, other) {
         // Ready too: on a dead node no kubelet recomputes it from the gate.
         let reason = if v.answered { "a higher term is master" } else { "it does not answer; a higher term is master" };
         return (v.serving != Some(false) || v.ready).then_some(Action::Fence { member, reason });
+    }
+    if requested {
+        return (v.serving != Some(false) || v.ready).then_some(Action::Fence { member, reason: FENCE_REQUESTED });
     }
     let unfence = match v.serving {
         None => true,
@@ -310,6 +338,14 @@ fn with_master(input: &Input<'_>, master: Member, other: Option<&MemberView>, d:
             } else if master_view.revision.as_deref() != Some(input.revision) {
                 d.actions.push(Action::Switchover { from: master, reason: SwitchoverReason::Rolling });
                 d.requeue = BUSY;
+            } else if input.fenced.contains(&master) && !input.fenced.contains(&master.other()) {
+                d.actions.push(Action::Switchover { from: master, reason: SwitchoverReason::Fencing });
+                d.requeue = BUSY;
+            } else if input.reseed_requested.is_some_and(|(m, _)| m == master)
+                && !input.fenced.contains(&master.other())
+            {
+                d.actions.push(Action::Switchover { from: master, reason: SwitchoverReason::Reseeding });
+                d.requeue = BUSY;
             } else if let Some(token) = input.switchover_requested {
                 let reason = SwitchoverReason::Requested { token: token.into() };
                 d.actions.push(Action::Switchover { from: master, reason });
@@ -325,6 +361,63 @@ fn with_master(input: &Input<'_>, master: Member, other: Option<&MemberView>, d:
     if !d.replicating && input.switchover_requested.is_some() {
         d.message.push_str("; the switchover waits until the slave is in sync");
     }
+    requests(input, master, master_view, other, d);
+}
+
+/// `spec.reseed` of the member that is not master, and what waits of the requests naming the
+/// master: it is fenced or re-seeded only after it handed its role to an in-sync slave that
+/// `spec.fenced` does not name, so that the pair keeps serving without loss.
+fn requests(input: &Input<'_>, master: Member, master_view: &MemberView, other: Option<&MemberView>, d: &mut Decision) {
+    let switching =
+        |r: SwitchoverReason| d.actions.iter().any(|a| matches!(a, Action::Switchover { reason, .. } if *reason == r));
+    let (fence_switch, reseed_switch) = (switching(SwitchoverReason::Fencing), switching(SwitchoverReason::Reseeding));
+    if input.fenced.contains(&master) && !fence_switch {
+        note(
+            d,
+            format!(
+                "spec.fenced names {}, the master: it keeps serving until it can hand its role to an in-sync \
+                 slave that spec.fenced does not name",
+                name(master)
+            ),
+        );
+    }
+    let Some((member, token)) = input.reseed_requested else { return };
+    if member == master {
+        if !reseed_switch {
+            note(
+                d,
+                format!(
+                    "spec.reseed names {}, the master: it is re-seeded once it has handed its role to an in-sync \
+                     slave that spec.fenced does not name",
+                    name(master)
+                ),
+            );
+        }
+        return;
+    }
+    // One disruptive step at a time; a member already on its way out is re-created anyway, and
+    // one that is starting is re-seeded once its pod exists.
+    let busy = d.actions.iter().any(|a| !a.is_routing());
+    match other {
+        Some(v)
+            if !busy
+                && matches!(v.state, PodState::Pending | PodState::Running)
+                && v.node_lost_for.is_none()
+                && !superseded(v, Some(master_view)) =>
+        {
+            d.actions.push(Action::Reseed { member, token: token.into() });
+            d.requeue = BUSY;
+        }
+        _ => note(d, format!("re-seeding {} waits until its pod runs", name(member))),
+    }
+}
+
+/// Adds `text` to the decision's message.
+fn note(d: &mut Decision, text: String) {
+    if !d.message.is_empty() {
+        d.message.push_str("; ");
+    }
+    d.message.push_str(&text);
 }
 
 fn without_master<'a>(input: &Input<'a>, view: &dyn Fn(Member) -> Option<&'a MemberView>, d: &mut Decision) {
@@ -424,6 +517,8 @@ mod tests {
             revision: REV,
             last_master: Some(Member::A),
             switchover_requested: None,
+            reseed_requested: None,
+            fenced: &[],
             replication_port: 11212,
             node_lost_timeout: Duration::from_secs(60),
         }
@@ -763,6 +858,118 @@ mod tests {
         let dead = member(PodState::Exited, None, "10.0.0.2");
         let d = decide(&input(Some(&master()), Some(&dead)));
         assert_eq!(d.role_labels(&BTreeMap::from([(Member::B, dead)]))[&Member::B], "down");
+    }
+
+    #[test]
+    fn a_requested_reseed_of_the_slave_deletes_it_once_and_it_comes_back_as_slave() {
+        let (m, s) = (master(), slave());
+        let mut i = input(Some(&m), Some(&s));
+        i.reseed_requested = Some((Member::B, "r1"));
+        let d = decide(&i);
+        assert_eq!(d.actions, [Action::Reseed { member: Member::B, token: "r1".into() }]);
+        assert_eq!(d.requeue, BUSY);
+
+        // A slave still taking its copy (a stuck sync, say) is re-seeded too.
+        let mut copying = slave();
+        copying.synced = false;
+        assert_eq!(decide(&Input { b: Some(&copying), ..i.clone() }).actions.len(), 1);
+
+        // Next round: the pod is gone; it is re-created as a slave of a (a re-seed, so the
+        // `Reseeded` Event), and the request, recorded, is not carried out again.
+        let d = decide(&Input { b: None, reseed_requested: None, ..i.clone() });
+        let start = Start::Slave { peer: "10.0.0.1:11212".into(), reseed: true };
+        assert_eq!(d.actions, [Action::Create { member: Member::B, start }]);
+
+        // One disruptive step at a time: a slave being rolled is not re-seeded in the same round.
+        let mut old = slave();
+        old.revision = Some("r1".into());
+        let d = decide(&Input { b: Some(&old), ..i });
+        assert_eq!(d.actions, [Action::Delete { member: Member::B, reason: "rolling the slave to the new spec" }]);
+        assert!(d.message.contains("re-seeding member b waits"), "{}", d.message);
+    }
+
+    #[test]
+    fn a_requested_reseed_of_the_master_switches_over_first_or_waits_for_a_synced_slave() {
+        let (m, s) = (master(), slave());
+        let mut i = input(Some(&m), Some(&s));
+        i.reseed_requested = Some((Member::A, "r1"));
+        let d = decide(&i);
+        assert_eq!(d.actions, [Action::Switchover { from: Member::A, reason: SwitchoverReason::Reseeding }]);
+
+        // Roles swapped: a is the slave now, and the same request re-seeds it.
+        let (mut old, mut new) = (slave(), master());
+        (old.ip, new.ip) = (Some("10.0.0.1".into()), Some("10.0.0.2".into()));
+        let mut after = input(Some(&old), Some(&new));
+        (after.last_master, after.reseed_requested) = (Some(Member::B), Some((Member::A, "r1")));
+        assert_eq!(decide(&after).actions, [Action::Reseed { member: Member::A, token: "r1".into() }]);
+
+        // Without a slave in sync nothing is done, and the conditions say why.
+        let mut copying = slave();
+        copying.synced = false;
+        let d = decide(&Input { b: Some(&copying), ..i.clone() });
+        assert!(d.actions.is_empty(), "{:?}", d.actions);
+        assert!(d.message.contains("spec.reseed names member a, the master"), "{}", d.message);
+        let d = decide(&Input { b: None, ..i.clone() });
+        assert!(!d.actions.iter().any(|a| matches!(a, Action::Reseed { .. } | Action::Switchover { .. })));
+        assert!(d.message.contains("spec.reseed names member a"), "{}", d.message);
+
+        // Nor onto a slave that spec.fenced keeps out of routing.
+        let d = decide(&Input { fenced: &[Member::B], ..i });
+        assert!(!d.actions.iter().any(|a| matches!(a, Action::Switchover { .. })), "{:?}", d.actions);
+    }
+
+    #[test]
+    fn a_requested_fence_closes_the_slaves_gate_and_removing_it_opens_it_again() {
+        let (m, s) = (master(), slave());
+        let mut i = input(Some(&m), Some(&s));
+        i.fenced = &[Member::B];
+        let d = decide(&i);
+        assert_eq!(d.actions, [Action::Fence { member: Member::B, reason: FENCE_REQUESTED }]);
+        assert_eq!((d.phase, d.master, d.slave), (Phase::Ready, Some(Member::A), Some(Member::B)));
+
+        // Fenced: nothing more; the answering member is not un-fenced while the spec names it.
+        let mut fenced = slave();
+        fenced.serving = Some(false);
+        assert!(decide(&Input { b: Some(&fenced), ..i.clone() }).actions.is_empty());
+        // Removed from spec.fenced: the gate opens.
+        let d = decide(&Input { b: Some(&fenced), fenced: &[], ..i });
+        assert_eq!(d.actions, [Action::Unfence { member: Member::B }]);
+    }
+
+    #[test]
+    fn a_requested_fence_of_the_master_switches_over_first_or_is_refused() {
+        let (m, s) = (master(), slave());
+        let mut i = input(Some(&m), Some(&s));
+        i.fenced = &[Member::A];
+        let d = decide(&i);
+        assert_eq!(d.actions, [Action::Switchover { from: Member::A, reason: SwitchoverReason::Fencing }]);
+
+        // After the switchover a is the slave and is fenced.
+        let (mut old, mut new) = (slave(), master());
+        (old.ip, new.ip) = (Some("10.0.0.1".into()), Some("10.0.0.2".into()));
+        let mut after = input(Some(&old), Some(&new));
+        (after.last_master, after.fenced) = (Some(Member::B), &[Member::A]);
+        assert_eq!(decide(&after).actions, [Action::Fence { member: Member::A, reason: FENCE_REQUESTED }]);
+
+        // The slave not in sync: the master keeps serving, unfenced, and the message says why.
+        let mut copying = slave();
+        copying.synced = false;
+        let d = decide(&Input { b: Some(&copying), ..i.clone() });
+        assert!(d.actions.is_empty(), "{:?}", d.actions);
+        assert!(d.message.contains("spec.fenced names member a, the master: it keeps serving"), "{}", d.message);
+        // Both named: the master keeps serving, the slave is fenced.
+        let d = decide(&Input { fenced: &[Member::A, Member::B], ..i.clone() });
+        assert_eq!(d.actions, [Action::Fence { member: Member::B, reason: FENCE_REQUESTED }]);
+        assert!(d.message.contains("it keeps serving"), "{}", d.message);
+
+        // A fenced slave that took over after the master died serves: its gate opens.
+        let dead = member(PodState::Exited, None, "10.0.0.1");
+        let mut promoted = member(PodState::Running, Some(Role::Master), "10.0.0.2");
+        promoted.serving = Some(false);
+        let mut lone = input(Some(&dead), Some(&promoted));
+        lone.fenced = &[Member::B];
+        let d = decide(&lone);
+        assert_eq!(d.actions[0], Action::Unfence { member: Member::B });
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::crd::CachePair;
+use crate::crd::{CachePair, MemberName};
 
 /// The two members of a pair. Their roles change; their names do not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -39,6 +39,15 @@ impl Member {
             "a" => Some(Member::A),
             "b" => Some(Member::B),
             _ => None,
+        }
+    }
+}
+
+impl From<MemberName> for Member {
+    fn from(name: MemberName) -> Member {
+        match name {
+            MemberName::A => Member::A,
+            MemberName::B => Member::B,
         }
     }
 }

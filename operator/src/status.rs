@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{CachePair, CachePairStatus, MemberStatus, Phase};
-use crate::decide::{Decision, SwitchoverReason};
+use crate::decide::{Action, Decision, SwitchoverReason};
 use crate::observe::MemberView;
 use crate::pair::Member;
 
@@ -17,6 +17,8 @@ pub struct Round {
     pub revision: String,
     /// The switchover carried out this round, if any.
     pub switched: Option<SwitchoverReason>,
+    /// The `spec.reseed` token carried out this round, if any.
+    pub reseeded: Option<String>,
     /// Why a ServiceMonitor that was asked for could not be made.
     pub monitoring_note: Option<String>,
     /// The members as observed this round.
@@ -42,12 +44,23 @@ impl CachePairStatus {
         if let Some(SwitchoverReason::Requested { token }) = round.switched {
             self.switchover = Some(token);
         }
+        if let Some(token) = round.reseeded {
+            self.reseed = Some(token);
+        }
         self.phase = Some(d.phase);
         self.master = d.master.map(|m| m.pod_name(&pair));
         self.slave = d.slave.map(|m| m.pod_name(&pair));
         self.revision = Some(round.revision);
         self.observed_generation = cp.metadata.generation;
         let roles = d.role_labels(&round.members);
+        // The gates as this round left them.
+        let fenced = |member: &Member, view: &MemberView| {
+            d.actions.iter().fold(view.serving == Some(false), |fenced, a| match a {
+                Action::Fence { member: m, .. } if m == member => true,
+                Action::Unfence { member: m } if m == member => false,
+                _ => fenced,
+            })
+        };
         self.members = round
             .members
             .iter()
@@ -57,6 +70,7 @@ impl CachePairStatus {
                 node: view.node.clone(),
                 offset_bytes: view.offset,
                 lag_bytes: view.lag_bytes,
+                fenced: fenced(member, view),
             })
             .collect();
         self.lag_bytes = d.master.and_then(|m| round.members.get(&m)).and_then(|v| v.lag_bytes);
@@ -212,6 +226,28 @@ mod tests {
         (down.phase, down.master, down.slave) = (Phase::Down, None, None);
         let s = s.next(&pair(json!({})), &down, Round { members: silent, ..Round::default() }, &now);
         assert_eq!((s.members[0].role.as_str(), s.members[0].offset_bytes, s.lag_bytes), ("down", None, None));
+    }
+
+    #[test]
+    fn a_requested_reseed_is_recorded_and_fences_show_on_the_members() {
+        use crate::observe::member_view;
+        let cp = pair(json!({}));
+        let now = Time(Timestamp::now());
+        let s = CachePairStatus::default().next(&cp, &ready(), Round::default(), &now);
+        assert_eq!(s.reseed, None);
+        let reseeded = Round { reseeded: Some("r1".into()), ..Round::default() };
+        let s = s.next(&cp, &ready(), reseeded, &now);
+        assert_eq!(s.reseed.as_deref(), Some("r1"));
+        assert_eq!(s.clone().next(&cp, &ready(), Round::default(), &now).reseed.as_deref(), Some("r1"), "kept");
+
+        let pod = serde_json::from_value(json!({"metadata": {"name": "demo-b"}, "spec": {"containers": []},
+                                                "status": {"phase": "Running"}}))
+        .expect("a pod");
+        let members = BTreeMap::from([(Member::B, member_view(&pod, None, &now))]);
+        let mut fencing = ready();
+        fencing.actions = vec![Action::Fence { member: Member::B, reason: crate::decide::FENCE_REQUESTED }];
+        let s = s.next(&cp, &fencing, Round { members, ..Round::default() }, &now);
+        assert!(s.members[0].fenced, "the gate this round closed");
     }
 
     #[test]

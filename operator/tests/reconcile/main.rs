@@ -206,3 +206,104 @@ async fn a_spec_change_rolls_the_slave_first() {
     assert_eq!(action, Action::requeue(BUSY));
     assert_eq!(members[0].switchovers(), 0, "the master is switched over only once the slave runs the new spec");
 }
+
+#[tokio::test]
+async fn a_requested_reseed_deletes_the_slave_once_and_is_recorded() {
+    let (port, members) = member::start(&[("127.0.0.1", MASTER), ("127.0.0.2", SLAVE)]).await;
+    let pair = pair(
+        port,
+        json!({"reseed": {"member": "b", "token": "r1"}}),
+        json!({"phase": "Ready", "master": "demo-a", "slave": "demo-b"}),
+    );
+    let a = pod(&pair, Member::A, "Running", "master", 1);
+    let b = pod(&pair, Member::B, "Running", "slave", 1);
+    let action = round(&pair, |mut api, pair| async move {
+        api.observe(&[a, b.clone()]).await;
+        api.read_status(&pair).await;
+        api.apply_owned().await;
+        api.expect("DELETE", &format!("/api/v1/namespaces/{NS}/pods/demo-b")).await.reply(&b);
+        let event = api.event().await;
+        assert_eq!(event["reason"], "Reseeding");
+        assert_eq!(
+            event["note"],
+            "demo-b deleted at spec.reseed's request (r1): it is re-created as a slave of demo-a with a full sync"
+        );
+        let status = api.write_status(&pair).await;
+        assert_eq!(status["reseed"], "r1", "the request is carried out once");
+        assert_eq!((&status["master"], &status["slave"]), (&json!("demo-a"), &json!("demo-b")));
+    })
+    .await;
+    assert_eq!(action, Action::requeue(BUSY));
+    assert_eq!(members[0].switchovers(), 0, "re-seeding the slave moves no role");
+
+    // A request already carried out is not carried out again.
+    let (port, _members) = member::start(&[("127.0.0.1", MASTER), ("127.0.0.2", SLAVE)]).await;
+    let pair = self::pair(
+        port,
+        json!({"reseed": {"member": "b", "token": "r1"}}),
+        json!({"phase": "Ready", "master": "demo-a", "slave": "demo-b", "reseed": "r1"}),
+    );
+    let (a, b) = (pod(&pair, Member::A, "Running", "master", 1), pod(&pair, Member::B, "Running", "slave", 1));
+    round(&pair, |mut api, pair| async move {
+        api.observe(&[a, b]).await;
+        api.read_status(&pair).await;
+        api.apply_owned().await;
+        let status = api.write_status(&pair).await;
+        assert_eq!(status["reseed"], "r1");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_requested_fence_closes_the_slaves_gate() {
+    let (port, _members) = member::start(&[("127.0.0.1", MASTER), ("127.0.0.2", SLAVE)]).await;
+    let pair = pair(port, json!({"fenced": ["b"]}), json!({"phase": "Ready", "master": "demo-a", "slave": "demo-b"}));
+    let a = pod(&pair, Member::A, "Running", "master", 1);
+    let b = pod(&pair, Member::B, "Running", "slave", 1);
+    let action = round(&pair, |mut api, pair| async move {
+        api.observe(&[a, b.clone()]).await;
+        api.read_status(&pair).await;
+        // Routing first, before anything else is applied.
+        let fenced = api.event().await;
+        assert_eq!((&fenced["type"], &fenced["reason"]), (&json!("Warning"), &json!("Fenced")));
+        assert_eq!(fenced["note"], "demo-b taken out of the client Service: spec.fenced names it");
+        let gate = api.expect("PATCH", &format!("/api/v1/namespaces/{NS}/pods/demo-b/status")).await;
+        let conditions = gate.reply(&b)["status"]["conditions"].clone();
+        let by_type = |t: &str| conditions.as_array().unwrap().iter().find(|c| c["type"] == t).cloned().unwrap();
+        assert_eq!(by_type(render::SERVING_CONDITION)["status"], "False");
+        assert_eq!(by_type(render::SERVING_CONDITION)["reason"], "FencedBySpec");
+        assert_eq!(by_type("Ready")["status"], "False");
+        api.apply_owned().await;
+        let status = api.write_status(&pair).await;
+        assert_eq!(status["members"][1]["name"], "demo-b");
+        assert_eq!(status["members"][1]["fenced"], true, "{status}");
+        assert!(status["members"][0].get("fenced").is_none(), "the master serves: {status}");
+    })
+    .await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+}
+
+#[tokio::test]
+async fn a_requested_fence_of_the_master_switches_over_first() {
+    let (port, members) = member::start(&[("127.0.0.1", MASTER), ("127.0.0.2", SLAVE)]).await;
+    let pair = pair(port, json!({"fenced": ["a"]}), json!({"phase": "Ready", "master": "demo-a", "slave": "demo-b"}));
+    let a = pod(&pair, Member::A, "Running", "master", 1);
+    let b = pod(&pair, Member::B, "Running", "slave", 1);
+    round(&pair, |mut api, pair| async move {
+        api.observe(&[a.clone(), b.clone()]).await;
+        api.read_status(&pair).await;
+        api.apply_owned().await;
+        let switched = api.event().await;
+        assert_eq!(switched["reason"], "Switchover");
+        assert_eq!(
+            switched["note"],
+            "demo-b is master now (spec.fenced names it: switching over before fencing it); demo-a: handed over"
+        );
+        assert_eq!(api.label("demo-a", &a).await, json!({"cachepair.io/role": "slave"}));
+        assert_eq!(api.label("demo-b", &b).await, json!({"cachepair.io/role": "master"}));
+        let status = api.write_status(&pair).await;
+        assert_eq!((&status["master"], &status["slave"]), (&json!("demo-b"), &json!("demo-a")));
+    })
+    .await;
+    assert_eq!(members[0].switchovers(), 1, "zero loss: the master hands over before it is fenced");
+}

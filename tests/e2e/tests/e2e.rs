@@ -81,6 +81,7 @@ const TESTS: &[(&str, TestFn, u64)] = &[
         |c| Box::pin(o_an_eviction_of_the_master_is_a_switchover_through_the_webhook(c)),
         240,
     ),
+    ("p_the_kubectl_plugin_drives_a_pair", |c| Box::pin(p_the_kubectl_plugin_drives_a_pair(c)), 420),
 ];
 
 fn main() -> std::process::ExitCode {
@@ -1177,4 +1178,136 @@ async fn o_an_eviction_of_the_master_is_a_switchover_through_the_webhook(c: &Clu
     .await;
     webhooks.delete("e2e-o-cachepair-eviction", &Default::default()).await?;
     result
+}
+
+/// p. `kubectl cachepair` (the built plugin, with the cluster's kubeconfig) drives a pair:
+/// `status` shows the roles, `switchover --wait` swaps them, `fence` of the master hands its
+/// role over and closes its readiness gate (the Service's endpoint moves to the other member),
+/// `unfence` opens it again, `reseed` of the slave re-creates it and it syncs again, `logs`
+/// and `report` run.
+async fn p_the_kubectl_plugin_drives_a_pair(c: &Cluster) -> anyhow::Result<()> {
+    let ns = "e2e-p";
+    namespace(c, ns).await?;
+    let _op = OperatorProcess::start_in(c, "operator-p", ns)?;
+    create_pair(c, ns, "demo", serde_json::json!({})).await?;
+    let s = wait_ready(c, ns, "demo", 120).await?.status.unwrap();
+    let (master, slave) = (s.master.unwrap(), s.slave.unwrap());
+    let plugin = |args: &[&str]| -> anyhow::Result<String> {
+        let out = std::process::Command::new(e2e::cluster::target_bin("kubectl-cachepair"))
+            .arg("--kubeconfig")
+            .arg(&c.kubeconfig)
+            .args(["-n", ns])
+            .args(args)
+            .output()
+            .context("kubectl-cachepair (cargo build -p kubectl-cachepair)")?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        ensure!(
+            out.status.success(),
+            "kubectl-cachepair {}: {}{stdout}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(stdout)
+    };
+    let suffix = |pod: &str| pod.rsplit('-').next().unwrap_or_default().to_string();
+
+    let out = plugin(&["status", "demo"])?;
+    ensure!(out.contains(&format!("Master:     {master}")) && out.contains(&format!("Slave:      {slave}")), "{out}");
+    ensure!(out.lines().any(|l| l.starts_with(&master) && l.contains(" master ")), "no member row for {master}: {out}");
+    let json: serde_json::Value = serde_json::from_str(&plugin(&["status", "demo", "-o", "json"])?)?;
+    ensure!(json["master"] == master.as_str() && json["phase"] == "Ready", "{json}");
+
+    // A switchover, waited for: the roles swap.
+    let out = plugin(&["switchover", "demo", "--wait", "--timeout", "60s"])?;
+    ensure!(out.contains(&format!("master is {slave}")), "{out}");
+    let s = pair(c, ns, "demo").await?.status.unwrap();
+    ensure!(s.master.as_deref() == Some(&slave) && s.switchover.is_some(), "{s:?}");
+    let (master, slave) = (slave, master);
+    let (master_ip, slave_ip) = (pod_ip(c, ns, &master).await?, pod_ip(c, ns, &slave).await?);
+    wait_for("the Service's endpoint to be the new master", Duration::from_secs(30), || async {
+        (endpoints(c, ns, "demo").await == BTreeSet::from([master_ip.clone()])).then_some(())
+    })
+    .await?;
+
+    // Fencing the master: it hands its role over first, then its gate closes.
+    let gate = |pod: String| async move {
+        let p = Api::<Pod>::namespaced(c.client.clone(), ns).get(&pod).await.ok()?;
+        let conditions = p.status?.conditions?;
+        conditions.iter().find(|c| c.type_ == "cachepair.io/serving").map(|c| c.status == "True")
+    };
+    let out = plugin(&["fence", "demo", &suffix(&master), "--wait", "--timeout", "90s"])?;
+    ensure!(out.contains("is out of client routing"), "{out}");
+    ensure!(gate(master.clone()).await == Some(false), "{master}'s gate is not closed");
+    wait_for("the Service's endpoint to move to the other member", Duration::from_secs(30), || async {
+        (endpoints(c, ns, "demo").await == BTreeSet::from([slave_ip.clone()])).then_some(())
+    })
+    .await?;
+    ensure!(pair(c, ns, "demo").await?.status.unwrap().master.as_deref() == Some(&slave), "no switchover first");
+    ensure!(role(&master_ip).await.as_deref() == Some("slave"), "the fenced member is not a slave");
+    let (master, slave, master_ip) = (slave, master, slave_ip);
+    let out = plugin(&["status", "demo"])?;
+    ensure!(out.lines().any(|l| l.starts_with(&slave) && l.trim_end().ends_with("yes")), "not shown fenced: {out}");
+
+    // Unfencing opens the gate again; no pre-emption: it stays a slave, the endpoint stays.
+    let out = plugin(&["unfence", "demo", &suffix(&slave), "--wait", "--timeout", "60s"])?;
+    ensure!(out.contains("is back in client routing"), "{out}");
+    ensure!(gate(slave.clone()).await == Some(true));
+    ensure!(endpoints(c, ns, "demo").await == BTreeSet::from([master_ip.clone()]), "the endpoint moved back");
+    ensure!(pair(c, ns, "demo").await?.spec.fenced.is_empty());
+
+    // Re-seeding the slave: a new pod, a full sync, Ready again with it as slave.
+    let pods = Api::<Pod>::namespaced(c.client.clone(), ns);
+    let before = pods.get(&slave).await?.metadata.uid;
+    let out = plugin(&["reseed", "demo", &suffix(&slave), "--wait", "--timeout", "150s"])?;
+    ensure!(out.contains("re-created and in sync as slave"), "{out}");
+    ensure!(pods.get(&slave).await?.metadata.uid != before, "{slave} was not re-created");
+    let s = wait_ready(c, ns, "demo", 60).await?.status.unwrap();
+    ensure!(s.master.as_deref() == Some(&master) && s.slave.as_deref() == Some(&slave), "{s:?}");
+    ensure!(s.reseed.is_some() && s.failover_count == 0, "{s:?}");
+    let new_ip = pod_ip(c, ns, &slave).await?;
+    ensure!(role(&new_ip).await.as_deref() == Some("slave"), "the re-seeded member is no slave");
+    let events = Api::<Event>::namespaced(c.client.clone(), ns).list(&ListParams::default()).await?;
+    let reasons: BTreeSet<String> = events.items.iter().filter_map(|e| e.reason.clone()).collect();
+    for reason in ["Switchover", "Fenced", "Unfenced", "Reseeding", "Reseeded"] {
+        ensure!(reasons.contains(reason), "no {reason} Event: {reasons:?}");
+    }
+
+    // Logs run (the process kubelet may serve no logs: then each member's error is shown).
+    let out = plugin(&["logs", "demo", "--tail", "5"])?;
+    ensure!(out.contains("==> demo-a <==") && out.contains("==> demo-b <=="), "{out}");
+
+    // The report bundle.
+    let bundle = c.state.join("p-report.tar.gz");
+    let out = plugin(&["report", "demo", "-o", bundle.to_str().unwrap()])?;
+    ensure!(out.starts_with("wrote "), "{out}");
+    let listing = std::process::Command::new("tar").arg("-tzf").arg(&bundle).output()?;
+    ensure!(listing.status.success(), "tar -tzf: {}", String::from_utf8_lossy(&listing.stderr));
+    let files: Vec<String> = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('/').map(|(_, f)| f.to_string()))
+        .collect();
+    for file in [
+        "README.txt",
+        "cachepair.yaml",
+        "pods.yaml",
+        "services.yaml",
+        "endpointslices.yaml",
+        "events.yaml",
+        "errors.txt",
+    ] {
+        ensure!(files.iter().any(|f| f == file), "{file} not in the bundle: {files:?}");
+    }
+    // Member logs and metrics are in it, or errors.txt says why not.
+    let errors =
+        std::process::Command::new("tar").arg("-xzOf").arg(&bundle).arg("--wildcards").arg("*/errors.txt").output()?;
+    let errors = String::from_utf8_lossy(&errors.stdout);
+    for pod in ["demo-a", "demo-b"] {
+        for ext in ["log", "metrics"] {
+            let file = format!("members/{pod}.{ext}");
+            ensure!(files.contains(&file) || errors.contains(&file), "{file} neither in the bundle nor in errors.txt");
+        }
+    }
+    ensure!(!files.iter().any(|f| f.to_lowercase().contains("secret")), "a Secret in the bundle: {files:?}");
+    eprintln!("  report: {} files; not included: {}", files.len(), errors.lines().count());
+    Ok(())
 }

@@ -71,7 +71,8 @@ def test_the_defaults_name_the_scripts_images():
     sample = yaml.safe_load((REPO / "deploy/samples/cachepair-service.yaml").read_text())
     assert sample["spec"]["image"] == f"cachepair/cache-node:{VERSION}"
     # No file of the repository names an image that no command here produces.
-    for path in [*REPO.glob("charts/**/*"), *REPO.glob("deploy/**/*"), *REPO.glob("crds/*")]:
+    for path in [*REPO.glob("charts/**/*"), *REPO.glob("deploy/**/*"), *REPO.glob("crds/*"),
+                 REPO / "README.md", *REPO.glob("docs/*.md")]:
         if path.is_file():
             assert "ghcr.io/cachepair" not in path.read_text(), path
 

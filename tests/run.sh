@@ -22,11 +22,14 @@ step "the replication suite again, with a busy loop on every core beside it"
 tests/stress.sh 1
 
 step "black-box tests (memccapable, pymemcache, differential against memcached 1.6.18);" \
-    "Kubernetes packaging (helm lint and template, deploy/, CRD samples, Dockerfiles)"
+    "Kubernetes packaging (helm lint and template, deploy/, CRD samples, Dockerfiles, the images)"
+# The images the packaging and end-to-end tests use (release binaries, reused by the benchmarks).
+scripts/images.sh
 cargo build -p cache-node
 python3 -m pytest -q tests/integration tests/manifests
 
-step "end-to-end: the operator against a real control plane (v1.37.2), pods as processes"
+step "end-to-end: the operator against a real control plane (v1.37.2), pods as processes" \
+    "run from the images built above"
 cargo build -p cache-node -p operator -p kubectl-cachepair
 cargo test -p e2e --test e2e
 

@@ -27,15 +27,19 @@ go_minor="$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')"
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 # memcached and memccapable; openssl, curl, ip and unshare for the end-to-end control plane;
-# keepalived as the VRRP peer of cache-node vrrp.
+# keepalived as the VRRP peer of cache-node vrrp; for scripts/images.sh, readelf and objcopy
+# (binutils), dpkg-deb and apt-get download (with fresh package lists), and skopeo, with which
+# the packaging tests read the images as registries and runtimes do.
 if ! command -v memcached >/dev/null || ! command -v memccapable >/dev/null ||
     ! command -v keepalived >/dev/null ||
     ! command -v openssl >/dev/null || ! command -v curl >/dev/null ||
-    ! command -v ip >/dev/null || ! command -v unshare >/dev/null; then
+    ! command -v ip >/dev/null || ! command -v unshare >/dev/null ||
+    ! command -v readelf >/dev/null || ! command -v objcopy >/dev/null ||
+    ! command -v skopeo >/dev/null || ! apt-cache policy libc6 | grep -q 'Candidate: [0-9]'; then
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq --no-install-recommends memcached libmemcached-tools \
-        openssl curl iproute2 util-linux keepalived >/dev/null
+        openssl curl iproute2 util-linux keepalived binutils skopeo >/dev/null
 fi
 python3 -m pip install -q --disable-pip-version-check \
     -r tests/integration/requirements.txt -r tests/bench/requirements.txt \

@@ -14,7 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The image the operator runs when the spec names none.
-pub const DEFAULT_IMAGE: &str = "ghcr.io/cachepair/cache-node:0.1.0";
+pub const DEFAULT_IMAGE: &str = "cachepair/cache-node:0.1.0";
 
 /// A highly available memcached: two cache-node members with pair replication. Writes to either
 /// reach the other; when the master dies the slave takes over within a second, and the failed

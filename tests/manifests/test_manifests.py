@@ -22,7 +22,7 @@ from chartkit import (CHART, CRD_SOURCE, DEPLOY, MIN_KUBE_VERSION, RELEASE, RELE
                       REPO, HelmError, crd_or_skip, find, helm, load_yaml_file, one, render,
                       render_notes)
 
-OPERATOR_IMAGE = "ghcr.io/cachepair/operator:0.1.0"
+OPERATOR_IMAGE = "cachepair/operator:0.1.0"
 WATCH_NS = "apps"
 
 # Value sets the chart is rendered and linted with.

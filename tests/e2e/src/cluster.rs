@@ -1,5 +1,6 @@
 //! One control plane for a whole test run: `tests/controlplane/up.sh` into a temporary state
-//! directory, the CRD applied, a few process kubelets; `down.sh` at the end.
+//! directory, the CRD applied, the images of `scripts/images.sh` unpacked, a few process
+//! kubelets; `down.sh` at the end.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,6 +11,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
+use crate::kubelet::image::{self, Image};
 use crate::kubelet::{self, ProcessKubelet};
 
 pub struct Cluster {
@@ -17,6 +19,9 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     pub bin: PathBuf,
     pub client: Client,
+    /// The images pods run (from target/images).
+    pub images: Vec<Image>,
+    api_server: (String, u16),
     kubelets: tokio::sync::Mutex<Vec<ProcessKubelet>>,
 }
 
@@ -29,6 +34,23 @@ pub fn repo() -> PathBuf {
 pub fn target_bin(name: &str) -> PathBuf {
     let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
     dir.join("debug").join(name)
+}
+
+/// The OCI archives `scripts/images.sh` wrote (target/images/*.oci.tar).
+pub fn image_archives() -> anyhow::Result<Vec<PathBuf>> {
+    let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from).join("images");
+    let mut archives: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".oci.tar"))
+        .collect();
+    archives.sort();
+    if archives.is_empty() {
+        bail!("no images in {}: build them with scripts/images.sh", dir.display());
+    }
+    Ok(archives)
 }
 
 impl Cluster {
@@ -45,8 +67,26 @@ impl Cluster {
         let bin = PathBuf::from(read_env(state, "CACHEPAIR_K8S_BIN")?);
         let config =
             Config::from_custom_kubeconfig(Kubeconfig::read_from(&kubeconfig)?, &KubeConfigOptions::default()).await?;
+        let api_server = (
+            config.cluster_url.host().context("the API server's host")?.to_string(),
+            config.cluster_url.port_u16().unwrap_or(443),
+        );
         let client = Client::try_from(config)?;
-        let cluster = Cluster { state: state.to_path_buf(), kubeconfig, bin, client, kubelets: Default::default() };
+        let mut images = Vec::new();
+        for (i, archive) in image_archives()?.iter().enumerate() {
+            let image = image::unpack(archive, &state.join("images").join(i.to_string()))
+                .with_context(|| format!("image {}", archive.display()))?;
+            images.push(image);
+        }
+        let cluster = Cluster {
+            state: state.to_path_buf(),
+            kubeconfig,
+            bin,
+            client,
+            images,
+            api_server,
+            kubelets: Default::default(),
+        };
         cluster.kubectl(&["apply", "--server-side", "-f", repo().join("crds/cachepair.yaml").to_str().unwrap()])?;
         cluster.crd_established(Duration::from_secs(30)).await?;
         for n in 1..=nodes {
@@ -72,7 +112,8 @@ impl Cluster {
         let config = kubelet::Config {
             node: format!("node-{n}"),
             index: n,
-            images: vec![("ghcr.io/cachepair/cache-node".to_string(), target_bin("cache-node"))],
+            images: self.images.clone(),
+            api_server: self.api_server.clone(),
             work_dir: self.state.join(format!("node-{n}")),
         };
         let kubelet = ProcessKubelet::start(self.client.clone(), config).await?;

@@ -1,9 +1,11 @@
 //! End-to-end tests of the CachePair life cycle against a real control plane, with the
-//! operator as a process and pods as processes (see the `e2e` crate). One control plane serves
-//! every test; each test has its own namespace and its own time limit.
+//! operator as a process (or, in the quick start, as a pod) and pods as processes run from the
+//! images of `scripts/images.sh` (see the `e2e` crate). One control plane serves every test;
+//! each test has its own namespace and its own time limit.
 //!
 //! `cargo test -p e2e --test e2e [-- <name filter>]`; needs the control plane binaries
-//! (`tests/controlplane/build.sh`) and a debug build of cache-node and the operator.
+//! (`tests/controlplane/build.sh`), the images (`scripts/images.sh`, in target/images) and a
+//! debug build of the operator.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +25,10 @@ use operator::crd::{CachePair, Phase};
 type TestFn = for<'a> fn(&'a Cluster) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
 
 const TESTS: &[(&str, TestFn, u64)] = &[
+    // First: its operator watches every namespace, as the README installs it; it is gone
+    // before the other tests start their pairs.
+    ("quick_start_from_the_readme_with_the_images", |c| Box::pin(quick_start_from_the_readme_with_the_images(c)), 300),
+    ("images_run_in_their_own_root", |c| Box::pin(images_run_in_their_own_root(c)), 90),
     ("a_sample_pair_runs_a_master_and_a_slave", |c| Box::pin(a_sample_pair_runs_a_master_and_a_slave(c)), 180),
     ("b_failover_without_the_operator_then_reseed", |c| Box::pin(b_failover_without_the_operator_then_reseed(c)), 240),
     (
@@ -365,6 +371,153 @@ async fn member_pod(c: &Cluster, ns: &str, name: &str) -> Option<Pod> {
 }
 
 // ----------------------------------------------------------------------------- tests
+
+/// The README's Kubernetes quick start, command for command, on images: the chart installed with
+/// its default values runs the operator as a pod from `cachepair/operator:0.1.0` (the archive
+/// scripts/images.sh built, run by the process kubelet: in-cluster configuration from its
+/// service account, leader election); the sample CachePair runs `cachepair/cache-node:0.1.0`
+/// (the CRD's default image is what the sample names), becomes Ready, and a memcached client
+/// reaches the master through the Service `demo`. Then the README's uninstall, which the test
+/// runs whatever happened before.
+async fn quick_start_from_the_readme_with_the_images(c: &Cluster) -> anyhow::Result<()> {
+    let result = tokio::time::timeout(Duration::from_secs(220), quick_start(c)).await;
+    let cleanup = tokio::time::timeout(Duration::from_secs(70), quick_start_uninstall(c)).await;
+    result.unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after 220 s")))?;
+    cleanup.unwrap_or_else(|_| Err(anyhow::anyhow!("the uninstall timed out after 70 s")))
+}
+
+async fn quick_start(c: &Cluster) -> anyhow::Result<()> {
+    let repo = e2e::cluster::repo();
+    let path = |p: &str| repo.join(p).to_string_lossy().into_owned();
+    let (sys, operator) = ("cachepair-system", "cachepair-operator");
+    // helm install cachepair-operator charts/cachepair-operator -n cachepair-system --create-namespace
+    helm(c, &["install", operator, &path("charts/cachepair-operator"), "-n", sys, "--create-namespace"])?;
+    let deployment = c.kubectl(&[
+        "-n",
+        sys,
+        "get",
+        "deployment",
+        operator,
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ])?;
+    ensure!(deployment == "cachepair/operator:0.1.0", "the chart's default image: {deployment}");
+    // kubectl -n cachepair-system rollout status deployment/cachepair-operator: Ready means
+    // the operator in its pod answers /readyz, which it does once it leads (the Lease).
+    c.kubectl(&["-n", sys, "rollout", "status", &format!("deployment/{operator}"), "--timeout=90s"])
+        .context("the operator's pod (from its image) did not become ready")?;
+    let pods = Api::<Pod>::namespaced(c.client.clone(), sys)
+        .list(&ListParams::default().labels("app.kubernetes.io/name=cachepair-operator"))
+        .await?;
+    let pod = pods.items.first().context("no operator pod")?;
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).context("the operator's pod is not scheduled")?;
+    eprintln!("  the operator runs as pod {} on {node}", pod.metadata.name.as_deref().unwrap_or_default());
+
+    // kubectl apply -f deploy/samples/cachepair-service.yaml, then kubectl get cp
+    c.kubectl(&["apply", "-f", &path("deploy/samples/cachepair-service.yaml")])?;
+    let s = wait_ready(c, "default", "demo", 150).await.context("the sample (the operator logs to its pod's log)")?;
+    let s = s.status.context("no status")?;
+    let (master, slave) = (s.master.context("no master")?, s.slave.context("no slave")?);
+    let listed = c.kubectl(&["get", "cp", "-n", "default"])?;
+    let row: Vec<&str> = listed.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+    ensure!(row[..row.len().min(4)] == ["demo", master.as_str(), slave.as_str(), "Ready"], "kubectl get cp:\n{listed}");
+    for member in [&master, &slave] {
+        let p = member_pod(c, "default", member).await.context("a member's pod")?;
+        let image = p.spec.as_ref().and_then(|s| s.containers[0].image.clone()).unwrap_or_default();
+        ensure!(image == "cachepair/cache-node:0.1.0", "{member} runs {image}");
+    }
+
+    // Applications connect to demo.<namespace>.svc:11211: here, the address the Service routes
+    // to (its one ready endpoint, the master), as kube-proxy would.
+    let mip = pod_ip(c, "default", &master).await?;
+    let only_master = BTreeSet::from([mip.clone()]);
+    wait_for("the Service's only endpoint to be the master", Duration::from_secs(15), || async {
+        (endpoints(c, "default", "demo").await == only_master).then_some(())
+    })
+    .await?;
+    let (via_service, sip) = (addr(&mip), addr(&pod_ip(c, "default", &slave).await?));
+    tokio::task::spawn_blocking(move || {
+        ensure!(memcache::set(&via_service, "greeting", "hello"), "set through the Service failed");
+        ensure!(memcache::get(&via_service, "greeting").as_deref() == Some("hello"), "get through the Service");
+        // Replicated: the slave has it too (soon).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while memcache::get(&sip, "greeting").as_deref() != Some("hello") {
+            ensure!(Instant::now() < deadline, "the slave did not get the value");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    })
+    .await??;
+    Ok(())
+}
+
+/// Pods run inside their images, not on the host: the image's ENTRYPOINT with the pod's args
+/// (`--version`) succeeds; a command the host has but the image does not (`/bin/sh`: the image
+/// has no shell) fails the pod, as does an image no archive provides.
+async fn images_run_in_their_own_root(c: &Cluster) -> anyhow::Result<()> {
+    let ns = "e2e-images";
+    namespace(c, ns).await?;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), ns);
+    let shell = serde_json::json!({"command": ["/bin/sh", "-c", "exit 0"]});
+    let cases = [
+        ("entrypoint", "cachepair/cache-node:0.1.0", serde_json::json!({"args": ["--version"]}), "Succeeded"),
+        ("host-shell", "cachepair/cache-node:0.1.0", shell, "Failed"),
+        ("no-such-image", "cachepair/cache-node:9.9.9", serde_json::json!({}), "Failed"),
+    ];
+    for (name, image, extra, _) in &cases {
+        let mut container = serde_json::json!({"name": "main", "image": image});
+        container.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"restartPolicy": "Never", "containers": [container]},
+        }))?;
+        // The namespace's default service account may not exist yet.
+        wait_for(&format!("pod {name} created"), Duration::from_secs(20), || async {
+            match pods.create(&PostParams::default(), &pod).await {
+                Ok(_) => Some(()),
+                Err(kube::Error::Api(e)) if e.code == 409 => Some(()),
+                Err(_) => None,
+            }
+        })
+        .await?;
+    }
+    let mut result = Ok(());
+    for (name, _, _, phase) in &cases {
+        let reached = wait_for(&format!("pod {name} {phase}"), Duration::from_secs(40), || async {
+            let s = pods.get(name).await.ok()?.status?;
+            (s.phase.as_deref() == Some(*phase)).then_some(s)
+        })
+        .await;
+        match reached {
+            Ok(s) => eprintln!("  {name}: {phase} {}", s.message.unwrap_or_default()),
+            Err(e) => result = result.and(Err(e)),
+        }
+    }
+    for (name, ..) in &cases {
+        let params = kube::api::DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+        let _ = pods.delete(name, &params).await;
+    }
+    result
+}
+
+/// The README's uninstall: the CachePair while the operator runs (its finalizer), then the
+/// chart (the CRD stays: the other tests use it). Waits until their pods are gone.
+async fn quick_start_uninstall(c: &Cluster) -> anyhow::Result<()> {
+    let deleted = c.kubectl(&["delete", "cachepair", "demo", "-n", "default", "--ignore-not-found", "--timeout=40s"]);
+    if deleted.is_err() {
+        // The operator never came up (or hung): nothing else will remove its finalizer.
+        let unfinalized = r#"{"metadata":{"finalizers":null}}"#;
+        let _ = c.kubectl(&["patch", "cachepair", "demo", "-n", "default", "--type=merge", "-p", unfinalized]);
+    }
+    let _ = helm(c, &["uninstall", "cachepair-operator", "-n", "cachepair-system", "--wait", "--timeout", "30s"]);
+    wait_for("the quick start's pods to go", Duration::from_secs(30), || async {
+        let default = Api::<Pod>::namespaced(c.client.clone(), "default").list(&ListParams::default()).await.ok()?;
+        let sys =
+            Api::<Pod>::namespaced(c.client.clone(), "cachepair-system").list(&ListParams::default()).await.ok()?;
+        (default.items.is_empty() && sys.items.is_empty()).then_some(())
+    })
+    .await
+}
 
 /// a. A sample pair: one master, one slave, Ready; the client Service's endpoint is the master;
 /// a value written through it is on both members.
@@ -822,7 +975,9 @@ async fn f_operator_killed_mid_reconcile_with_two_replicas_converges(c: &Cluster
 
 /// h. The chart installs, upgrades and uninstalls against the API server; every manifest in
 /// `deploy/` passes a server-side dry run; the chart's CRD is `crds/cachepair.yaml`.
-async fn h_the_chart_and_deploy_manifests_install_on_the_api_server(c: &Cluster) -> anyhow::Result<()> {
+/// helm (as tests/manifests finds it: $HELM, else the build tests/setup.sh caches) against the
+/// cluster; its stdout.
+fn helm(c: &Cluster, args: &[&str]) -> anyhow::Result<String> {
     let repo = e2e::cluster::repo();
     let helm = match std::env::var_os("HELM") {
         Some(h) => std::path::PathBuf::from(h),
@@ -834,11 +989,14 @@ async fn h_the_chart_and_deploy_manifests_install_on_the_api_server(c: &Cluster)
             cache.join("cachepair/tools").join(format!("helm-{}", version.trim())).join("helm")
         }
     };
-    let helm_run = |args: &[&str]| -> anyhow::Result<String> {
-        let out = std::process::Command::new(&helm).args(args).arg("--kubeconfig").arg(&c.kubeconfig).output()?;
-        ensure!(out.status.success(), "helm {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let out = std::process::Command::new(&helm).args(args).arg("--kubeconfig").arg(&c.kubeconfig).output()?;
+    ensure!(out.status.success(), "helm {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+async fn h_the_chart_and_deploy_manifests_install_on_the_api_server(c: &Cluster) -> anyhow::Result<()> {
+    let repo = e2e::cluster::repo();
+    let helm_run = |args: &[&str]| helm(c, args);
     let chart = repo.join("charts/cachepair-operator");
     let chart = chart.to_str().unwrap();
     // The operator's own pod cannot run on the process kubelet: keep it unscheduled.

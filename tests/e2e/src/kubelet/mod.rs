@@ -6,10 +6,20 @@
 //! documentation addresses (198.51.100.0/24, then 192.0.2.10–254), added to `lo` of the network
 //! namespace the test run creates for itself (see `netns`); nodes are 192.0.2.<n>.
 //!
-//! What it does not do: containers, cgroups, mount namespaces (a Secret volume's files land in
-//! a directory of the pod's, and arguments that name a path under the mount are rewritten to
-//! it), image pulls, init containers.
+//! Images: each container runs from its image, an OCI archive built by `scripts/images.sh` and
+//! unpacked once per run (see `image`): `chroot` into a copy of the image's root filesystem,
+//! the image's ENTRYPOINT and CMD (or the container's command and args), its environment, its
+//! user unless the security context names one. So a broken image (a missing binary or
+//! library, a wrong entrypoint) fails the pod as it would on a real node. The API server is
+//! reached as from a real pod: `KUBERNETES_SERVICE_HOST`/`_PORT` (here the API server's own
+//! address, there being no Service proxy) and the service account's projected token, CA and
+//! namespace under /var/run/secrets/kubernetes.io/serviceaccount.
+//!
+//! What it does not do: cgroups, mount or PID namespaces (volumes are copied into the
+//! container's root at their mount paths when it starts), image pulls (every image is
+//! `imagePullPolicy: Never` in effect), init containers.
 
+pub mod image;
 mod node;
 mod pod;
 mod probe;
@@ -30,8 +40,12 @@ pub struct Config {
     pub node: String,
     /// The node's address: 192.0.2.<index> (1–9).
     pub index: u8,
-    /// Image → binary; an image matches on its name without the tag.
-    pub images: Vec<(String, PathBuf)>,
+    /// The images pods may run, unpacked ([`image::unpack`]); a pod's image matches on its
+    /// full normalized reference (`cachepair/cache-node:0.1.0` is
+    /// `docker.io/cachepair/cache-node:0.1.0`).
+    pub images: Vec<image::Image>,
+    /// The API server's address as pods reach it (`KUBERNETES_SERVICE_HOST` and `_PORT`).
+    pub api_server: (String, u16),
     /// Where pods keep their volumes and logs.
     pub work_dir: PathBuf,
 }
@@ -73,6 +87,20 @@ impl Shared {
 
     fn node_ip(&self) -> String {
         format!("192.0.2.{}", self.config.index)
+    }
+
+    /// The variables every container gets for the `kubernetes` Service (container env wins).
+    fn service_env(&self) -> std::collections::BTreeMap<String, String> {
+        let (host, port) = &self.config.api_server;
+        [
+            ("KUBERNETES_SERVICE_HOST", host.clone()),
+            ("KUBERNETES_SERVICE_PORT", port.to_string()),
+            ("KUBERNETES_SERVICE_PORT_HTTPS", port.to_string()),
+            ("KUBERNETES_PORT", format!("tcp://{host}:{port}")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
     }
 }
 

@@ -1,5 +1,7 @@
-//! One pod as local processes: its volumes, environment and arguments, its probes, readiness
-//! gates and status, its restart policy and its deletion.
+//! One pod as local processes: its containers' images (each container `chroot`ed into its own
+//! copy of its image's root filesystem, as the image's user or the security context's), its
+//! volumes (written at their mount paths in that root), environment and command line, its
+//! probes, readiness gates and status, its restart policy and its deletion.
 //!
 //! As the kubelet does: Ready is the containers' readiness and every readiness gate's
 //! condition True; conditions are merged into the status by type, so that a gate's condition
@@ -14,7 +16,8 @@ use std::time::{Duration, Instant};
 use std::os::unix::fs::PermissionsExt;
 
 use anyhow::{Context as _, bail};
-use k8s_openapi::api::core::v1::{Container, Pod, Probe, Secret};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Probe, Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
@@ -26,6 +29,7 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
+use super::image::{self, Image};
 use super::{Shared, probe};
 
 /// How often exits are noticed and probes considered.
@@ -86,11 +90,16 @@ struct Runner {
     latest: watch::Receiver<Pod>,
     /// The Ready and ContainersReady last reported, with their transition times.
     reported: Option<(Condition, Condition)>,
-    images: Vec<(String, PathBuf)>,
+    /// Each container's root filesystem (its image's, with its volumes).
+    roots: Vec<PathBuf>,
+    /// Each container's working directory inside its root.
+    workdirs: Vec<String>,
     env: Vec<BTreeMap<String, String>>,
-    args: Vec<Vec<String>>,
-    /// The uid and gid each container runs as (honoured when the kubelet runs as root).
-    users: Vec<(Option<u32>, Option<u32>)>,
+    /// Each container's command line: the image's ENTRYPOINT and CMD, or the container's
+    /// command and args, `$(VAR)` expanded.
+    argv: Vec<Vec<String>>,
+    /// The uid, gid and supplementary groups each container runs as.
+    users: Vec<(u32, u32, Vec<u32>)>,
     procs: Vec<Process>,
     pids: Arc<std::sync::Mutex<Vec<u32>>>,
 }
@@ -112,25 +121,55 @@ impl Runner {
         for d in [dir.as_path(), dir.parent().unwrap_or(&dir)] {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
         }
+        anyhow::ensure!(
+            nix::unistd::geteuid().is_root(),
+            "the process kubelet runs containers with chroot: run the tests as root"
+        );
         let volumes = write_volumes(shared, &ns, pod, &dir).await?;
         let mut env_all = Vec::new();
-        let mut args_all = Vec::new();
+        let mut argv_all = Vec::new();
+        let mut roots = Vec::new();
+        let mut workdirs = Vec::new();
+        let mut users = Vec::new();
         let pod_sc = spec.security_context.clone().unwrap_or_default();
-        let users = spec
-            .containers
-            .iter()
-            .map(|c| {
-                let sc = c.security_context.clone().unwrap_or_default();
-                let uid = sc.run_as_user.or(pod_sc.run_as_user).map(|u| u as u32);
-                let gid = sc.run_as_group.or(pod_sc.run_as_group).or(pod_sc.fs_group).map(|g| g as u32);
-                (uid, gid)
-            })
-            .collect();
         for c in &spec.containers {
-            let env = environment(shared, &ns, pod, c, &ip).await?;
-            let args = arguments(c, &env, &volumes);
+            let reference = c.image.as_deref().unwrap_or_default();
+            let image = image_for(&shared.config.images, reference).with_context(|| {
+                format!(
+                    "container {}: image {reference} ({}) is none of the archives scripts/images.sh built",
+                    c.name,
+                    image::normalize(reference)
+                )
+            })?;
+            let root = dir.join("rootfs").join(&c.name);
+            if !root.exists() {
+                image::container_root(image, &root)?;
+                mount_volumes(c, &volumes, &root)?;
+            }
+            // As the kubelet: the image's user unless the security context names one.
+            let sc = c.security_context.clone().unwrap_or_default();
+            let (image_uid, image_gid) = image::user_ids(image)?;
+            let uid = sc.run_as_user.or(pod_sc.run_as_user).map_or(image_uid, |u| u as u32);
+            let gid = sc.run_as_group.or(pod_sc.run_as_group).map(|g| g as u32).or(image_gid).unwrap_or(0);
+            if sc.run_as_non_root.or(pod_sc.run_as_non_root) == Some(true) && uid == 0 {
+                bail!("container {}: runAsNonRoot and the image runs as root (user {:?})", c.name, image.user);
+            }
+            let mut groups = vec![gid];
+            groups.extend(pod_sc.fs_group.map(|g| g as u32));
+            groups.extend(pod_sc.supplemental_groups.iter().flatten().map(|g| *g as u32));
+            users.push((uid, gid, groups));
+            let mut env = image::environment(image, &shared.service_env());
+            env.extend(environment(shared, &ns, pod, c, &ip).await?);
+            let expanded =
+                |list: Option<&Vec<String>>| list.map(|l| l.iter().map(|a| expand(a, &env)).collect::<Vec<_>>());
+            let (command, args) = (expanded(c.command.as_ref()), expanded(c.args.as_ref()));
+            let mut argv = image::command_line(image, command.as_deref(), args.as_deref());
+            anyhow::ensure!(!argv.is_empty(), "container {}: no command (the image has no ENTRYPOINT or CMD)", c.name);
+            argv[0] = image::resolve(&root, &argv[0], env.get("PATH").map_or("", String::as_str));
+            roots.push(root);
+            workdirs.push(c.working_dir.clone().unwrap_or_else(|| image.working_dir.clone()));
             env_all.push(env);
-            args_all.push(args);
+            argv_all.push(argv);
         }
         let mut runner = Runner {
             api: Api::namespaced(shared.client.clone(), &ns),
@@ -143,9 +182,10 @@ impl Runner {
             started: Timestamp::now(),
             latest,
             reported: None,
-            images: shared.config.images.clone(),
+            roots,
+            workdirs,
             env: env_all,
-            args: args_all,
+            argv: argv_all,
             users,
             procs: Vec::new(),
             pids,
@@ -168,31 +208,57 @@ impl Runner {
         Ok(runner)
     }
 
+    /// Starts container `i`: in its root (chroot, in a mount namespace of its own with /proc and
+    /// a few devices), in its working directory, as its user, with only its environment. A
+    /// program missing from the image fails here; a library missing from it fails the process
+    /// (exit 127), as in a container runtime.
     fn spawn(&self, i: usize, c: &Container) -> anyhow::Result<Child> {
-        let image = c.image.as_deref().unwrap_or_default();
-        let binary = binary_for(&self.images, image).with_context(|| format!("no local binary for image {image}"))?;
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{}.log", c.name)))?;
-        let mut cmd = Command::new(binary);
-        cmd.args(c.command.iter().flatten().skip(1))
-            .args(&self.args[i])
+        let argv = &self.argv[i];
+        let root = CString::new(self.roots[i].as_os_str().as_bytes())?;
+        let at = |p: &str| CString::new(self.roots[i].join(p.trim_start_matches('/')).as_os_str().as_bytes());
+        let proc = at("/proc")?;
+        let devices = image::DEVICES
+            .iter()
+            .map(|d| Ok((CString::new(*d)?, at(d)?)))
+            .collect::<anyhow::Result<Vec<(CString, CString)>>>()?;
+        let workdir = CString::new(self.workdirs[i].as_bytes())?;
+        let (uid, gid, groups) = self.users[i].clone();
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
             .env_clear()
             .envs(&self.env[i])
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
-        if nix::unistd::geteuid().is_root() {
-            let (uid, gid) = self.users[i];
-            if let Some(gid) = gid {
-                cmd.gid(gid);
-            }
-            if let Some(uid) = uid {
-                cmd.uid(uid);
-            }
+        // SAFETY: between fork and exec only async-signal-safe calls, on memory prepared before.
+        unsafe {
+            cmd.pre_exec(move || {
+                use nix::libc;
+                let check = |r: libc::c_int| if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
+                // A mount namespace of its own, gone with the process: /proc and the devices
+                // mounted in its root, as a runtime does.
+                check(libc::unshare(libc::CLONE_NEWNS))?;
+                let none = std::ptr::null();
+                check(libc::mount(none, c"/".as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, none as _))?;
+                let proc_flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+                check(libc::mount(c"proc".as_ptr(), proc.as_ptr(), c"proc".as_ptr(), proc_flags, none as _))?;
+                for (dev, target) in &devices {
+                    check(libc::mount(dev.as_ptr(), target.as_ptr(), none, libc::MS_BIND, none as _))?;
+                }
+                check(libc::chroot(root.as_ptr()))?;
+                check(libc::chdir(workdir.as_ptr()))?;
+                check(libc::setgroups(groups.len(), groups.as_ptr()))?;
+                check(libc::setgid(gid))?;
+                check(libc::setuid(uid))
+            });
         }
-        cmd.spawn().with_context(|| format!("cannot start {}", binary.display()))
+        cmd.spawn().with_context(|| format!("container {}: cannot start {:?} in its image", c.name, argv[0]))
     }
 
     fn record_pids(&self) {
@@ -492,43 +558,160 @@ fn update(state: &mut ProbeState, probe: &Probe, ok: bool, current: bool) -> boo
     }
 }
 
-fn binary_for<'a>(images: &'a [(String, PathBuf)], image: &str) -> Option<&'a Path> {
-    let name = image.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')).map_or(image, |(n, _)| n);
-    images.iter().find(|(i, _)| i == image || i == name).map(|(_, p)| p.as_path())
+/// The unpacked image a pod's reference names (`imagePullPolicy: Never` in effect: nothing is
+/// pulled).
+fn image_for<'a>(images: &'a [Image], reference: &str) -> Option<&'a Image> {
+    let wanted = image::normalize(reference);
+    images.iter().find(|i| i.name == wanted)
 }
 
-/// Writes each Secret volume's files; returns volume name → directory.
+/// Copies each volume the container mounts into its root, at the mount path.
+fn mount_volumes(c: &Container, volumes: &HashMap<String, PathBuf>, root: &Path) -> anyhow::Result<()> {
+    for m in c.volume_mounts.iter().flatten() {
+        let Some(src) = volumes.get(&m.name) else { continue };
+        let dst = root.join(m.mount_path.trim_start_matches('/'));
+        copy_tree(src, &dst).with_context(|| format!("volume {} at {}", m.name, m.mount_path))?;
+    }
+    Ok(())
+}
+
+fn copy_tree(src: &Path, dst: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::create_dir_all(dst)?;
+    std::fs::set_permissions(dst, std::fs::Permissions::from_mode(0o755))?;
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let (from, to) = (entry.path(), dst.join(entry.file_name()));
+        if entry.file_type()?.is_dir() {
+            copy_tree(&from, &to)?;
+        } else {
+            std::fs::copy(&from, &to)?;
+            let m = std::fs::metadata(&from)?;
+            std::os::unix::fs::chown(&to, Some(m.uid()), Some(m.gid()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes each volume's files (Secret, projected service account token, root CA and
+/// namespace, emptyDir); returns volume name → directory.
 async fn write_volumes(shared: &Shared, ns: &str, pod: &Pod, dir: &Path) -> anyhow::Result<HashMap<String, PathBuf>> {
     let secrets: Api<Secret> = Api::namespaced(shared.client.clone(), ns);
     let mut out = HashMap::new();
+    let fs_group = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()).and_then(|c| c.fs_group);
+    // As the kubelet does: the volume's mode, and the pod's fsGroup as the group.
+    let write = |vdir: &Path, path: &str, data: &[u8], mode: i32| -> anyhow::Result<()> {
+        let file = vdir.join(path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&file, data)?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode as u32))?;
+        if let Some(gid) = fs_group {
+            std::os::unix::fs::chown(&file, None, Some(gid as u32))?;
+        }
+        Ok(())
+    };
     for v in pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default() {
-        let Some(source) = &v.secret else { continue };
-        let name = source.secret_name.clone().unwrap_or_default();
-        let secret = secrets.get(&name).await.with_context(|| format!("volume {}: Secret {name}", v.name))?;
-        let data = secret.data.unwrap_or_default();
         let vdir = dir.join("volumes").join(&v.name);
         std::fs::create_dir_all(&vdir)?;
-        let files: Vec<(String, String)> = match &source.items {
-            Some(items) => items.iter().map(|i| (i.key.clone(), i.path.clone())).collect(),
-            None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
-        };
-        let fs_group = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()).and_then(|c| c.fs_group);
-        for (key, path) in files {
-            let Some(value) = data.get(&key) else { bail!("volume {}: Secret {name} has no key {key}", v.name) };
-            let file = vdir.join(path);
-            std::fs::write(&file, &value.0)?;
-            // As the kubelet does: the volume's mode, and the pod's fsGroup as the group.
-            let mode = source.default_mode.unwrap_or(0o644) as u32;
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))?;
-            if let Some(gid) = fs_group
-                && nix::unistd::geteuid().is_root()
-            {
-                std::os::unix::fs::chown(&file, None, Some(gid as u32))?;
+        if let Some(source) = &v.secret {
+            let name = source.secret_name.clone().unwrap_or_default();
+            let secret = secrets.get(&name).await.with_context(|| format!("volume {}: Secret {name}", v.name))?;
+            let data = secret.data.unwrap_or_default();
+            let files: Vec<(String, String)> = match &source.items {
+                Some(items) => items.iter().map(|i| (i.key.clone(), i.path.clone())).collect(),
+                None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
+            };
+            for (key, path) in files {
+                let Some(value) = data.get(&key) else { bail!("volume {}: Secret {name} has no key {key}", v.name) };
+                write(&vdir, &path, &value.0, source.default_mode.unwrap_or(0o644))?;
             }
+        } else if let Some(projected) = &v.projected {
+            // What the ServiceAccount admission plugin adds (kube-api-access-*): a bound token,
+            // the cluster's CA (the kube-root-ca.crt ConfigMap), the namespace.
+            let mode = projected.default_mode.unwrap_or(0o644);
+            for source in projected.sources.iter().flatten() {
+                if let Some(t) = &source.service_account_token {
+                    write(
+                        &vdir,
+                        &t.path,
+                        service_account_token(shared, ns, pod, t.expiration_seconds).await?.as_bytes(),
+                        mode,
+                    )?;
+                }
+                if let Some(cm) = &source.config_map {
+                    let data = config_map(shared, ns, &cm.name).await.with_context(|| format!("volume {}", v.name))?;
+                    for item in cm.items.iter().flatten() {
+                        let value = data
+                            .get(&item.key)
+                            .with_context(|| format!("ConfigMap {} has no {}", cm.name, item.key))?;
+                        write(&vdir, &item.path, value.as_bytes(), item.mode.unwrap_or(mode))?;
+                    }
+                }
+                if let Some(d) = &source.downward_api {
+                    for item in d.items.iter().flatten() {
+                        let value = match item.field_ref.as_ref().map(|f| f.field_path.as_str()) {
+                            Some("metadata.namespace") => ns.to_string(),
+                            Some("metadata.name") => pod.name_any(),
+                            other => bail!("volume {}: downward API field {other:?} is not supported", v.name),
+                        };
+                        write(&vdir, &item.path, value.as_bytes(), item.mode.unwrap_or(mode))?;
+                    }
+                }
+            }
+        } else if v.empty_dir.is_some() {
+            std::fs::set_permissions(&vdir, std::fs::Permissions::from_mode(0o777))?;
+        } else {
+            tracing::warn!(volume = %v.name, "only Secret, projected and emptyDir volumes are supported: left empty");
         }
         out.insert(v.name.clone(), vdir);
     }
     Ok(out)
+}
+
+/// A token for the pod's service account, bound to the pod (TokenRequest), as the kubelet
+/// mounts it.
+async fn service_account_token(
+    shared: &Shared,
+    ns: &str,
+    pod: &Pod,
+    expiration: Option<i64>,
+) -> anyhow::Result<String> {
+    let sa = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(expiration.unwrap_or(3607)),
+            bound_object_ref: Some(k8s_openapi::api::authentication::v1::BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(pod.name_any()),
+                uid: pod.uid(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let api: Api<ServiceAccount> = Api::namespaced(shared.client.clone(), ns);
+    let made = api
+        .create_token_request(&sa, &Default::default(), &request)
+        .await
+        .with_context(|| format!("a token for service account {ns}/{sa}"))?;
+    made.status.and_then(|s| s.token).context("a TokenRequest without a token")
+}
+
+/// A ConfigMap's data; waits a little for it (kube-root-ca.crt appears in a new namespace
+/// shortly after the namespace).
+async fn config_map(shared: &Shared, ns: &str, name: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let api: Api<ConfigMap> = Api::namespaced(shared.client.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match api.get_opt(name).await? {
+            Some(cm) => return Ok(cm.data.unwrap_or_default()),
+            None if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            None => bail!("ConfigMap {ns}/{name} not found"),
+        }
+    }
 }
 
 /// The container's environment: values, downward-API fields and Secret keys.
@@ -569,29 +752,11 @@ async fn environment(
     Ok(env)
 }
 
-/// The arguments with `$(VAR)` expanded, and paths under a mounted volume pointing at the
-/// volume's directory.
-fn arguments(c: &Container, env: &BTreeMap<String, String>, volumes: &HashMap<String, PathBuf>) -> Vec<String> {
-    let mounts: Vec<(String, PathBuf)> = c
-        .volume_mounts
-        .iter()
-        .flatten()
-        .filter_map(|m| volumes.get(&m.name).map(|dir| (m.mount_path.clone(), dir.clone())))
-        .collect();
-    c.args
-        .iter()
-        .flatten()
-        .map(|a| {
-            let mut a = a.clone();
-            for (k, v) in env {
-                a = a.replace(&format!("$({k})"), v);
-            }
-            for (mount, dir) in &mounts {
-                if let Some(rest) = a.strip_prefix(mount.as_str()) {
-                    a = format!("{}{rest}", dir.display());
-                }
-            }
-            a
-        })
-        .collect()
+/// `$(VAR)` expanded from the container's environment, as the kubelet does for command and args.
+fn expand(arg: &str, env: &BTreeMap<String, String>) -> String {
+    let mut a = arg.to_string();
+    for (k, v) in env {
+        a = a.replace(&format!("$({k})"), v);
+    }
+    a
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -21,6 +22,16 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "cachepair-operator"
 DEPLOY = REPO / "deploy"
 CRD_SOURCE = REPO / "crds" / "cachepair.yaml"  # `cargo run -p operator --bin crdgen` output
+
+def _load_images_script():
+    """scripts/images.py as a module: the image builder, whose Dockerfile reader the tests share."""
+    spec = importlib.util.spec_from_file_location("images", REPO / "scripts" / "images.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+images = _load_images_script()
 
 RELEASE = "cachepair-operator"
 RELEASE_NAMESPACE = "cachepair-system"

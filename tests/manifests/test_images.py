@@ -9,7 +9,6 @@ installs it) reads the archives as registries and runtimes do.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -21,12 +20,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from chartkit import images
+
 REPO = Path(__file__).resolve().parent.parent.parent
 IMAGES_DIR = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "images"
 
-spec = importlib.util.spec_from_file_location("images", REPO / "scripts" / "images.py")
-images = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(images)
 
 VERSION = "0.1.0"
 # name → (binary, ports, CMD)

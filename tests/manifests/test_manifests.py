@@ -19,8 +19,8 @@ import yaml
 
 import crdschema
 from chartkit import (CHART, CRD_SOURCE, DEPLOY, MIN_KUBE_VERSION, RELEASE, RELEASE_NAMESPACE,
-                      REPO, HelmError, crd_or_skip, find, helm, load_yaml_file, one, render,
-                      render_notes)
+                      REPO, HelmError, crd_or_skip, find, helm, images, load_yaml_file, one,
+                      render, render_notes)
 
 OPERATOR_IMAGE = "cachepair/operator:0.1.0"
 WATCH_NS = "apps"
@@ -719,23 +719,6 @@ DOCKERFILES = {
 }
 
 
-def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    lines, current = [], ""
-    for raw in path.read_text().splitlines():
-        if not current and raw.lstrip().startswith("#"):
-            continue
-        if raw.rstrip().endswith("\\"):
-            current += raw.rstrip()[:-1] + " "
-            continue
-        current += raw
-        if current.strip():
-            word, _, rest = current.strip().partition(" ")
-            lines.append((word.upper(), rest.strip()))
-        current = ""
-    return lines
-
-
 def workspace_members() -> list[str]:
     return tomllib.loads((REPO / "Cargo.toml").read_text())["workspace"]["members"]
 
@@ -763,7 +746,7 @@ def test_dockerignore_keeps_the_context_small():
 @pytest.mark.parametrize("name", sorted(DOCKERFILES))
 def test_dockerfile(name):
     crate_dir, package, binary = DOCKERFILES[name]
-    ins = dockerfile_instructions(REPO / "docker" / name)
+    ins = images.instructions(REPO / "docker" / name)
     froms = [args for word, args in ins if word == "FROM"]
     assert froms == ["rust:1.95-bookworm AS builder", "gcr.io/distroless/cc-debian12:nonroot"]
     runtime = ins[[i for i, (w, _) in enumerate(ins) if w == "FROM"][1]:]
@@ -810,12 +793,12 @@ def test_dockerfile_builds_what_the_crate_declares(name):
     assert binary in bins, f"{package} declares no binary {binary}"
     stubbed = {f"{crate_dir}/{p}" for p in [*bins.values(), manifest.get("lib", {}).get("path")]
                if p}
-    runs = " ".join(args for word, args in dockerfile_instructions(REPO / "docker" / name)
+    runs = " ".join(args for word, args in images.instructions(REPO / "docker" / name)
                     if word == "RUN")
     for path in stubbed:
         assert path in runs, f"{name} stubs no {path} for the dependency layer"
     members = workspace_members()
-    for word, args in dockerfile_instructions(REPO / "docker" / name):
+    for word, args in images.instructions(REPO / "docker" / name):
         if word == "COPY" and not args.startswith("--from"):
             for src in args.split()[:-1]:
                 if not (REPO / src).exists() and not any(src.startswith(m + "/") for m in members):

@@ -41,6 +41,7 @@ impl AdminClient {
             synced: ready.ok()?.status().is_success(),
             offset: gauge(&metrics, "cachepair_replication_offset_bytes"),
             lag_bytes: gauge(&metrics, "cachepair_replication_lag_bytes"),
+            promotions: gauge(&metrics, "cachepair_replication_failovers_total"),
         })
     }
 

@@ -168,6 +168,7 @@ impl CachePair {
         // this operator wrote last round, and a stale `master` would read as a failover.
         let status = self.api::<CachePair>(ctx).get_status(&self.name()).await?.status.unwrap_or_default();
         let last_master = status.master.as_deref().and_then(|m| Member::of_pod(&self.name(), m));
+        let last_promotions = status.promotions(&self.name());
         let revision = render::revision(self);
         let fenced: Vec<Member> = self.spec.fenced.iter().map(|&m| m.into()).collect();
         let input = Input {
@@ -175,6 +176,7 @@ impl CachePair {
             b: views.get(&Member::B),
             revision: &revision,
             last_master,
+            last_promotions,
             switchover_requested: self.spec.switchover.as_deref().filter(|s| status.switchover.as_deref() != Some(*s)),
             reseed_requested: self
                 .spec
@@ -212,6 +214,17 @@ impl CachePair {
                 format!("{} took over as master from {}", new.pod_name(&self.name()), old.pod_name(&self.name()));
             info!(pair = %self.name(), %note, "failover");
             self.event(ctx, EventType::Warning, "Failover", "Failover", &note).await;
+        }
+        if decision.handover
+            && let (Some(new), Some(old)) = (decision.master, last_master)
+        {
+            let note = format!(
+                "{} handed the master role over to {} (its pod was deleted or stopped)",
+                old.pod_name(&self.name()),
+                new.pod_name(&self.name())
+            );
+            info!(pair = %self.name(), %note, "hand-over");
+            self.event(ctx, EventType::Normal, "HandedOver", "HandOver", &note).await;
         }
         self.label_roles(ctx, &views, &decision).await?;
         ctx.metrics.set_phase(&self.namespace().unwrap_or_default(), &self.name(), decision.phase);

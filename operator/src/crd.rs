@@ -453,6 +453,11 @@ pub struct MemberStatus {
     /// Bytes of its stream its peer has not acknowledged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_bytes: Option<u64>,
+    /// Times the member took over as master by itself since it started, having lost its master
+    /// (a role handed over to it does not count): the operator tells a failover from a
+    /// hand-over by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotions: Option<u64>,
     /// Out of client routing: its readiness gate `cachepair.io/serving` is False (by
     /// `spec.fenced`, or because a higher term superseded it).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

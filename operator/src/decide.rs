@@ -33,6 +33,8 @@ pub struct Input<'a> {
     pub revision: &'a str,
     /// The member the status last named master.
     pub last_master: Option<Member>,
+    /// Each member's self-promotions as the status last recorded them.
+    pub last_promotions: BTreeMap<Member, u64>,
     /// `spec.switchover`, when it differs from the value last acted on.
     pub switchover_requested: Option<&'a str>,
     /// `spec.reseed`, when its token differs from the one last acted on.
@@ -137,8 +139,12 @@ pub struct Decision {
     pub slave: Option<Member>,
     /// The slave holds a complete copy and follows the master.
     pub replicating: bool,
-    /// The master changed since the last status without a switchover: a failover.
+    /// The master changed since the last status without a switchover, and the new master
+    /// promoted itself: a failover.
     pub failover: bool,
+    /// The master changed since the last status because the old master handed its role over
+    /// on its own (its pod was deleted or stopped): planned, not a failover.
+    pub handover: bool,
     /// Why the pair is not fully replicating, for the conditions.
     pub message: String,
     /// When to look again.
@@ -194,6 +200,7 @@ pub fn decide(input: &Input<'_>) -> Decision {
         slave: None,
         replicating: false,
         failover: false,
+        handover: false,
         message: String::new(),
         requeue: BUSY,
     };
@@ -279,7 +286,12 @@ fn with_master(input: &Input<'_>, master: Member, other: Option<&MemberView>, d:
     }
     .expect("a master has a view");
     d.master = Some(master);
-    d.failover = input.last_master.is_some_and(|last| last != master);
+    if input.last_master.is_some_and(|last| last != master) {
+        // The new master counts only the promotions it made itself: unchanged since it was
+        // recorded as slave, it was handed the role.
+        let handed = input.last_promotions.get(&master).is_some_and(|&before| master_view.promotions == Some(before));
+        (d.failover, d.handover) = (!handed, handed);
+    }
     let lost = |v: &MemberView| v.node_lost_for.is_some();
     match other {
         None => {
@@ -492,6 +504,7 @@ mod tests {
             sidecar_ended: false,
             offset: None,
             lag_bytes: None,
+            promotions: None,
         }
     }
 
@@ -516,6 +529,7 @@ mod tests {
             b,
             revision: REV,
             last_master: Some(Member::A),
+            last_promotions: BTreeMap::new(),
             switchover_requested: None,
             reseed_requested: None,
             fenced: &[],
@@ -582,6 +596,27 @@ mod tests {
         let d = decide(&input(Some(&m), Some(&s)));
         assert_eq!((d.phase, d.replicating), (Phase::Syncing, false));
         assert!(d.actions.is_empty());
+    }
+
+    #[test]
+    fn a_master_role_handed_over_is_no_failover() {
+        // b is master now; the status recorded both as having promoted themselves 0 times.
+        let leaving = member(PodState::Terminating, Some(Role::Slave), "10.0.0.1");
+        let promoted =
+            |n| MemberView { promotions: Some(n), ..member(PodState::Running, Some(Role::Master), "10.0.0.2") };
+        let recorded = BTreeMap::from([(Member::A, 0), (Member::B, 0)]);
+        let (handed, took_over) = (promoted(0), promoted(1));
+        let i = Input { last_promotions: recorded, ..input(Some(&leaving), Some(&handed)) };
+        let d = decide(&i);
+        assert_eq!((d.master, d.failover, d.handover), (Some(Member::B), false, true));
+
+        // b promoted itself (it lost a): a failover, whatever became of a's pod.
+        let d = decide(&Input { b: Some(&took_over), ..i.clone() });
+        assert_eq!((d.failover, d.handover), (true, false));
+
+        // Nothing recorded (an older operator's status): counted as a failover, as before.
+        let d = decide(&Input { last_promotions: BTreeMap::new(), ..i });
+        assert_eq!((d.failover, d.handover), (true, false));
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub struct Report {
     pub offset: Option<u64>,
     /// Bytes of its stream the peer has not acknowledged (`cachepair_replication_lag_bytes`).
     pub lag_bytes: Option<u64>,
+    /// Times it took over as master by itself, having lost its master
+    /// (`cachepair_replication_failovers_total`; a hand-over it was given does not count).
+    pub promotions: Option<u64>,
 }
 
 /// Where a member's pod is in its life.
@@ -106,9 +109,10 @@ pub struct MemberView {
     /// Its VRRP sidecar has ended: under `restartPolicy: Never` it will not come back, so this
     /// member can no longer hold the virtual IP.
     pub sidecar_ended: bool,
-    /// Its replication offset and lag, as it reported them this round.
+    /// Its replication offset, lag and self-promotions, as it reported them this round.
     pub offset: Option<u64>,
     pub lag_bytes: Option<u64>,
+    pub promotions: Option<u64>,
 }
 
 impl MemberView {
@@ -122,7 +126,7 @@ impl MemberView {
         match report {
             Some(r) => {
                 (self.role, self.term, self.synced, self.answered) = (Some(r.role), Some(r.term), r.synced, true);
-                (self.offset, self.lag_bytes) = (r.offset, r.lag_bytes);
+                (self.offset, self.lag_bytes, self.promotions) = (r.offset, r.lag_bytes, r.promotions);
             }
             // Unreachable from here: the kubelet's probe still says who is master.
             None if self.state == PodState::Running && self.ready => {
@@ -171,6 +175,7 @@ pub fn member_view(pod: &Pod, node: Option<&Node>, now: &Time) -> MemberView {
         }),
         offset: None,
         lag_bytes: None,
+        promotions: None,
     }
 }
 

@@ -26,6 +26,11 @@ pub struct Round {
 }
 
 impl CachePairStatus {
+    /// Each member's self-promotions as last recorded (`members[].promotions`).
+    pub fn promotions(&self, pair: &str) -> BTreeMap<Member, u64> {
+        self.members.iter().filter_map(|m| Some((Member::of_pod(pair, &m.name)?, m.promotions?))).collect()
+    }
+
     /// The spec names objects that do not exist or do not hold what the members need: the
     /// pair is left as it is, and `message` says why.
     pub fn invalid(mut self, cp: &CachePair, message: &str, now: &Time) -> Self {
@@ -70,6 +75,7 @@ impl CachePairStatus {
                 node: view.node.clone(),
                 offset_bytes: view.offset,
                 lag_bytes: view.lag_bytes,
+                promotions: view.promotions,
                 fenced: fenced(member, view),
             })
             .collect();
@@ -134,6 +140,7 @@ mod tests {
             slave: Some(Member::B),
             replicating: true,
             failover: false,
+            handover: false,
             message: String::new(),
             requeue: Duration::from_secs(30),
         }
@@ -201,8 +208,22 @@ mod tests {
             v.heard(report);
             v
         };
-        let master = Report { role: Role::Master, term: 1, synced: true, offset: Some(4096), lag_bytes: Some(96) };
-        let slave = Report { role: Role::Slave, term: 1, synced: true, offset: Some(4000), lag_bytes: Some(0) };
+        let master = Report {
+            role: Role::Master,
+            term: 1,
+            synced: true,
+            offset: Some(4096),
+            lag_bytes: Some(96),
+            promotions: Some(1),
+        };
+        let slave = Report {
+            role: Role::Slave,
+            term: 1,
+            synced: true,
+            offset: Some(4000),
+            lag_bytes: Some(0),
+            promotions: Some(0),
+        };
         let members =
             BTreeMap::from([(Member::A, view("demo-a", Some(master))), (Member::B, view("demo-b", Some(slave)))]);
         let s =
@@ -220,6 +241,7 @@ mod tests {
             ]
         );
         assert_eq!(s.lag_bytes, Some(96), "the master's unacknowledged bytes");
+        assert_eq!(s.promotions("demo"), BTreeMap::from([(Member::A, 1), (Member::B, 0)]));
 
         let silent = BTreeMap::from([(Member::A, view("demo-a", None))]);
         let mut down = ready();

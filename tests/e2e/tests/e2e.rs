@@ -773,6 +773,12 @@ async fn c_a_deleted_master_and_a_lost_node_are_reseeded_elsewhere(c: &Cluster) 
         "the deleted master did not hand over: the slave promoted itself ({promotions:?})"
     );
     ensure!(lost == 0, "{lost} acknowledged writes lost across the pod's deletion");
+    // The operator tells it apart too: no failover counted, a HandedOver Event instead.
+    ensure!(pair(c, ns, "demo").await?.status.unwrap().failover_count == 0, "a hand-over counted as a failover");
+    let events: Api<Event> = Api::namespaced(c.client.clone(), ns);
+    let reasons: BTreeSet<String> =
+        events.list(&ListParams::default()).await?.items.into_iter().filter_map(|e| e.reason).collect();
+    ensure!(reasons.contains("HandedOver") && !reasons.contains("Failover"), "Events: {reasons:?}");
 
     // Now the master (the old slave) loses its whole node.
     let node = member_pod(c, ns, &slave).await.and_then(|p| p.spec?.node_name).context("the master's node")?;

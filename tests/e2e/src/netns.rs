@@ -70,6 +70,19 @@ pub fn drop_to(ip: &str) -> anyhow::Result<()> {
     run(&["ip", "rule", "add", "pref", "10", "to", &format!("{ip}/32"), "lookup", DROP_TABLE])
 }
 
+/// Undoes `drop_to`; nothing to undo is fine.
+pub fn undrop_to(ip: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(std::env::var_os(INSIDE).is_some(), "not inside the test's network namespace");
+    let rule = ["ip", "rule", "del", "pref", "10", "to", &format!("{ip}/32"), "lookup", DROP_TABLE];
+    loop {
+        match run(&rule) {
+            Ok(()) => continue,
+            Err(e) if e.to_string().contains("No such file") => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Silently drops the TCP packets on `port` that processes running as `uid` send to any of
 /// `ips` (to the port, or from it: the replies). Pods run as their own user, so this cuts the
 /// pods at `ips` off from one another on that port while the tests, kubelets and operator

@@ -19,7 +19,7 @@ use e2e::memcache;
 use e2e::operator_process::OperatorProcess;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, EvictParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, EvictParams, ListParams, LogParams, ObjectMeta, PostParams};
 use operator::crd::{CachePair, Phase};
 
 type TestFn = for<'a> fn(&'a Cluster) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
@@ -62,6 +62,11 @@ const TESTS: &[(&str, TestFn, u64)] = &[
         180,
     ),
     ("i_deleting_a_pair_removes_what_it_owned", |c| Box::pin(i_deleting_a_pair_removes_what_it_owned(c)), 180),
+    (
+        "j_member_logs_are_served_through_the_api_server",
+        |c| Box::pin(j_member_logs_are_served_through_the_api_server(c)),
+        180,
+    ),
     (
         "k_a_lost_node_without_the_operator_stays_an_endpoint_until_not_ready",
         |c| Box::pin(k_a_lost_node_without_the_operator_stays_an_endpoint_until_not_ready(c)),
@@ -738,6 +743,62 @@ async fn i_deleting_a_pair_removes_what_it_owned(c: &Cluster) -> anyhow::Result<
     Ok(())
 }
 
+/// j. A member's log through the API server's `pods/log`, which reaches the process kubelet's
+/// kubelet API on its node's address: the cache-node container's log as it started, its last
+/// lines (`tailLines`) and first bytes (`limitBytes`), no previous container (400 with the
+/// kubelet's message: the pod has never restarted), and `kubectl logs` for the same pod.
+/// cache-node logs errors only by default (memcached's verbosity): the pair asks for `info`.
+async fn j_member_logs_are_served_through_the_api_server(c: &Cluster) -> anyhow::Result<()> {
+    let ns = "e2e-j";
+    namespace(c, ns).await?;
+    let _op = OperatorProcess::start_in(c, "operator-j", ns)?;
+    create_pair(c, ns, "demo", serde_json::json!({"podTemplate": {"env": [{"name": "RUST_LOG", "value": "info"}]}}))
+        .await?;
+    let s = wait_ready(c, ns, "demo", 120).await?.status.context("no status")?;
+    let master = s.master.context("no master")?;
+    let pods = Api::<Pod>::namespaced(c.client.clone(), ns);
+    let params = LogParams { container: Some("cache-node".into()), ..Default::default() };
+
+    // The whole log: what cache-node says as it starts.
+    let log = pods.logs(&master, &params).await.context("the master's log through the API server")?;
+    eprintln!("  {master}'s log:\n{log}");
+    for said in [STARTED_LISTENING, STARTED_ADMIN] {
+        ensure!(log.lines().any(|l| l.contains(said)), "no {said:?} in {master}'s log:\n{log}");
+    }
+    let lines: Vec<&str> = log.lines().collect();
+
+    // tailLines: the last lines only.
+    let tail = pods.logs(&master, &LogParams { tail_lines: Some(2), ..params.clone() }).await?;
+    let tail: Vec<&str> = tail.lines().collect();
+    ensure!(lines.len() > 2, "too short a log to tail:\n{log}");
+    // The log may have grown since: the tail is the two lines that end some prefix of it.
+    ensure!(tail.len() == 2 && (2..=lines.len()).any(|n| lines[n - 2..n] == tail[..]), "tailLines=2 gave {tail:?}");
+    // limitBytes: the first bytes only.
+    let head = pods.logs(&master, &LogParams { limit_bytes: Some(10), ..params.clone() }).await?;
+    ensure!(head.len() == 10 && log.starts_with(&head), "limitBytes=10 gave {head:?}");
+
+    // No previous container: the kubelet's 400, passed on by the API server.
+    match pods.logs(&master, &LogParams { previous: true, ..params.clone() }).await {
+        Err(kube::Error::Api(e)) if e.code == 400 && e.message.contains("previous terminated container") => {}
+        other => bail!("previous=true: {other:?}"),
+    }
+
+    // kubectl logs, as a user runs it.
+    let out = c.kubectl(&["-n", ns, "logs", &master, "-c", "cache-node", "--tail", "5"])?;
+    ensure!((1..=5).contains(&out.lines().count()), "kubectl logs --tail 5:\n{out}");
+    ensure!(out.lines().all(|l| log.contains(l) || l.contains(" INFO ")), "kubectl logs --tail 5:\n{out}");
+    let out = c.kubectl(&["-n", ns, "logs", &master, "-c", "cache-node"])?;
+    ensure!(out.contains(STARTED_LISTENING), "kubectl logs:\n{out}");
+    let refused = c.kubectl(&["-n", ns, "logs", &master, "-c", "cache-node", "--previous"]);
+    let refused = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    ensure!(refused.contains("previous terminated container"), "kubectl logs --previous: {refused}");
+    Ok(())
+}
+
+/// What cache-node logs (at `info`) as it starts: its memcached listener, its admin listener.
+const STARTED_LISTENING: &str = "cache_node::server: listening addr=";
+const STARTED_ADMIN: &str = "admin listening addr=";
+
 /// c. Deleting the master's pod hands the role to the slave (cache-node hands over on SIGTERM)
 /// with no acknowledged write lost, and the deleted member comes back as slave; then the
 /// master's whole node goes down: the client Service drops the dead master within 2 s of the
@@ -1348,12 +1409,15 @@ async fn o_an_eviction_of_the_master_is_a_switchover_through_the_webhook(c: &Clu
 /// `status` shows the roles, `switchover --wait` swaps them, `fence` of the master hands its
 /// role over and closes its readiness gate (the Service's endpoint moves to the other member),
 /// `unfence` opens it again, `reseed` of the slave re-creates it and it syncs again, `logs`
-/// and `report` run.
+/// prints each member's cache-node log (through the API server and the kubelet API) and
+/// `report` bundles them.
 async fn p_the_kubectl_plugin_drives_a_pair(c: &Cluster) -> anyhow::Result<()> {
     let ns = "e2e-p";
     namespace(c, ns).await?;
     let _op = OperatorProcess::start_in(c, "operator-p", ns)?;
-    create_pair(c, ns, "demo", serde_json::json!({})).await?;
+    // cache-node logs errors only by default: `info` gives the members' logs something to show.
+    create_pair(c, ns, "demo", serde_json::json!({"podTemplate": {"env": [{"name": "RUST_LOG", "value": "info"}]}}))
+        .await?;
     let s = wait_ready(c, ns, "demo", 120).await?.status.unwrap();
     let (master, slave) = (s.master.unwrap(), s.slave.unwrap());
     let plugin = |args: &[&str]| -> anyhow::Result<String> {
@@ -1436,9 +1500,28 @@ async fn p_the_kubectl_plugin_drives_a_pair(c: &Cluster) -> anyhow::Result<()> {
         ensure!(reasons.contains(reason), "no {reason} Event: {reasons:?}");
     }
 
-    // Logs run (the process kubelet may serve no logs: then each member's error is shown).
+    // Logs: each member's cache-node log under its header; the last 5 lines with --tail 5.
+    let member_logs = |out: &str| -> anyhow::Result<Vec<Vec<String>>> {
+        let mut logs = Vec::new();
+        for pod in ["demo-a", "demo-b"] {
+            let header = format!("==> {pod} <==");
+            let start = out.find(&header).with_context(|| format!("no {header} in:\n{out}"))? + header.len();
+            let section = out[start..].split("==> ").next().unwrap_or_default();
+            let lines: Vec<String> = section.lines().filter(|l| !l.is_empty()).map(String::from).collect();
+            ensure!(
+                !lines.is_empty() && lines.iter().all(|l| l.contains(" cache_node")),
+                "{pod}'s section is no cache-node log:\n{out}"
+            );
+            logs.push(lines);
+        }
+        Ok(logs)
+    };
     let out = plugin(&["logs", "demo", "--tail", "5"])?;
-    ensure!(out.contains("==> demo-a <==") && out.contains("==> demo-b <=="), "{out}");
+    ensure!(member_logs(&out)?.iter().all(|l| l.len() <= 5), "more than 5 lines with --tail 5:\n{out}");
+    let out = plugin(&["logs", "demo"])?;
+    for (pod, lines) in ["demo-a", "demo-b"].iter().zip(member_logs(&out)?) {
+        ensure!(lines.iter().any(|l| l.contains(STARTED_LISTENING)), "{pod}'s log has no start:\n{out}");
+    }
 
     // The report bundle.
     let bundle = c.state.join("p-report.tar.gz");
@@ -1461,15 +1544,25 @@ async fn p_the_kubectl_plugin_drives_a_pair(c: &Cluster) -> anyhow::Result<()> {
     ] {
         ensure!(files.iter().any(|f| f == file), "{file} not in the bundle: {files:?}");
     }
-    // Member logs and metrics are in it, or errors.txt says why not.
-    let errors =
-        std::process::Command::new("tar").arg("-xzOf").arg(&bundle).arg("--wildcards").arg("*/errors.txt").output()?;
-    let errors = String::from_utf8_lossy(&errors.stdout);
+    // Each member's log is in it; its metrics are, or errors.txt says why not.
+    let extract = |file: &str| -> anyhow::Result<String> {
+        let out = std::process::Command::new("tar")
+            .arg("-xzOf")
+            .arg(&bundle)
+            .arg("--wildcards")
+            .arg(format!("*/{file}"))
+            .output()?;
+        ensure!(out.status.success(), "tar -xzOf {file}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let errors = extract("errors.txt")?;
     for pod in ["demo-a", "demo-b"] {
-        for ext in ["log", "metrics"] {
-            let file = format!("members/{pod}.{ext}");
-            ensure!(files.contains(&file) || errors.contains(&file), "{file} neither in the bundle nor in errors.txt");
-        }
+        let file = format!("members/{pod}.log");
+        ensure!(files.contains(&file), "{file} not in the bundle: {files:?}; errors.txt:\n{errors}");
+        let log = extract(&file)?;
+        ensure!(log.lines().any(|l| l.contains(STARTED_LISTENING)), "{file} is no cache-node log:\n{log}");
+        let file = format!("members/{pod}.metrics");
+        ensure!(files.contains(&file) || errors.contains(&file), "{file} neither in the bundle nor in errors.txt");
     }
     ensure!(!files.iter().any(|f| f.to_lowercase().contains("secret")), "a Secret in the bundle: {files:?}");
     eprintln!("  report: {} files; not included: {}", files.len(), errors.lines().count());

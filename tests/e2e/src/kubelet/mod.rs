@@ -15,6 +15,10 @@
 //! address, there being no Service proxy) and the service account's projected token, CA and
 //! namespace under /var/run/secrets/kubernetes.io/serviceaccount.
 //!
+//! Logs: each container's stdout and stderr go to `<container>.log` in its pod's directory
+//! (the run before a restart's to `<container>.previous.log`), which the node's kubelet API
+//! serves to the API server's `pods/log` (so `kubectl logs` works; see `server`).
+//!
 //! What it does not do: cgroups, mount or PID namespaces (volumes are copied into the
 //! container's root at their mount paths when it starts), image pulls (every image is
 //! `imagePullPolicy: Never` in effect), init containers.
@@ -23,6 +27,7 @@ pub mod image;
 mod node;
 mod pod;
 mod probe;
+mod server;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -118,10 +123,13 @@ impl ProcessKubelet {
         anyhow::ensure!((1..10).contains(&config.index), "node index {} is not 1–9", config.index);
         let shared = Arc::new(Shared { client, config, pods: Mutex::default() });
         crate::netns::add_address(&shared.node_ip())?;
+        // A node that comes back after `node_down` is reachable again.
+        crate::netns::undrop_to(&shared.node_ip())?;
+        let server = server::start(shared.clone()).await?;
         node::register(&shared).await?;
         let heartbeat = tokio::spawn(node::heartbeat(shared.clone()));
         let pods = tokio::spawn(sync_pods(shared.clone()));
-        Ok(Self { shared, tasks: vec![heartbeat, pods] })
+        Ok(Self { shared, tasks: vec![server, heartbeat, pods] })
     }
 
     pub fn node(&self) -> &str {
@@ -140,12 +148,14 @@ impl ProcessKubelet {
     }
 
     /// The node dies: its processes are SIGKILLed and it stops reporting; its pods stay on the
-    /// API server as they were, and packets to their addresses vanish, as with a real node that
-    /// lost power (connections hang until their timeouts rather than being refused).
+    /// API server as they were, and packets to their addresses and to its own (its kubelet API)
+    /// vanish, as with a real node that lost power (connections hang until their timeouts rather
+    /// than being refused).
     pub async fn node_down(mut self) -> anyhow::Result<()> {
         // Silence first: a killed process's sockets would otherwise tell its peers (FIN, RST),
         // which a node that lost power does not.
-        let ips: Vec<String> = self.shared.pods.lock().await.values().map(|h| h.ip.clone()).collect();
+        let mut ips: Vec<String> = self.shared.pods.lock().await.values().map(|h| h.ip.clone()).collect();
+        ips.push(self.shared.node_ip());
         for ip in &ips {
             crate::netns::drop_to(ip)?;
         }
@@ -159,8 +169,13 @@ impl ProcessKubelet {
     }
 
     async fn stop_all(&mut self) {
-        for task in self.tasks.drain(..) {
+        for task in &self.tasks {
             task.abort();
+        }
+        // Gone once they return: the kubelet API's listener and connections with them, so that
+        // the node's address and port are free for a kubelet that comes back.
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
         }
         self.kill_all().await;
     }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo};
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus, NodeSystemInfo,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -71,10 +73,12 @@ async fn report_status(shared: &Shared) -> anyhow::Result<()> {
     let status = NodeStatus {
         capacity: Some(resources.clone()),
         allocatable: Some(resources),
-        addresses: Some(vec![
-            NodeAddress { type_: "InternalIP".into(), address: shared.node_ip() },
-            NodeAddress { type_: "Hostname".into(), address: shared.config.node.clone() },
-        ]),
+        // No Hostname address: the API server reaches a kubelet at the first address of the
+        // types it prefers, Hostname first, and `node-<n>` resolves nowhere here.
+        addresses: Some(vec![NodeAddress { type_: "InternalIP".into(), address: shared.node_ip() }]),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint { port: super::server::PORT.into() }),
+        }),
         conditions: Some(vec![NodeCondition {
             type_: "Ready".into(),
             status: "True".into(),

@@ -58,6 +58,17 @@ pub(super) async fn run(
     runner.supervise(stop).await;
 }
 
+/// The directory of pod `namespace/name` (its volumes, its containers' roots and logs).
+pub(super) fn dir(work_dir: &Path, namespace: &str, name: &str, uid: &str) -> PathBuf {
+    work_dir.join("pods").join(format!("{namespace}_{name}_{}", &uid[..uid.len().min(8)]))
+}
+
+/// A container's log in its pod's directory: its stdout and stderr, of the current run or
+/// (`previous`) of the run before its last restart.
+pub(super) fn log_file(container: &str, previous: bool) -> String {
+    if previous { format!("{container}.previous.log") } else { format!("{container}.log") }
+}
+
 /// A running container.
 struct Process {
     container: Container,
@@ -116,7 +127,7 @@ impl Runner {
         let ns = pod.namespace().unwrap_or_default();
         let name = pod.name_any();
         let uid = pod.uid().unwrap_or_default();
-        let dir = shared.config.work_dir.join("pods").join(format!("{ns}_{name}_{}", &uid[..uid.len().min(8)]));
+        let dir = dir(&shared.config.work_dir, &ns, &name, &uid);
         std::fs::create_dir_all(&dir)?;
         for d in [dir.as_path(), dir.parent().unwrap_or(&dir)] {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
@@ -217,7 +228,7 @@ impl Runner {
         use std::os::unix::ffi::OsStrExt;
 
         let log =
-            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{}.log", c.name)))?;
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(log_file(&c.name, false)))?;
         let argv = &self.argv[i];
         let root = CString::new(self.roots[i].as_os_str().as_bytes())?;
         let at = |p: &str| CString::new(self.roots[i].join(p.trim_start_matches('/')).as_os_str().as_bytes());
@@ -317,6 +328,11 @@ impl Runner {
                 };
                 if restart {
                     let c = p.container.clone();
+                    // The run that ended is the container's previous log, as on a real node.
+                    let _ = std::fs::rename(
+                        self.dir.join(log_file(&c.name, false)),
+                        self.dir.join(log_file(&c.name, true)),
+                    );
                     if let Ok(child) = self.spawn(i, &c) {
                         let p = &mut self.procs[i];
                         p.child = Some(child);

@@ -143,7 +143,8 @@ def test_counters_move(cache_node):
     general = dict(stats(cache_node))
     assert int(general["conn_yields"]) >= 2
     assert general["lru_crawler_running"] == "1" and int(general["lru_crawler_starts"]) >= 1
-    assert dict(stats(cache_node, "settings"))["reqs_per_event"] == "256"
+    # Requests a batch takes before its replies are written: 12 of memcached's 21-request events.
+    assert dict(stats(cache_node, "settings"))["reqs_per_event"] == "252"
 
 
 @pytest.mark.parametrize("group", ["", "settings"])

@@ -194,9 +194,15 @@ def test_tools_dump_the_same_items_from_both(memcached, cache_node):
         load(server, binary=False)
     expected_keys = {key for key, *_ in ITEMS}
     expected = {(key, flags, exptime != 0, value_of(key, length)) for key, flags, exptime, length in ITEMS}
+    all_keys = {b"small", b"flagged", b"expiring", b"mid", b"odd%25key%3A%2F", b"big"}
     for server in (memcached, cache_node):
         assert tool_dump(server) == expected, server.name
-        assert tool_keys(server) == {b"small", b"flagged", b"expiring", b"mid", b"odd%25key%3A%2F", b"big"}
+        # memcached's crawler can miss an item that its LRU maintainer moves between LRUs during
+        # the crawl (the dump's gets just made them active), seen once in a loaded run: it gets
+        # a second and third crawl. cache-node's items do not move: one crawl lists them all.
+        crawls = 3 if server is memcached else 1
+        keys = [tool_keys(server) for _ in range(crawls)]
+        assert all_keys in keys, (server.name, keys)
     assert memcdump(cache_node) == expected_keys
     classes = sorted({fields[4] for fields in metadump(memcached, b"all").values()})
     wait_for_cold(memcached, classes, len(ITEMS))

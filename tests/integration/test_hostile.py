@@ -174,7 +174,9 @@ def check(what: str, runs: list[Run], failures: list[str]) -> None:
             failures.append(f"{name} lost {len(run.lost)} acknowledged writes, e.g. {run.lost[:3]}")
         if run.probe.error:
             failures.append(f"{name}: probe failed: {run.probe.error}")
-        elif run.probe.max_latency > PROBE_MAX_LATENCY:
+        # Only cache-node's stalls are judged; memcached's are reported (it writes a whole UDP
+        # reply from its worker thread, which on a loaded machine takes seconds).
+        elif run is cn and run.probe.max_latency > PROBE_MAX_LATENCY:
             failures.append(f"{name}: probe stalled {run.probe.max_latency:.2f} s "
                             f"(> {PROBE_MAX_LATENCY} s)")
     text = f"{what}\n" + "\n".join(r.report() for r in runs)

@@ -48,7 +48,9 @@ NAMESPACED_RULES = {
     ("", "pods"): {"get", "list", "watch", "create", "delete", "patch"},
     ("", "pods/status"): {"patch"},
     ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "secrets"): {"get", "list", "watch", "create", "patch"},
+    # Named Secrets only: the operator reads the ones a spec names and creates its own; it
+    # never lists or watches them.
+    ("", "secrets"): {"get", "create", "patch"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
     ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},

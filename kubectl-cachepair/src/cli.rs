@@ -128,11 +128,9 @@ impl From<MemberArg> for MemberName {
 }
 
 impl MemberArg {
-    pub fn suffix(self) -> &'static str {
-        match self {
-            MemberArg::A => "a",
-            MemberArg::B => "b",
-        }
+    /// The member's pod in `pair` (the operator's naming).
+    pub fn pod_name(self, pair: &str) -> String {
+        operator::pair::Member::from(MemberName::from(self)).pod_name(pair)
     }
 }
 

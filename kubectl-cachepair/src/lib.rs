@@ -20,7 +20,7 @@ use k8s_openapi::jiff::Timestamp;
 use operator::crd::{CachePair, MemberName};
 
 use cli::{Command, Format, MemberArg, Request, Wait};
-use ops::{Ops, new_token, suffix};
+use ops::{Ops, new_token};
 
 /// Runs one command against the API server `ops` talks to.
 pub async fn run(ops: &Ops, command: Command, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
@@ -51,7 +51,7 @@ pub async fn run(ops: &Ops, command: Command, out: &mut (dyn Write + Send)) -> a
         }
         Command::Reseed { pair, member, request: Request { token, wait } } => {
             let token = token.unwrap_or_else(new_token);
-            let pod = format!("{pair}-{}", member.suffix());
+            let pod = member.pod_name(&pair);
             let before = ops.pod_uid(&pod).await?;
             ops.request_reseed(&pair, member.into(), &token).await?;
             writeln!(out, "cachepair/{pair}: re-seed of {pod} requested (token {token})")?;
@@ -66,7 +66,7 @@ pub async fn run(ops: &Ops, command: Command, out: &mut (dyn Write + Send)) -> a
             let members: Vec<MemberArg> = member.map_or_else(|| vec![MemberArg::A, MemberArg::B], |m| vec![m]);
             let several = members.len() > 1;
             for m in members {
-                let pod = format!("{pair}-{}", m.suffix());
+                let pod = m.pod_name(&pair);
                 if several {
                     writeln!(out, "==> {pod} <==")?;
                 }
@@ -101,7 +101,7 @@ async fn fence(
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
     let name: MemberName = member.into();
-    let pod = format!("{pair}-{}", suffix(name));
+    let pod = member.pod_name(pair);
     let verb = if fence { "fence" } else { "unfence" };
     if ops.set_fenced(pair, name, fence).await? {
         writeln!(out, "cachepair/{pair}: {verb} of {pod} requested")?;

@@ -27,13 +27,6 @@ pub fn new_token() -> String {
     format!("kubectl-{}", k8s_openapi::jiff::Timestamp::now().as_millisecond())
 }
 
-pub fn suffix(m: MemberName) -> &'static str {
-    match m {
-        MemberName::A => "a",
-        MemberName::B => "b",
-    }
-}
-
 /// `spec.fenced` with `member` added (`fence`) or removed; `None` when that changes nothing.
 pub fn fenced_list(current: &[MemberName], member: MemberName, fence: bool) -> Option<Vec<MemberName>> {
     if current.contains(&member) == fence {

@@ -26,12 +26,15 @@ go_minor="$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')"
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-# memcached and memccapable; openssl, curl, ip and unshare for the end-to-end control plane;
+# memcached and memccapable; saslpasswd2 (sasl2-bin) and the SASL PLAIN mechanism
+# (libsasl2-modules) for memcached -S, the reference of the authentication tests; openssl, curl,
+# ip and unshare for the end-to-end control plane;
 # keepalived as the VRRP peer of cache-node vrrp; for scripts/images.sh, readelf and objcopy
 # (binutils), dpkg-deb and apt-get download (with fresh package lists), and skopeo, with which
 # the packaging tests read the images as registries and runtimes do.
 if ! command -v memcached >/dev/null || ! command -v memccapable >/dev/null ||
-    ! command -v keepalived >/dev/null ||
+    ! command -v keepalived >/dev/null || ! command -v saslpasswd2 >/dev/null ||
+    ! ls /usr/lib/*/sasl2/libplain.so >/dev/null 2>&1 ||
     ! command -v openssl >/dev/null || ! command -v curl >/dev/null ||
     ! command -v ip >/dev/null || ! command -v unshare >/dev/null ||
     ! command -v readelf >/dev/null || ! command -v objcopy >/dev/null ||
@@ -39,6 +42,7 @@ if ! command -v memcached >/dev/null || ! command -v memccapable >/dev/null ||
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq --no-install-recommends memcached libmemcached-tools \
+        sasl2-bin libsasl2-modules \
         openssl curl iproute2 util-linux keepalived binutils skopeo >/dev/null
 fi
 python3 -m pip install -q --disable-pip-version-check \

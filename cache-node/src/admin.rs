@@ -167,6 +167,12 @@ impl Collector for StatsCollector {
             "Total number of connections rejected due to hitting the memcached's -c limit in maxconns_fast mode.",
             server.rejected_connections.load(Relaxed),
         )?;
+        out.counter(
+            "cachepair_auth_commands",
+            "Client logins checked (text login tokens, SASL AUTH and STEP).",
+            server.auth_cmds.load(Relaxed),
+        )?;
+        out.counter("cachepair_auth_errors", "Client logins refused.", server.auth_errors.load(Relaxed))?;
         out.gauge(
             "memcached_accepting_connections",
             "The Memcached server is currently accepting new connections.",

@@ -68,6 +68,18 @@ pub struct Config {
     #[arg(long = "allow-root")]
     pub allow_root: bool,
 
+    /// Require SASL PLAIN logins on the binary protocol (memcached's -S), against the users of
+    /// -Y FILE, or of $MEMCACHED_SASL_PWDB (memcached's password database: user:password lines)
+    #[arg(short = 'S', long = "enable-sasl")]
+    pub sasl: bool,
+
+    /// Require a login on the text protocol (memcached's -Y): FILE holds user:password lines,
+    /// and a client logs in by sending `set <any key> 0 0 <n>` with `<user> <password>` as the
+    /// data. With -S too, binary clients log in with SASL against the same users. The file is
+    /// re-read when it changes and on SIGHUP
+    #[arg(short = 'Y', long = "auth-file", value_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
+
     /// Serve /metrics (Prometheus), /healthz, /readyz, /role and /master over HTTP on this
     /// address (an IPv6 address may come without brackets: the port follows the last colon);
     /// off by default
@@ -184,7 +196,38 @@ pub enum Command {
     Vrrp(crate::vrrp::Args),
 }
 
+/// Who logs in how: see [`Config::login`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub file: PathBuf,
+    /// SASL PLAIN on the binary protocol.
+    pub sasl: bool,
+    /// The login token on the text protocol.
+    pub ascii: bool,
+}
+
+/// memcached's environment variable for its SASL password database.
+pub const SASL_PWDB_ENV: &str = "MEMCACHED_SASL_PWDB";
+
 impl Config {
+    /// The users file and the protocols that log in against it: `-Y` turns on the text
+    /// protocol's login, `-S` SASL, whose users come from `-Y` or else `$MEMCACHED_SASL_PWDB`.
+    /// `None` when neither is given; an error for `-S` with no users file.
+    pub fn login(&self) -> anyhow::Result<Option<Login>> {
+        let pwdb = || std::env::var_os(SASL_PWDB_ENV).filter(|v| !v.is_empty()).map(PathBuf::from);
+        match (&self.auth_file, self.sasl) {
+            (None, false) => Ok(None),
+            (Some(file), sasl) => Ok(Some(Login { file: file.clone(), sasl, ascii: true })),
+            (None, true) => match pwdb() {
+                Some(file) => Ok(Some(Login { file, sasl: true, ascii: false })),
+                None => anyhow::bail!(
+                    "-S needs its users in a file: -Y FILE or {SASL_PWDB_ENV}=FILE (user:password lines; \
+                     cache-node has no Cyrus SASL database)"
+                ),
+            },
+        }
+    }
+
     /// `-o idle_timeout`, when on.
     pub fn idle_timeout(&self) -> Option<std::time::Duration> {
         let secs = self.extended.iter().rev().map(|&Extended::IdleTimeout(secs)| secs).next()?;
@@ -362,6 +405,17 @@ mod tests {
         let err = idle("-o modern").unwrap_err().to_string();
         assert!(err.contains("unknown option \"modern\""), "{err}");
         assert!(idle("-o idle_timeout=x").is_err());
+    }
+
+    #[test]
+    fn logins_follow_memcached_flags() {
+        let login = |args: &str| {
+            Config::try_parse_from(format!("cache-node {args}").split_whitespace()).unwrap().login().unwrap()
+        };
+        assert_eq!(login(""), None);
+        let users = PathBuf::from("/etc/users");
+        assert_eq!(login("-Y /etc/users"), Some(Login { file: users.clone(), sasl: false, ascii: true }));
+        assert_eq!(login("-S -Y /etc/users"), Some(Login { file: users, sasl: true, ascii: true }));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 use crate::admin;
 use crate::config::{Config, ReplMode};
 use crate::daemon::{self, EX_CANTCREAT, EX_OSERR, EX_USAGE, Fatal, PidFile};
+use crate::engine::auth::{self, Auth};
 use crate::engine::{Context, Settings};
 use crate::logging;
 use crate::replication::{self, Replicator, auth::Secret, codec};
@@ -43,6 +44,7 @@ fn start(config: &Config) -> Result<(), Fatal> {
     let admin = config.admin_listen.map(bind_admin).transpose()?;
     // Read before dropping privileges: the secret file may be readable by root only.
     let replication = replication_config(config)?;
+    let auth = auth(config)?;
     if let Some(user) = &user {
         daemon::switch_to(user)?;
     }
@@ -55,7 +57,7 @@ fn start(config: &Config) -> Result<(), Fatal> {
         pidfile.write_pid().map_err(|e| Fatal::new(EX_CANTCREAT, format!("Could not write the pid file: {e}")))?;
     }
 
-    let ctx = context(config);
+    let ctx = context(config, auth);
     // Connections run on their own -t worker threads (server::workers); this runtime only
     // accepts, sweeps and serves UDP and the admin listener.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -149,7 +151,19 @@ fn bind_admin(addr: SocketAddr) -> Result<std::net::TcpListener, Fatal> {
     Ok(listener)
 }
 
-fn context(config: &Config) -> Arc<Context> {
+/// The users clients log in as (`-S`, `-Y`).
+fn auth(config: &Config) -> Result<Option<Auth>, Fatal> {
+    let usage = |e: String| Fatal::new(EX_USAGE, e);
+    let Some(login) = config.login().map_err(|e| usage(format!("{e:#}")))? else {
+        return Ok(None);
+    };
+    if config.udp_port != 0 {
+        return Err(usage("-U cannot be used with -S or -Y: UDP has no connection to log in on".into()));
+    }
+    Auth::load(&login.file, login.sasl, login.ascii).map(Some).map_err(|e| usage(e.to_string()))
+}
+
+fn context(config: &Config, auth: Option<Auth>) -> Arc<Context> {
     let limit_bytes = (config.memory_mb as usize).saturating_mul(1 << 20);
     let store = Store::new(store::Config { limit_bytes, item_size_max: config.item_size_max });
     let settings = Settings {
@@ -162,7 +176,31 @@ fn context(config: &Config) -> Arc<Context> {
         limit_bytes,
         idle_timeout: config.idle_timeout(),
     };
-    Context::new(store, settings, config.verbose)
+    Context::new(store, settings, config.verbose, auth)
+}
+
+/// Re-reads the auth file on SIGHUP, as memcached does, and whenever it changes.
+async fn reload_on_change(ctx: Arc<Context>) {
+    let Some(auth) = &ctx.auth else {
+        return;
+    };
+    let mut hup = signal(SignalKind::hangup())
+        .inspect_err(|e| warn!(error = %e, "no SIGHUP handler: the auth file is reloaded when it changes"))
+        .ok();
+    let hangup = async |hup: &mut Option<tokio::signal::unix::Signal>| match hup {
+        Some(hup) => hup.recv().await,
+        None => std::future::pending().await,
+    };
+    // Kubernetes updates a mounted Secret by swapping a symlink, without a signal.
+    let mut tick = tokio::time::interval(auth::RELOAD_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            Some(()) = hangup(&mut hup) => info!("SIGHUP: reloading the auth file"),
+            _ = tick.tick() => {}
+        }
+        auth.reload_and_log();
+    }
 }
 
 /// Serves until SIGTERM or SIGINT; then a master hands its role over before returning.
@@ -194,6 +232,9 @@ async fn serve(
         }
         None => (None, None),
     };
+    if ctx.auth.is_some() {
+        tokio::spawn(reload_on_change(ctx.clone()));
+    }
     // Only now: before the replicator exists, `/role` would read "standalone" on a pair member.
     if let Some(listener) = admin {
         info!(addr = %listener.local_addr()?, "admin listening");

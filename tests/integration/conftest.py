@@ -88,13 +88,14 @@ def server_args(extra: list[str]) -> list[str]:
 class ServerProcess:
     def __init__(self, name: str, binary: Path, args: list[str], log_dir: Path,
                  stop_signal: int = signal.SIGTERM, udp: bool = False,
-                 limit_as: int | None = None):
+                 limit_as: int | None = None, env: dict[str, str] | None = None):
         self.name = name
         self.stop_signal = stop_signal
         self.binary = binary
         self.extra_args = list(args)
         self.udp = udp
         self.limit_as = limit_as
+        self.env = {**os.environ, **env} if env else None
         self.log_dir = log_dir
         self.host = HOST
         self.port = 0
@@ -114,7 +115,7 @@ class ServerProcess:
             with open(self.log_path, "wb") as log:
                 self.proc = subprocess.Popen(
                     self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True, preexec_fn=self._preexec)
+                    start_new_session=True, preexec_fn=self._preexec, env=self.env)
             _LIVE.append(self)
             err = self._wait_ready()
             if err is None:
@@ -201,7 +202,7 @@ class ServerFactory:
         return self._start("memcached", memcached_binary(), extra, signal.SIGKILL, **options)
 
     def _start(self, name: str, binary: Path, extra, stop_signal=signal.SIGTERM, **options):
-        """`options`: ServerProcess's `udp` and `limit_as`."""
+        """`options`: ServerProcess's `udp`, `limit_as` and `env` (added to the environment)."""
         server = ServerProcess(name, binary, list(extra), self.log_dir, stop_signal, **options)
         self.servers.append(server)
         return server.start()

@@ -3,6 +3,8 @@
 //! Replies follow memcached 1.6's `proto_bin.c`: every response echoes the request's opcode
 //! and opaque; quiet opcodes suppress success (a quiet get also its miss) but never errors.
 
+pub mod sasl;
+
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::stats::{self, StatList};
@@ -24,6 +26,21 @@ pub fn process(ctx: &Context, buf: &[u8], out: &mut Reply) -> Progress {
             return progress;
         }
         requests += 1;
+        // Logged in already: a SASL command logs in again (or fails) without logging out.
+        if let Some(auth) = &ctx.auth
+            && sasl::is_sasl(rest)
+        {
+            match sasl::frame(ctx, auth, rest, out) {
+                sasl::Frame::Incomplete => return progress,
+                sasl::Frame::Done { len, .. } => progress.consumed += len,
+                sasl::Frame::Close { len } => {
+                    progress.consumed += len;
+                    progress.close = true;
+                    return progress;
+                }
+            }
+            continue;
+        }
         let (len, swallow) = match parse(rest, ctx.settings.item_size_max) {
             Parse::Incomplete => return progress,
             Parse::Close => {

@@ -2,6 +2,7 @@
 //! protocol. Shared here: the server-wide context and the result of processing a buffer; the
 //! context's registry of open sockets ([`conns`]) lives here too, since `stats conns` reads it.
 
+pub mod auth;
 pub mod binary;
 pub mod conns;
 pub mod dump;
@@ -61,10 +62,12 @@ pub struct Context {
     /// `lru_crawler enable|disable`: while disabled, `crawl` and `metadump` are refused, as in
     /// memcached (the background sweep goes on regardless).
     pub lru_crawler: AtomicBool,
+    /// Client authentication (`-S`, `-Y`), when on.
+    pub auth: Option<auth::Auth>,
 }
 
 impl Context {
-    pub fn new(store: Store, settings: Settings, verbosity: u8) -> Arc<Self> {
+    pub fn new(store: Store, settings: Settings, verbosity: u8, auth: Option<auth::Auth>) -> Arc<Self> {
         Arc::new(Self {
             store: Arc::new(store),
             clock: Clock::new(),
@@ -75,6 +78,7 @@ impl Context {
             replication: Default::default(),
             memory: memory::Guard::new(),
             lru_crawler: AtomicBool::new(true),
+            auth,
         })
     }
 
@@ -91,7 +95,7 @@ impl Context {
             limit_bytes: config.limit_bytes,
             idle_timeout: None,
         };
-        Self::new(Store::new(config), settings, 0)
+        Self::new(Store::new(config), settings, 0, None)
     }
 
     /// `stats reset`: zeroes the counters (and the replication lag distribution); state such as

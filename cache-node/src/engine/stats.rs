@@ -45,6 +45,9 @@ pub struct ServerStats {
     pub lru_crawler_starts: AtomicU64,
     /// The background expiry sweep runs (the server started it).
     pub lru_crawler_running: AtomicBool,
+    /// Logins checked (text tokens, SASL AUTH and STEP), and those that failed.
+    pub auth_cmds: AtomicU64,
+    pub auth_errors: AtomicU64,
 }
 
 impl ServerStats {
@@ -63,6 +66,8 @@ impl ServerStats {
         self.time_in_listen_disabled_us.store(0, Relaxed);
         self.conn_yields.store(0, Relaxed);
         self.lru_crawler_starts.store(0, Relaxed);
+        self.auth_cmds.store(0, Relaxed);
+        self.auth_errors.store(0, Relaxed);
     }
 
     /// Counts a storage command the store refused as memcached does: `store_too_large` for a
@@ -126,7 +131,7 @@ pub fn uptime(ctx: &Context) -> u32 {
 /// its names. Fields about something cache-node does not have are reported as memcached
 /// reports them with that feature off: omitted where memcached omits them (the segmented-LRU
 /// and LRU-maintainer fields, as with `-o no_lru_maintainer`), zero where memcached prints a
-/// zero (slab rebalancing, log watchers, auth). Omitted besides, with no true value to give:
+/// zero (slab rebalancing, log watchers). Omitted besides, with no true value to give:
 /// memcached's pooled connection buffers (`response_obj_*`, `read_buf_*`) and its single hash
 /// table (`hash_power_level`, `hash_bytes`, `hash_is_expanding`); see [`GENERAL_OMITTED`].
 pub fn general(ctx: &Context) -> StatList {
@@ -175,9 +180,8 @@ pub fn general(ctx: &Context) -> StatList {
     out.add("touch_misses", c.touch_misses);
     out.add("store_too_large", st.store_too_large.load(Relaxed));
     out.add("store_no_memory", st.store_no_memory.load(Relaxed));
-    // No authentication: no auth commands, no auth errors.
-    out.add("auth_cmds", 0);
-    out.add("auth_errors", 0);
+    out.add("auth_cmds", st.auth_cmds.load(Relaxed));
+    out.add("auth_errors", st.auth_errors.load(Relaxed));
     // As memcached: only with idle_timeout on.
     if ctx.settings.idle_timeout.is_some() {
         out.add("idle_kicks", st.idle_kicks.load(Relaxed));
@@ -267,8 +271,11 @@ pub fn settings(ctx: &Context) -> StatList {
     out.add("tcp_backlog", TCP_BACKLOG);
     // The first byte of a connection picks text or binary.
     out.add("binding_protocol", "auto-negotiate");
-    out.add("auth_enabled_sasl", "no");
-    out.add("auth_enabled_ascii", "no");
+    // memcached names the auth file for the text protocol's login.
+    let auth = ctx.auth.as_ref();
+    out.add("auth_enabled_sasl", if auth.is_some_and(|a| a.sasl) { "yes" } else { "no" });
+    let ascii = auth.filter(|a| a.ascii).map(|a| a.file.display().to_string());
+    out.add("auth_enabled_ascii", ascii.as_deref().unwrap_or("no"));
     out.add("item_size_max", s.item_size_max);
     // Over -c, a connection is told so and closed at once.
     out.add("maxconns_fast", "yes");

@@ -67,6 +67,8 @@ pub enum Status {
     InvalidArguments,
     NotStored,
     NonNumeric,
+    /// Not logged in, or a failed login (SASL).
+    AuthError,
     UnknownCommand,
     OutOfMemory,
 }
@@ -81,6 +83,7 @@ impl Status {
             Status::InvalidArguments => 0x04,
             Status::NotStored => 0x05,
             Status::NonNumeric => 0x06,
+            Status::AuthError => 0x20,
             Status::UnknownCommand => 0x81,
             Status::OutOfMemory => 0x82,
         }
@@ -96,6 +99,7 @@ impl Status {
             Status::InvalidArguments => "Invalid arguments",
             Status::NotStored => "Not stored.",
             Status::NonNumeric => "Non-numeric server-side value for incr or decr",
+            Status::AuthError => "Auth failure.",
             Status::UnknownCommand => "Unknown command",
             Status::OutOfMemory => "Out of memory",
         }

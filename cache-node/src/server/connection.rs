@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 
 use crate::engine::conns::{Conn, State};
 use crate::engine::memory;
-use crate::engine::{Context, Progress, Reply, binary, text};
+use crate::engine::{Context, Progress, Reply, auth, binary, text};
 use crate::protocol::binary::REQUEST_MAGIC;
 
 /// Initial read buffer; it grows to hold one whole request (a value up to `-I`) when needed.
@@ -33,6 +33,8 @@ pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream, conn: &Conn) -> std
     let mut out = Reply::with_capacity(READ_CHUNK);
     let mut protocol = None;
     let mut swallow = 0usize;
+    // With -S or -Y, nothing is served until the client has logged in.
+    let mut authenticated = ctx.auth.is_none();
     // Complete requests are left in `rbuf` from a batch that filled up: no read before them.
     let mut more = false;
     // Bytes read and not yet reported to the memory guard.
@@ -74,9 +76,16 @@ pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream, conn: &Conn) -> std
         });
         let repl = ctx.replication.get();
         let stream_before = repl.map(|r| r.stream_end());
-        let progress: Progress = match proto {
-            Protocol::Text => text::process(&ctx, &rbuf, &mut out),
-            Protocol::Binary => binary::process(&ctx, &rbuf, &mut out),
+        let logging_in = !authenticated;
+        let progress: Progress = match (proto, &ctx.auth) {
+            (Protocol::Text, Some(auth)) if logging_in => {
+                auth::text_login(&ctx, auth, &rbuf, &mut out, &mut authenticated)
+            }
+            (Protocol::Binary, Some(auth)) if logging_in => {
+                binary::sasl::login(&ctx, auth, &rbuf, &mut out, &mut authenticated)
+            }
+            (Protocol::Text, _) => text::process(&ctx, &rbuf, &mut out),
+            (Protocol::Binary, _) => binary::process(&ctx, &rbuf, &mut out),
         };
         // Synchronous replication: the replies to writes wait until the peer applied them.
         if let (Some(r), Some(before)) = (repl, stream_before) {
@@ -91,7 +100,8 @@ pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream, conn: &Conn) -> std
         rbuf.advance(progress.consumed);
         swallow = progress.swallow;
         more = progress.more;
-        if more {
+        // The requests after a login are not a full batch's.
+        if more && !logging_in {
             ctx.stats.conn_yields.fetch_add(1, Relaxed);
         }
         if let Some(mut dump) = progress.dump {

@@ -1,16 +1,21 @@
-//! The admin HTTP listener, off unless `--admin-listen` is given: `/metrics` in Prometheus's
-//! text format under memcached_exporter's metric names, `/healthz` and `/readyz`.
+//! The admin HTTP listeners, off unless `--admin-listen` is given: `/metrics` in Prometheus's
+//! text format under memcached_exporter's metric names, `/healthz`, `/readyz`, `/role`,
+//! `/master`, and the one that changes anything, `POST /switchover`, which takes a bearer token
+//! (`--admin-token-file`) or, without one, a loopback peer. `--admin-read-listen` serves the
+//! read-only endpoints alone.
 //!
 //! Metrics are computed at scrape time from the same counters `stats` reports, so the two
 //! never disagree and the request path pays nothing for them.
 
 use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prometheus_client::collector::Collector;
@@ -22,6 +27,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use subtle::ConstantTimeEq;
+
 use crate::engine::{Context, stats};
 use crate::replication::codec::Role;
 use crate::server::http;
@@ -29,22 +36,38 @@ use crate::server::http;
 struct Admin {
     ctx: Arc<Context>,
     registry: Registry,
+    /// `--admin-token-file`.
+    token_file: Option<PathBuf>,
+}
+
+/// Which endpoints a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoints {
+    All,
+    ReadOnly,
 }
 
 /// Serves the admin endpoints until the task is aborted, with [`http`]'s connection cap and
 /// timeouts.
-pub async fn serve(ctx: Arc<Context>, listener: std::net::TcpListener) -> std::io::Result<()> {
+pub async fn serve(
+    ctx: Arc<Context>,
+    listener: std::net::TcpListener,
+    endpoints: Endpoints,
+    token_file: Option<PathBuf>,
+) -> std::io::Result<()> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(StatsCollector(ctx.clone())));
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/role", get(role))
-        .route("/master", get(master))
-        .route("/switchover", post(switchover))
-        .with_state(Arc::new(Admin { ctx, registry }));
-    http::serve(listener, app, "admin").await
+        .route("/master", get(master));
+    if endpoints == Endpoints::All {
+        app = app.route("/switchover", post(switchover));
+    }
+    let name = if endpoints == Endpoints::All { "admin" } else { "admin (read-only)" };
+    http::serve(listener, app.with_state(Arc::new(Admin { ctx, registry, token_file })), name).await
 }
 
 async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
@@ -83,7 +106,52 @@ async fn master(State(admin): State<Arc<Admin>>) -> (StatusCode, String) {
 }
 
 /// Planned switchover (on the master): zero-loss hand-over of the master role to the slave.
-async fn switchover(State(admin): State<Arc<Admin>>) -> (StatusCode, String) {
+async fn switchover(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    match admin.authorize(peer, &headers) {
+        Ok(()) => switch_over(&admin).await.into_response(),
+        Err(refusal) => {
+            admin.ctx.stats.admin_auth_errors.fetch_add(1, Relaxed);
+            tracing::warn!(%peer, reason = %refusal.1.trim_end(), "switchover refused");
+            refusal.into_response()
+        }
+    }
+}
+
+impl Admin {
+    /// A token when the node has one, else a loopback peer (the VRRP sidecar, an operator
+    /// using `kubectl exec`). The token file is read at each request: rotating it takes effect
+    /// at once, and the request is rare.
+    fn authorize(&self, peer: SocketAddr, headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
+        let Some(file) = &self.token_file else {
+            if peer.ip().to_canonical().is_loopback() {
+                return Ok(());
+            }
+            let why = "switchover is taken from loopback only: this node has no --admin-token-file\n";
+            return Err((StatusCode::FORBIDDEN, why.into()));
+        };
+        let token = std::fs::read_to_string(file).map_err(|e| {
+            tracing::error!(file = %file.display(), error = %e, "cannot read the admin token file");
+            (StatusCode::INTERNAL_SERVER_ERROR, "the admin token cannot be read\n".to_string())
+        })?;
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or((StatusCode::UNAUTHORIZED, "a bearer token is required\n".to_string()))?;
+        let token = token.trim();
+        if !token.is_empty() && bool::from(token.as_bytes().ct_eq(presented.trim().as_bytes())) {
+            Ok(())
+        } else {
+            Err((StatusCode::FORBIDDEN, "wrong token\n".into()))
+        }
+    }
+}
+
+async fn switch_over(admin: &Admin) -> (StatusCode, String) {
     let Some(r) = admin.ctx.replication.get() else {
         return (StatusCode::CONFLICT, "replication is off\n".into());
     };
@@ -173,6 +241,11 @@ impl Collector for StatsCollector {
             server.auth_cmds.load(Relaxed),
         )?;
         out.counter("cachepair_auth_errors", "Client logins refused.", server.auth_errors.load(Relaxed))?;
+        out.counter(
+            "cachepair_admin_auth_errors",
+            "Admin requests refused: no token, a wrong one, or a peer not on loopback.",
+            server.admin_auth_errors.load(Relaxed),
+        )?;
         out.gauge(
             "memcached_accepting_connections",
             "The Memcached server is currently accepting new connections.",
@@ -344,5 +417,42 @@ impl Out<'_> {
     fn counter(&mut self, name: &str, help: &str, value: impl EncodeCounterValue) -> fmt::Result {
         let metric = ConstCounter::new(value);
         metric.encode(self.0.encode_descriptor(name, help, None, metric.metric_type())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin(token_file: Option<PathBuf>) -> Admin {
+        let ctx = Context::detached(crate::store::Config::default());
+        Admin { ctx, registry: Registry::default(), token_file }
+    }
+
+    #[test]
+    fn without_a_token_only_loopback_peers_switch_over() {
+        let admin = admin(None);
+        let headers = HeaderMap::new();
+        for peer in ["127.0.0.1:5000", "127.8.9.10:5000", "[::1]:5000", "[::ffff:127.0.0.1]:5000"] {
+            assert_eq!(admin.authorize(peer.parse().unwrap(), &headers), Ok(()), "{peer}");
+        }
+        for peer in ["192.0.2.1:5000", "[2001:db8::1]:5000", "[::ffff:192.0.2.1]:5000"] {
+            let refused = admin.authorize(peer.parse().unwrap(), &headers).unwrap_err();
+            assert_eq!(refused.0, StatusCode::FORBIDDEN, "{peer}");
+        }
+    }
+
+    #[test]
+    fn with_a_token_loopback_needs_it_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let admin = admin(Some(file));
+        let loopback = "127.0.0.1:5000".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        assert_eq!(admin.authorize(loopback, &headers).unwrap_err().0, StatusCode::UNAUTHORIZED);
+        headers.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
+        assert_eq!(admin.authorize(loopback, &headers), Ok(()));
+        assert_eq!(admin.authorize("192.0.2.1:5000".parse().unwrap(), &headers), Ok(()));
     }
 }

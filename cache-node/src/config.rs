@@ -33,6 +33,12 @@ pub struct Config {
     #[arg(short = 'l', long = "listen", value_delimiter = ',', action = ArgAction::Append)]
     pub listen: Vec<String>,
 
+    /// Bind -l addresses that are not on this host yet (IP_FREEBIND): a virtual IP that VRRP
+    /// moves here when this node becomes master, so the node listens on the node address and
+    /// the VIP only, instead of every address of the host
+    #[arg(long = "freebind")]
+    pub freebind: bool,
+
     /// Item memory in megabytes
     #[arg(short = 'm', long = "memory-limit", default_value_t = 64)]
     pub memory_mb: u64,
@@ -80,11 +86,22 @@ pub struct Config {
     #[arg(short = 'Y', long = "auth-file", value_name = "FILE")]
     pub auth_file: Option<PathBuf>,
 
-    /// Serve /metrics (Prometheus), /healthz, /readyz, /role and /master over HTTP on this
-    /// address (an IPv6 address may come without brackets: the port follows the last colon);
-    /// off by default
-    #[arg(long = "admin-listen", value_name = "ADDR:PORT", value_parser = parse_socket_addr)]
-    pub admin_listen: Option<SocketAddr>,
+    /// Serve /metrics (Prometheus), /healthz, /readyz, /role, /master and POST /switchover over
+    /// HTTP on this address (an IPv6 address may come without brackets: the port follows the
+    /// last colon); repeat for several addresses; off by default
+    #[arg(long = "admin-listen", value_name = "ADDR:PORT", value_parser = parse_socket_addr, action = ArgAction::Append)]
+    pub admin_listen: Vec<SocketAddr>,
+
+    /// Serve only the read-only admin endpoints (/metrics, /healthz, /readyz, /role, /master)
+    /// on this address: for probes and scrapers kept apart from /switchover; repeatable
+    #[arg(long = "admin-read-listen", value_name = "ADDR:PORT", value_parser = parse_socket_addr, action = ArgAction::Append)]
+    pub admin_read_listen: Vec<SocketAddr>,
+
+    /// File holding the bearer token that POST /switchover must present
+    /// (`Authorization: Bearer <token>`), read at each request so that a rotated file takes
+    /// effect at once. Without it, /switchover is taken from loopback addresses only
+    #[arg(long = "admin-token-file", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
 
     /// Largest item, in bytes with an optional k/m suffix (default 1m)
     #[arg(short = 'I', long = "max-item-size", default_value = "1m", value_parser = parse_size)]
@@ -183,6 +200,9 @@ pub enum Command {
         /// The master's admin listener (its --admin-listen)
         #[arg(long = "admin", value_name = "ADDR:PORT")]
         admin: SocketAddr,
+        /// The node's --admin-token-file, when it has one
+        #[arg(long = "token-file", value_name = "FILE")]
+        token_file: Option<PathBuf>,
     },
     /// Exits 0 if the node at this admin listener is master, 1 if not, 2 if it cannot be
     /// reached: a check for keepalived's vrrp_script, so the virtual IP follows the master
@@ -379,9 +399,9 @@ mod tests {
     #[test]
     fn the_admin_address_may_be_an_unbracketed_ipv6_address() {
         let parse = |a: &str| Config::try_parse_from(["cache-node", "--admin-listen", a]).map(|c| c.admin_listen);
-        assert_eq!(parse("10.1.2.3:9150").unwrap(), Some("10.1.2.3:9150".parse().unwrap()));
-        assert_eq!(parse("[fd00::5]:9150").unwrap(), Some("[fd00::5]:9150".parse().unwrap()));
-        assert_eq!(parse("fd00::5:9150").unwrap(), Some("[fd00::5]:9150".parse().unwrap()));
+        assert_eq!(parse("10.1.2.3:9150").unwrap(), ["10.1.2.3:9150".parse().unwrap()]);
+        assert_eq!(parse("[fd00::5]:9150").unwrap(), ["[fd00::5]:9150".parse().unwrap()]);
+        assert_eq!(parse("fd00::5:9150").unwrap(), ["[fd00::5]:9150".parse().unwrap()]);
         assert!(parse("fd00::5").is_err());
         assert!(parse("host:x").is_err());
     }

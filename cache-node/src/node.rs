@@ -41,7 +41,7 @@ fn start(config: &Config) -> Result<(), Fatal> {
     raise_open_files_limit(config);
     // Bound while still root, so that -u works with ports below 1024.
     let listeners = bind(config)?;
-    let admin = config.admin_listen.map(bind_admin).transpose()?;
+    let admin = admin_listeners(config)?;
     // Read before dropping privileges: the secret file may be readable by root only.
     let replication = replication_config(config)?;
     let auth = auth(config)?;
@@ -112,7 +112,8 @@ fn raise_open_files_limit(config: &Config) {
 
 fn bind(config: &Config) -> Result<Listeners, Fatal> {
     let os_err = |e: anyhow::Error| Fatal::new(EX_OSERR, format!("{e:#}"));
-    Listeners::bind(&config.tcp_addrs().map_err(os_err)?, &config.udp_addrs().map_err(os_err)?).map_err(os_err)
+    Listeners::bind(&config.tcp_addrs().map_err(os_err)?, &config.udp_addrs().map_err(os_err)?, config.freebind)
+        .map_err(os_err)
 }
 
 /// The shared secret a pair uses when none is configured: it keeps repcached's command lines
@@ -142,6 +143,31 @@ fn replication_config(config: &Config) -> Result<Option<replication::Config>, Fa
         sync_timeout: (config.repl_mode == ReplMode::Sync).then(|| Duration::from_millis(config.repl_sync_timeout_ms)),
         serve_while_syncing: config.serve_while_syncing,
     }))
+}
+
+/// The admin listeners (`--admin-listen`, `--admin-read-listen`), with the token /switchover
+/// asks for, checked now so that a missing or empty token file fails the start, not the first
+/// switchover.
+struct AdminListeners {
+    listeners: Vec<(std::net::TcpListener, admin::Endpoints)>,
+    token_file: Option<std::path::PathBuf>,
+}
+
+fn admin_listeners(config: &Config) -> Result<AdminListeners, Fatal> {
+    if let Some(file) = &config.admin_token_file {
+        let token = std::fs::read_to_string(file)
+            .map_err(|e| Fatal::new(EX_USAGE, format!("cannot read the admin token file {}: {e}", file.display())))?;
+        if token.trim().is_empty() {
+            return Err(Fatal::new(EX_USAGE, format!("the admin token file {} is empty", file.display())));
+        }
+    }
+    let all = config.admin_listen.iter().map(|&a| (a, admin::Endpoints::All));
+    let read_only = config.admin_read_listen.iter().map(|&a| (a, admin::Endpoints::ReadOnly));
+    let listeners = all
+        .chain(read_only)
+        .map(|(addr, endpoints)| Ok((bind_admin(addr)?, endpoints)))
+        .collect::<Result<_, Fatal>>()?;
+    Ok(AdminListeners { listeners, token_file: config.admin_token_file.clone() })
 }
 
 fn bind_admin(addr: SocketAddr) -> Result<std::net::TcpListener, Fatal> {
@@ -207,7 +233,7 @@ async fn reload_on_change(ctx: Arc<Context>) {
 async fn serve(
     ctx: Arc<Context>,
     listeners: Listeners,
-    admin: Option<std::net::TcpListener>,
+    admin: AdminListeners,
     replication: Option<replication::Config>,
     shutdown_timeout: Duration,
 ) -> anyhow::Result<()> {
@@ -236,11 +262,11 @@ async fn serve(
         tokio::spawn(reload_on_change(ctx.clone()));
     }
     // Only now: before the replicator exists, `/role` would read "standalone" on a pair member.
-    if let Some(listener) = admin {
-        info!(addr = %listener.local_addr()?, "admin listening");
-        let ctx = ctx.clone();
+    for (listener, endpoints) in admin.listeners {
+        info!(addr = %listener.local_addr()?, ?endpoints, "admin listening");
+        let (ctx, token_file) = (ctx.clone(), admin.token_file.clone());
         tokio::spawn(async move {
-            if let Err(e) = admin::serve(ctx, listener).await {
+            if let Err(e) = admin::serve(ctx, listener, endpoints, token_file).await {
                 error!(error = %e, "admin listener failed");
             }
         });

@@ -6,10 +6,9 @@ use super::Context;
 use super::conns::Transport;
 use crate::store::{Mode, SWEEP_INTERVAL, StoreStatus, classes};
 
-/// The listen backlog of the client ports (`tcp_backlog`): what Rust's `TcpListener::bind`
-/// passes to `listen`, as `ss -ltn` shows for a running node (Send-Q 128). The server never
-/// names it (the standard library picks it), so it lives where `stats settings` reports it.
-const TCP_BACKLOG: u32 = 128;
+/// The listen backlog of the client ports (`tcp_backlog`), memcached's default: the server
+/// listens with it, `stats settings` reports it.
+pub const TCP_BACKLOG: u32 = 1024;
 
 /// Connection-level counters; item counters live in the store's shards.
 #[derive(Debug, Default)]
@@ -48,6 +47,8 @@ pub struct ServerStats {
     /// Logins checked (text tokens, SASL AUTH and STEP), and those that failed.
     pub auth_cmds: AtomicU64,
     pub auth_errors: AtomicU64,
+    /// Admin requests refused for want of the token (not in `stats`: memcached has no admin).
+    pub admin_auth_errors: AtomicU64,
 }
 
 impl ServerStats {

@@ -66,7 +66,8 @@ pub async fn serve(listener: std::net::TcpListener, app: Router, name: &'static 
         let mut stream = TimeoutStream::new(stream);
         stream.set_read_timeout(Some(IDLE_TIMEOUT));
         stream.set_write_timeout(Some(IDLE_TIMEOUT));
-        let service = TowerToHyperService::new(app.clone());
+        // Handlers that judge the peer (the admin's /switchover) read it from here.
+        let service = TowerToHyperService::new(app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer))));
         connections.spawn(async move {
             let stream = pin!(stream);
             let served = http1::Builder::new()

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use socket2::{Domain, Socket, Type};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinSet;
@@ -20,6 +21,7 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::engine::Context;
 use crate::engine::conns::{State, Transport};
+use crate::engine::stats::TCP_BACKLOG;
 use crate::rate_limited_log::RateLimitedLog;
 use crate::store::{SWEEP_BUDGET, SWEEP_INTERVAL};
 use workers::Workers;
@@ -37,28 +39,46 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds every address, reporting which one failed.
-    pub fn bind(tcp: &[SocketAddr], udp: &[SocketAddr]) -> anyhow::Result<Self> {
+    /// Binds every address, reporting which one failed. With `freebind`, an address need not
+    /// be on this host yet (IP_FREEBIND): a virtual IP that VRRP moves here on failover.
+    pub fn bind(tcp: &[SocketAddr], udp: &[SocketAddr], freebind: bool) -> anyhow::Result<Self> {
         let tcp = tcp
             .iter()
-            .map(|addr| {
-                let l = std::net::TcpListener::bind(addr)
+            .map(|&addr| {
+                let l = bind(addr, Type::STREAM, freebind)
+                    .and_then(|s| s.listen(TCP_BACKLOG as i32).map(|()| s))
                     .map_err(|e| anyhow::anyhow!("failed to listen on TCP {addr}: {e}"))?;
-                l.set_nonblocking(true)?;
-                Ok(l)
+                Ok(l.into())
             })
             .collect::<anyhow::Result<_>>()?;
         let udp = udp
             .iter()
-            .map(|addr| {
-                let s = std::net::UdpSocket::bind(addr)
+            .map(|&addr| {
+                let s = bind(addr, Type::DGRAM, freebind)
                     .map_err(|e| anyhow::anyhow!("failed to listen on UDP {addr}: {e}"))?;
-                s.set_nonblocking(true)?;
-                Ok(s)
+                Ok(s.into())
             })
             .collect::<anyhow::Result<_>>()?;
         Ok(Self { tcp, udp })
     }
+}
+
+/// A non-blocking socket bound to `addr`, with SO_REUSEADDR for TCP as the standard library
+/// sets it (a restarted node binds while old connections linger in TIME_WAIT).
+fn bind(addr: SocketAddr, kind: Type, freebind: bool) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), kind, None)?;
+    if kind == Type::STREAM {
+        socket.set_reuse_address(true)?;
+    }
+    if freebind {
+        match addr {
+            SocketAddr::V4(_) => socket.set_freebind_v4(true)?,
+            SocketAddr::V6(_) => socket.set_freebind_v6(true)?,
+        }
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
 }
 
 /// Serves clients until `shutdown` completes, then stops accepting, closes the connections

@@ -221,3 +221,76 @@ fn a_request_body_over_the_limit_is_refused() {
     BufReader::new(&stream).read_line(&mut status).unwrap();
     assert_eq!(status, "HTTP/1.1 413 Payload Too Large\r\n");
 }
+
+/// One HTTP/1.0 POST /switchover with `headers` (whole lines): (status, body).
+fn post_switchover(port: u16, headers: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let head = format!("POST /switchover HTTP/1.0\r\nHost: 127.0.0.1\r\n{headers}Content-Length: 0\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let status = raw.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, raw.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string())
+}
+
+/// Issue 11: /switchover takes the token of --admin-token-file, read at each request; a
+/// standalone node then answers 409 ("replication is off"), which shows the request got past
+/// the check. Refusals are counted.
+#[test]
+fn switchover_takes_the_admin_token_and_a_rotated_one_at_once() {
+    let dir = TempDir::new("admin-token-files");
+    let token = dir.0.join("token");
+    std::fs::write(&token, "first-token\n").unwrap();
+    let (admin_port, read_port) = (free_port(), free_port());
+    let args = [
+        "--admin-listen",
+        &format!("127.0.0.1:{admin_port}"),
+        "--admin-read-listen",
+        &format!("127.0.0.1:{read_port}"),
+        "--admin-token-file",
+        token.to_str().unwrap(),
+    ];
+    let _node = Node::start("admin-token", &args);
+    wait_for("the admin listener", || get(admin_port, "/healthz"));
+
+    assert_eq!(post_switchover(admin_port, "").0, 401, "no token");
+    assert_eq!(post_switchover(admin_port, "Authorization: Bearer wrong\r\n").0, 403);
+    assert_eq!(post_switchover(admin_port, "Authorization: Basic Zmlyc3QtdG9rZW4=\r\n").0, 401);
+    let (status, body) = post_switchover(admin_port, "Authorization: Bearer first-token\r\n");
+    assert_eq!((status, body.as_str()), (409, "replication is off\n"));
+
+    std::fs::write(&token, "second-token").unwrap();
+    assert_eq!(post_switchover(admin_port, "Authorization: Bearer first-token\r\n").0, 403);
+    assert_eq!(post_switchover(admin_port, "Authorization: Bearer second-token\r\n").0, 409);
+
+    // The read-only listener serves the probes and metrics, and no switchover at all.
+    assert_eq!(get(read_port, "/healthz").unwrap().status, 200);
+    assert_eq!(post_switchover(read_port, "Authorization: Bearer second-token\r\n").0, 404);
+    let metrics = samples(&get(read_port, "/metrics").unwrap().body);
+    assert_eq!(metrics["cachepair_admin_auth_errors_total"], 4.0);
+}
+
+#[test]
+fn without_a_token_file_switchover_is_taken_from_loopback() {
+    let admin_port = free_port();
+    let _node = Node::start("admin-loopback", &["--admin-listen", &format!("127.0.0.1:{admin_port}")]);
+    wait_for("the admin listener", || get(admin_port, "/healthz"));
+    assert_eq!(post_switchover(admin_port, "").0, 409);
+}
+
+#[test]
+fn a_missing_or_empty_admin_token_file_fails_the_start() {
+    let dir = TempDir::new("admin-token-bad");
+    let empty = dir.0.join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    for (file, message) in [(empty.clone(), "is empty"), (dir.0.join("missing"), "cannot read the admin token file")] {
+        let out = std::process::Command::new(BIN)
+            .args(["--allow-root", "-p", "0", "--admin-token-file", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{stderr}");
+        assert!(stderr.contains(message), "{stderr}");
+    }
+}

@@ -250,3 +250,22 @@ fn warns_when_the_open_files_limit_stays_below_what_c_needs() {
     );
     assert!(node.client().call("version\r\n").starts_with("VERSION "));
 }
+
+/// Issue 11: in VRRP mode a node listens on its node address and the virtual IP only; the VIP
+/// is on this host only while it is master, so it is bound with --freebind. (192.0.2.77 is a
+/// documentation address that no interface here has; nothing is sent to it.)
+#[test]
+fn freebind_listens_on_an_address_the_host_does_not_have_yet() {
+    let vip = "192.0.2.77";
+    // Node::start adds -l 127.0.0.1.
+    let node = Node::start("freebind", &["-l", vip, "--freebind"]);
+    let mut client = node.client();
+    assert_eq!(client.call("version\r\n").split(' ').next(), Some("VERSION"));
+
+    let out = std::process::Command::new(BIN)
+        .args(["--allow-root", "-p", &free_port().to_string(), "-l", vip])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains(&format!("failed to listen on TCP {vip}")), "{stderr}");
+}

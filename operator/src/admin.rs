@@ -45,12 +45,14 @@ impl AdminClient {
         })
     }
 
-    /// Asks the master to hand its role to its slave; returns once the slave has taken over.
-    pub async fn switchover(&self, member: &str, ip: &str, port: u16) -> Result<String> {
+    /// Asks the master to hand its role to its slave, with the pair's admin token; returns
+    /// once the slave has taken over.
+    pub async fn switchover(&self, member: &str, ip: &str, port: u16, token: &str) -> Result<String> {
         let fail = |message: String| Error::Member { member: member.into(), message };
         let reply = self
             .http
             .post(format!("{}/switchover", base(ip, port)))
+            .bearer_auth(token)
             .timeout(SWITCHOVER_TIMEOUT)
             .send()
             .await

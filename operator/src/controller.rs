@@ -241,6 +241,15 @@ impl CachePair {
         Ok(Action::await_change())
     }
 
+    /// The token the members' /switchover asks for (the generated `<name>-admin` Secret).
+    async fn admin_token(&self, ctx: &Context) -> Result<String> {
+        let secrets: Api<Secret> = self.api(ctx);
+        let name = self.admin_secret_name();
+        let secret = secrets.get(&name).await?;
+        secret_value(&secret, render::ADMIN_TOKEN_KEY)
+            .ok_or_else(|| Error::Other(format!("Secret {name} has no key `{}`", render::ADMIN_TOKEN_KEY)))
+    }
+
     /// Those of the Secrets and nodes the spec names that exist.
     async fn find_references(&self, ctx: &Context) -> Result<Found> {
         let references = self.spec.references();
@@ -281,21 +290,10 @@ impl CachePair {
         }
 
         let secrets: Api<Secret> = self.api(ctx);
-        if self.spec.replication.secret_name.is_none()
-            && secrets.get_opt(&self.replication_secret_name()).await?.is_none()
-        {
-            let mut random = [0u8; 32];
-            getrandom::fill(&mut random).map_err(|e| Error::Other(format!("no randomness for the secret: {e}")))?;
-            let secret = render::replication_secret(self, &random);
-            match secrets
-                .create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &secret)
-                .await
-            {
-                Ok(_) => info!(pair = %name, "generated the replication secret"),
-                Err(kube::Error::Api(e)) if e.code == 409 => {}
-                Err(e) => return Err(e.into()),
-            }
+        if self.spec.replication.secret_name.is_none() {
+            generate_secret(&secrets, &self.replication_secret_name(), render::replication_secret, self).await?;
         }
+        generate_secret(&secrets, &self.admin_secret_name(), render::admin_secret, self).await?;
         if let Some(vrrp) = &self.spec.exposure.vrrp {
             let password = vrrp
                 .auth_secret_name
@@ -505,7 +503,8 @@ impl CachePair {
                     .get(from)
                     .and_then(|v| v.ip.clone())
                     .ok_or_else(|| Error::Member { member: name.clone(), message: "no pod IP".into() })?;
-                let answer = ctx.admin.switchover(&name, &ip, self.spec.admin_port).await?;
+                let token = self.admin_token(ctx).await?;
+                let answer = ctx.admin.switchover(&name, &ip, self.spec.admin_port, &token).await?;
                 ctx.metrics.switchovers.get_or_create(&self.labels_for_metrics()).inc();
                 let note = format!("{} is master now ({reason}); {name}: {answer}", from.other().pod_name(&pair));
                 info!(pair = %pair, %note, "switchover");
@@ -578,6 +577,28 @@ fn typed<K: Resource<DynamicType = ()> + Serialize>(obj: K) -> serde_json::Value
     value["apiVersion"] = K::api_version(&()).into();
     value["kind"] = K::kind(&()).into();
     value
+}
+
+/// Creates the Secret `name` from 32 random bytes unless it exists: generated once, and never
+/// rewritten, since the members hold it.
+async fn generate_secret(
+    secrets: &Api<Secret>,
+    name: &str,
+    render: fn(&CachePair, &[u8; 32]) -> Secret,
+    cp: &CachePair,
+) -> Result<()> {
+    if secrets.get_opt(name).await?.is_some() {
+        return Ok(());
+    }
+    let mut random = [0u8; 32];
+    getrandom::fill(&mut random).map_err(|e| Error::Other(format!("no randomness for the secret: {e}")))?;
+    let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+    match secrets.create(&params, &render(cp, &random)).await {
+        Ok(_) => info!(pair = %cp.name(), secret = name, "generated a secret"),
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
 }
 
 async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<()>

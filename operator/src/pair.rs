@@ -88,6 +88,12 @@ impl CachePair {
         self.spec.replication.secret_name.clone().unwrap_or_else(|| format!("{}-replication", self.name()))
     }
 
+    /// The Secret holding the token the admin listeners ask for on /switchover: always the
+    /// operator's own, generated once.
+    pub fn admin_secret_name(&self) -> String {
+        format!("{}-admin", self.name())
+    }
+
     /// The headless Service of the members.
     pub fn members_service_name(&self) -> String {
         format!("{}-members", self.name())

@@ -11,8 +11,10 @@ use kube::Resource;
 
 use crate::crd::CachePair;
 pub use network::{network_policy, pod_disruption_budget};
-pub use pod::{MEMBER_CONTAINER, SECRET_KEY, SERVING_CONDITION, member_pod, revision};
-pub use services::{client_service, members_service, replication_secret, service_monitor, service_monitor_resource};
+pub use pod::{ADMIN_TOKEN_KEY, MEMBER_CONTAINER, SECRET_KEY, SERVING_CONDITION, member_pod, revision};
+pub use services::{
+    admin_secret, client_service, members_service, replication_secret, service_monitor, service_monitor_resource,
+};
 pub use vrrp::{VRRP_CONTAINER, keepalived_conf, vrrp_secret};
 
 /// Metadata of an object the pair owns: its namespace, labels and the controller reference

@@ -39,6 +39,9 @@ pub const SERVING_CONDITION: &str = "cachepair.io/serving";
 /// The key of the replication Secret that holds the shared secret.
 pub const SECRET_KEY: &str = "secret";
 const SECRET_DIR: &str = "/etc/cachepair/replication";
+/// The key of the admin Secret that holds the token for /switchover.
+pub const ADMIN_TOKEN_KEY: &str = "token";
+const ADMIN_DIR: &str = "/etc/cachepair/admin";
 /// Non-root uid of the distroless images.
 const RUN_AS: i64 = 65532;
 /// How long a master stopped by SIGTERM may take to hand its role to the slave (cache-node's
@@ -80,15 +83,19 @@ fn pod_spec(cp: &CachePair, member: Member, peer: Option<&str>) -> PodSpec {
     let vrrp = spec.exposure.vrrp.as_ref();
     let mut containers = vec![cache_node_container(cp, peer)];
     containers.extend(template.sidecars.iter().cloned());
-    let mut volumes = vec![Volume {
-        name: "replication-secret".into(),
+    let secret_volume = |name: &str, secret_name: String| Volume {
+        name: name.into(),
         secret: Some(SecretVolumeSource {
-            secret_name: Some(cp.replication_secret_name()),
+            secret_name: Some(secret_name),
             default_mode: Some(0o440),
             ..Default::default()
         }),
         ..Default::default()
-    }];
+    };
+    let mut volumes = vec![
+        secret_volume("replication-secret", cp.replication_secret_name()),
+        secret_volume("admin-token", cp.admin_secret_name()),
+    ];
     let mut node_selector = spec.node_selector.clone();
     if let Some(vrrp) = vrrp {
         containers.push(super::vrrp::sidecar(cp, member));
@@ -176,19 +183,23 @@ fn cache_node_container(cp: &CachePair, peer: Option<&str>) -> Container {
         repl.sync_timeout_millis.to_string(),
         "--repl-secret-file".into(),
         format!("{SECRET_DIR}/{SECRET_KEY}"),
+        "--admin-token-file".into(),
+        format!("{ADMIN_DIR}/{ADMIN_TOKEN_KEY}"),
         "--shutdown-timeout".into(),
         SHUTDOWN_TIMEOUT.to_string(),
     ];
-    // Each member binds its pod's address; in VRRP mode (host network) every address of the
-    // node, so that clients reach it on the virtual IP too.
-    if spec.exposure.vrrp.is_some() {
-        args.extend(["--admin-listen".into(), format!("0.0.0.0:{}", spec.admin_port)]);
-    } else {
+    // Each member binds its pod's address. In VRRP mode (host network, where the pod's address
+    // is the node's) also the virtual IP, bound before the VIP arrives on this node
+    // (--freebind), and nothing else of the host; the admin listener also on loopback, where
+    // the sidecar asks it the role.
+    args.extend(["-l".into(), "$(POD_IP)".into(), "--admin-listen".into(), format!("$(POD_IP):{}", spec.admin_port)]);
+    if let Some(vrrp) = &spec.exposure.vrrp {
         args.extend([
             "-l".into(),
-            "$(POD_IP)".into(),
+            vrrp.virtual_ip.clone(),
+            "--freebind".into(),
             "--admin-listen".into(),
-            format!("$(POD_IP):{}", spec.admin_port),
+            format!("127.0.0.1:{}", spec.admin_port),
         ]);
     }
     if let Some(peer) = peer {
@@ -240,12 +251,16 @@ fn cache_node_container(cp: &CachePair, peer: Option<&str>) -> Container {
         readiness_probe: Some(probe("/master", 1, 1)),
         liveness_probe: Some(probe("/healthz", 5, 3)),
         resources: Some(member_resources(spec)),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "replication-secret".into(),
-            mount_path: SECRET_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(
+            [("replication-secret", SECRET_DIR), ("admin-token", ADMIN_DIR)]
+                .map(|(name, path)| VolumeMount {
+                    name: name.into(),
+                    mount_path: path.into(),
+                    read_only: Some(true),
+                    ..Default::default()
+                })
+                .into(),
+        ),
         security_context: Some(SecurityContext {
             run_as_user: Some(security.and_then(|s| s.run_as_user).unwrap_or(RUN_AS)),
             run_as_group: Some(security.and_then(|s| s.run_as_group).unwrap_or(RUN_AS)),

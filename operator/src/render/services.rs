@@ -10,7 +10,7 @@ use kube::api::ApiResource;
 use serde_json::json;
 
 use super::owned_meta;
-use super::pod::SECRET_KEY;
+use super::pod::{ADMIN_TOKEN_KEY, SECRET_KEY};
 use crate::crd::CachePair;
 use crate::pair::labels;
 
@@ -93,9 +93,20 @@ pub fn service_monitor(cp: &CachePair) -> serde_json::Value {
 pub fn replication_secret(cp: &CachePair, random: &[u8; 32]) -> Secret {
     use base64::Engine as _;
     let secret = base64::engine::general_purpose::STANDARD.encode(random);
+    opaque_secret(cp, cp.replication_secret_name(), SECRET_KEY, secret)
+}
+
+/// The admin token (`<name>-admin`), 32 random bytes in hex: the members ask for it on
+/// /switchover, and the operator sends it. Created once, like the replication secret.
+pub fn admin_secret(cp: &CachePair, random: &[u8; 32]) -> Secret {
+    let token = random.iter().map(|b| format!("{b:02x}")).collect();
+    opaque_secret(cp, cp.admin_secret_name(), ADMIN_TOKEN_KEY, token)
+}
+
+fn opaque_secret(cp: &CachePair, name: String, key: &str, value: String) -> Secret {
     Secret {
-        metadata: owned_meta(cp, cp.replication_secret_name()),
-        data: Some(BTreeMap::from([(SECRET_KEY.into(), ByteString(secret.into_bytes()))])),
+        metadata: owned_meta(cp, name),
+        data: Some(BTreeMap::from([(key.into(), ByteString(value.into_bytes()))])),
         type_: Some("Opaque".into()),
         ..Default::default()
     }

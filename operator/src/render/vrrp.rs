@@ -264,8 +264,16 @@ mod tests {
             let volume = spec.volumes.unwrap().into_iter().find(|v| v.name == "vrrp-config").unwrap();
             let items = volume.secret.unwrap().items.unwrap();
             assert_eq!(items[0].key, format!("{}.conf", member.suffix()));
-            let args = spec.containers[0].args.clone().unwrap();
-            assert!(!args.contains(&"-l".to_string()), "binds every address, the virtual IP included");
+            // The node's address and the virtual IP, bound ahead of its arrival; the admin
+            // listener on the node's address and on loopback for the sidecar. Nothing on 0.0.0.0.
+            let args = spec.containers[0].args.clone().unwrap().join(" ");
+            let vip = &cp.spec.exposure.vrrp.as_ref().unwrap().virtual_ip;
+            assert!(
+                args.contains(&format!("-l $(POD_IP) --admin-listen $(POD_IP):9150 -l {vip} --freebind")),
+                "{args}"
+            );
+            assert!(args.contains("--admin-listen 127.0.0.1:9150"), "{args}");
+            assert!(!args.contains("0.0.0.0"), "{args}");
         }
         let secret = vrrp_secret(&cp, cp.spec.exposure.vrrp.as_ref().unwrap(), None);
         assert_eq!(secret.data.unwrap().len(), 2);

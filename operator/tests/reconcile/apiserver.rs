@@ -91,7 +91,7 @@ impl ApiServer {
             .reply(pair);
     }
 
-    /// The Services, policy and budget are applied; the generated Secret exists already; no
+    /// The Services, policy and budget are applied; the generated Secrets exist already; no
     /// ServiceMonitor is wanted.
     pub async fn apply_owned(&mut self) {
         for path in [
@@ -104,11 +104,22 @@ impl ApiServer {
             assert!(call.query.contains("fieldManager=cachepair-operator") && call.query.contains("force=true"));
             call.echo();
         }
-        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "demo-replication"}});
-        self.expect("GET", &format!("/api/v1/namespaces/{NS}/secrets/{PAIR}-replication")).await.reply(secret);
+        for name in ["replication", "admin"] {
+            let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{PAIR}-{name}")}});
+            self.expect("GET", &format!("/api/v1/namespaces/{NS}/secrets/{PAIR}-{name}")).await.reply(secret);
+        }
         self.expect("DELETE", &format!("/apis/monitoring.coreos.com/v1/namespaces/{NS}/servicemonitors/{PAIR}"))
             .await
             .not_found();
+    }
+
+    /// The admin Secret, read for a switchover: its token is [`crate::member::ADMIN_TOKEN`].
+    pub async fn admin_token(&mut self) {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(crate::member::ADMIN_TOKEN);
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{PAIR}-admin")},
+            "data": {"token": token}});
+        self.expect("GET", &format!("/api/v1/namespaces/{NS}/secrets/{PAIR}-admin")).await.reply(secret);
     }
 
     /// An Event about the pair; returns it.

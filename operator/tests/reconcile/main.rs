@@ -162,6 +162,7 @@ async fn a_requested_switchover_hands_the_master_role_over_and_is_recorded() {
         api.observe(&[a.clone(), b.clone()]).await;
         api.read_status(&pair).await;
         api.apply_owned().await;
+        api.admin_token().await;
         let switched = api.event().await;
         assert_eq!(switched["reason"], "Switchover");
         assert_eq!(switched["note"], "demo-b is master now (requested); demo-a: handed over");
@@ -293,6 +294,7 @@ async fn a_requested_fence_of_the_master_switches_over_first() {
         api.observe(&[a.clone(), b.clone()]).await;
         api.read_status(&pair).await;
         api.apply_owned().await;
+        api.admin_token().await;
         let switched = api.event().await;
         assert_eq!(switched["reason"], "Switchover");
         assert_eq!(

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
@@ -19,7 +20,10 @@ pub struct Answers {
     pub synced: bool,
 }
 
-/// A running admin listener; counts the switchovers asked of it.
+/// The token the members take on /switchover, as the pair's admin Secret holds it.
+pub const ADMIN_TOKEN: &str = "0123abcd";
+
+/// A running admin listener; counts the switchovers asked of it with the token.
 pub struct Listener {
     pub switchovers: Arc<AtomicU32>,
 }
@@ -61,9 +65,13 @@ fn serve(listener: TcpListener, a: Answers) -> Listener {
         .route("/metrics", get(move || async move { format!("cachepair_replication_term {}\n", a.term) }))
         .route(
             "/switchover",
-            post(move || async move {
+            post(move |headers: HeaderMap| async move {
+                let bearer = format!("Bearer {ADMIN_TOKEN}");
+                if headers.get(AUTHORIZATION).is_none_or(|v| v.as_bytes() != bearer.as_bytes()) {
+                    return (StatusCode::FORBIDDEN, "wrong token\n");
+                }
                 counted.fetch_add(1, Ordering::SeqCst);
-                "handed over\n"
+                (StatusCode::OK, "handed over\n")
             }),
         );
     tokio::spawn(async move { axum::serve(listener, app).await.expect("the admin listener serves") });

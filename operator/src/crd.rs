@@ -70,6 +70,14 @@ pub struct CachePairSpec {
     pub replication: Replication,
     #[serde(default)]
     pub exposure: Exposure,
+    /// Client logins: when set, a client serves nothing until it has logged in as one of the
+    /// Secret's users (SASL PLAIN on the binary protocol, memcached's login token on the text
+    /// protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<ClientAuth>,
+    /// TLS on the client port: when set, the members take TLS connections only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
     /// Requests and limits of the cache-node container. Without a memory limit, the member
     /// gets one (and the same request) from `memoryMB`, `replication.backlogKiB` and
     /// `maxConnections` (see `CachePairSpec::member_memory_mib`); a limit given here should
@@ -260,6 +268,42 @@ pub struct Replication {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: Option<String>,
+}
+
+/// Client logins (`spec.auth`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientAuth {
+    /// A Secret in the pair's namespace whose key `users` holds the users, one `user:password`
+    /// per line (memcached's auth file; no spaces). Edit it to add, remove or rotate users: the
+    /// members re-read it when the kubelet updates their copy, with no restart or failover.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+}
+
+/// TLS on the client port (`spec.tls`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTls {
+    /// A Secret with `tls.crt` (the certificate chain) and `tls.key`, and `ca.crt` when client
+    /// certificates are asked for: the shape of a cert-manager Certificate's Secret. A renewed
+    /// certificate is picked up without a restart.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// Whether clients must present a certificate signed by the Secret's `ca.crt`.
+    #[serde(default)]
+    pub client_certificates: ClientCertificates,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ClientCertificates {
+    /// Not asked for.
+    #[default]
+    None,
+    /// Asked for and checked when given (memcached's `ssl_verify_mode=1`).
+    Optional,
+    /// Required (`ssl_verify_mode=2`).
+    Required,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

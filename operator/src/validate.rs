@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Secret;
 
-use crate::crd::CachePairSpec;
-use crate::render::SECRET_KEY;
+use crate::crd::{CachePairSpec, ClientCertificates};
+use crate::render::{SECRET_KEY, USERS_KEY};
 
 /// The objects a spec refers to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -26,7 +26,12 @@ pub struct Found {
 impl CachePairSpec {
     pub fn references(&self) -> References {
         let vrrp = self.exposure.vrrp.as_ref();
-        let secrets = [self.replication.secret_name.as_ref(), vrrp.and_then(|v| v.auth_secret_name.as_ref())];
+        let secrets = [
+            self.replication.secret_name.as_ref(),
+            vrrp.and_then(|v| v.auth_secret_name.as_ref()),
+            self.auth.as_ref().map(|a| &a.secret_name),
+            self.tls.as_ref().map(|t| &t.secret_name),
+        ];
         References {
             secrets: secrets.into_iter().flatten().cloned().collect(),
             nodes: vrrp.map(|v| v.nodes.clone()).unwrap_or_default(),
@@ -44,6 +49,32 @@ impl CachePairSpec {
                     problems.push(format!("spec.replication.secretName: Secret {name} has no key `{SECRET_KEY}`"))
                 }
                 Some(_) => {}
+            }
+        }
+        if let Some(auth) = &self.auth {
+            let name = &auth.secret_name;
+            match found.secrets.get(name).map(|s| secret_value(s, USERS_KEY)) {
+                None => problems.push(format!("spec.auth.secretName: Secret {name} not found")),
+                Some(None) => problems.push(format!("spec.auth.secretName: Secret {name} has no key `{USERS_KEY}`")),
+                Some(Some(users)) => {
+                    if let Err(e) = check_users(&users) {
+                        problems.push(format!("spec.auth.secretName: Secret {name}, key `{USERS_KEY}`: {e}"));
+                    }
+                }
+            }
+        }
+        if let Some(tls) = &self.tls {
+            let name = &tls.secret_name;
+            let ca = (tls.client_certificates != ClientCertificates::None).then_some("ca.crt");
+            match found.secrets.get(name) {
+                None => problems.push(format!("spec.tls.secretName: Secret {name} not found")),
+                Some(secret) => {
+                    for key in ["tls.crt", "tls.key"].into_iter().chain(ca) {
+                        if secret_value(secret, key).is_none_or(|v| !v.contains("-----BEGIN ")) {
+                            problems.push(format!("spec.tls.secretName: Secret {name} has no PEM under `{key}`"));
+                        }
+                    }
+                }
             }
         }
         let Some(vrrp) = &self.exposure.vrrp else { return problems };
@@ -66,6 +97,22 @@ impl CachePairSpec {
         }
         problems
     }
+}
+
+/// The rules of cache-node's auth file (`-Y`), checked before a member refuses to start on it:
+/// `user:password` lines, blank lines aside, with a user name and no spaces.
+fn check_users(users: &str) -> Result<(), String> {
+    let mut count = 0;
+    for (i, line) in users.lines().enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        match line.split_once(':') {
+            Some((user, _)) if !user.is_empty() && !line.contains(' ') => count += 1,
+            _ => return Err(format!("line {}: expected user:password, without spaces", i + 1)),
+        }
+    }
+    if count == 0 { Err("no users".into()) } else { Ok(()) }
 }
 
 /// A Secret's value under `key`, from `data` or (as written, before the API server moves it)
@@ -114,6 +161,37 @@ mod tests {
         };
         assert_eq!(vrrp_spec().problems(&found), Vec::<String>::new());
         assert!(pair(json!({})).spec.problems(&Found::default()).is_empty(), "nothing referenced, nothing missing");
+    }
+
+    #[test]
+    fn client_users_and_certificates_are_checked_before_a_member_reads_them() {
+        let spec = pair(json!({"auth": {"secretName": "users"},
+            "tls": {"secretName": "cert", "clientCertificates": "Required"}}))
+        .spec;
+        assert_eq!(spec.references().secrets, ["users", "cert"]);
+        assert_eq!(
+            spec.problems(&Found::default()),
+            ["spec.auth.secretName: Secret users not found", "spec.tls.secretName: Secret cert not found"]
+        );
+        let pem = "-----BEGIN CERTIFICATE-----\n...";
+        let cert = Secret {
+            data: Some([("tls.crt".into(), ByteString(pem.into())), ("tls.key".into(), ByteString(pem.into()))].into()),
+            ..Default::default()
+        };
+        let found = |users: &str| Found {
+            secrets: [("users".into(), secret(USERS_KEY, users)), ("cert".into(), cert.clone())].into(),
+            ..Found::default()
+        };
+        assert_eq!(
+            spec.problems(&found("alice:pw\n\nbob:pw2\n")),
+            ["spec.tls.secretName: Secret cert has no PEM under `ca.crt`"],
+            "a required client certificate needs the CA"
+        );
+        assert_eq!(
+            spec.problems(&found("alice:pw\nbob pw\n"))[0],
+            "spec.auth.secretName: Secret users, key `users`: line 2: expected user:password, without spaces"
+        );
+        assert_eq!(spec.problems(&found("\n"))[0], "spec.auth.secretName: Secret users, key `users`: no users");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use kube::Resource;
 
 use crate::crd::CachePair;
 pub use network::{network_policy, pod_disruption_budget};
-pub use pod::{ADMIN_TOKEN_KEY, MEMBER_CONTAINER, SECRET_KEY, SERVING_CONDITION, member_pod, revision};
+pub use pod::{ADMIN_TOKEN_KEY, MEMBER_CONTAINER, SECRET_KEY, SERVING_CONDITION, USERS_KEY, member_pod, revision};
 pub use services::{
     admin_secret, client_service, members_service, replication_secret, service_monitor, service_monitor_resource,
 };

@@ -30,7 +30,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
 use super::owned_meta;
-use crate::crd::{AntiAffinity, CachePair, CachePairSpec, PullPolicy, ReplicationMode};
+use crate::crd::{AntiAffinity, CachePair, CachePairSpec, ClientCertificates, PullPolicy, ReplicationMode};
 use crate::pair::{Member, labels};
 
 pub const MEMBER_CONTAINER: &str = "cache-node";
@@ -42,6 +42,10 @@ const SECRET_DIR: &str = "/etc/cachepair/replication";
 /// The key of the admin Secret that holds the token for /switchover.
 pub const ADMIN_TOKEN_KEY: &str = "token";
 const ADMIN_DIR: &str = "/etc/cachepair/admin";
+/// The key of `spec.auth`'s Secret that holds the users.
+pub const USERS_KEY: &str = "users";
+const AUTH_DIR: &str = "/etc/cachepair/auth";
+const TLS_DIR: &str = "/etc/cachepair/tls";
 /// Non-root uid of the distroless images.
 const RUN_AS: i64 = 65532;
 /// How long a master stopped by SIGTERM may take to hand its role to the slave (cache-node's
@@ -92,10 +96,18 @@ fn pod_spec(cp: &CachePair, member: Member, peer: Option<&str>) -> PodSpec {
         }),
         ..Default::default()
     };
+    // Whole Secrets, never subPath mounts: the kubelet updates these in place when the Secret
+    // changes, and the members re-read them (users, certificates) without a restart.
     let mut volumes = vec![
         secret_volume("replication-secret", cp.replication_secret_name()),
         secret_volume("admin-token", cp.admin_secret_name()),
     ];
+    if let Some(auth) = &spec.auth {
+        volumes.push(secret_volume("client-users", auth.secret_name.clone()));
+    }
+    if let Some(tls) = &spec.tls {
+        volumes.push(secret_volume("client-tls", tls.secret_name.clone()));
+    }
     let mut node_selector = spec.node_selector.clone();
     if let Some(vrrp) = vrrp {
         containers.push(super::vrrp::sidecar(cp, member));
@@ -202,6 +214,22 @@ fn cache_node_container(cp: &CachePair, peer: Option<&str>) -> Container {
             format!("127.0.0.1:{}", spec.admin_port),
         ]);
     }
+    if spec.auth.is_some() {
+        // Both logins, against the same users: SASL for binary clients, the token for text ones.
+        args.extend(["-S".into(), "-Y".into(), format!("{AUTH_DIR}/{USERS_KEY}")]);
+    }
+    if let Some(tls) = &spec.tls {
+        let mut options = format!("ssl_chain_cert={TLS_DIR}/tls.crt,ssl_key={TLS_DIR}/tls.key");
+        let verify = match tls.client_certificates {
+            ClientCertificates::None => None,
+            ClientCertificates::Optional => Some(1),
+            ClientCertificates::Required => Some(2),
+        };
+        if let Some(mode) = verify {
+            options.push_str(&format!(",ssl_ca_cert={TLS_DIR}/ca.crt,ssl_verify_mode={mode}"));
+        }
+        args.extend(["-Z".into(), "-o".into(), options]);
+    }
     if let Some(peer) = peer {
         args.extend(["-x".into(), peer.into()]);
     }
@@ -252,14 +280,21 @@ fn cache_node_container(cp: &CachePair, peer: Option<&str>) -> Container {
         liveness_probe: Some(probe("/healthz", 5, 3)),
         resources: Some(member_resources(spec)),
         volume_mounts: Some(
-            [("replication-secret", SECRET_DIR), ("admin-token", ADMIN_DIR)]
-                .map(|(name, path)| VolumeMount {
-                    name: name.into(),
-                    mount_path: path.into(),
-                    read_only: Some(true),
-                    ..Default::default()
-                })
-                .into(),
+            [
+                Some(("replication-secret", SECRET_DIR)),
+                Some(("admin-token", ADMIN_DIR)),
+                spec.auth.as_ref().map(|_| ("client-users", AUTH_DIR)),
+                spec.tls.as_ref().map(|_| ("client-tls", TLS_DIR)),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|(name, path)| VolumeMount {
+                name: name.into(),
+                mount_path: path.into(),
+                read_only: Some(true),
+                ..Default::default()
+            })
+            .collect(),
         ),
         security_context: Some(SecurityContext {
             run_as_user: Some(security.and_then(|s| s.run_as_user).unwrap_or(RUN_AS)),
@@ -325,6 +360,37 @@ mod tests {
 
     fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
         args.iter().position(|a| a == name).map(|i| args[i + 1].as_str())
+    }
+
+    #[test]
+    fn logins_and_tls_come_from_whole_secret_volumes() {
+        let cp = pair(json!({"auth": {"secretName": "users"},
+            "tls": {"secretName": "cert", "clientCertificates": "Optional"}}));
+        let pod = member_pod(&cp, Member::A, None);
+        let a = args(&pod);
+        assert!(a.contains(&"-S".to_string()));
+        assert_eq!(flag(&a, "-Y"), Some("/etc/cachepair/auth/users"));
+        assert!(a.contains(&"-Z".to_string()));
+        assert_eq!(
+            flag(&a, "-o"),
+            Some(
+                "ssl_chain_cert=/etc/cachepair/tls/tls.crt,ssl_key=/etc/cachepair/tls/tls.key,\
+                 ssl_ca_cert=/etc/cachepair/tls/ca.crt,ssl_verify_mode=1"
+            )
+        );
+        let spec = pod.spec.unwrap();
+        let volumes: Vec<_> =
+            spec.volumes.unwrap().into_iter().map(|v| (v.name, v.secret.unwrap().secret_name.unwrap())).collect();
+        assert_eq!(
+            volumes[2..],
+            [("client-users".to_string(), "users".to_string()), ("client-tls".to_string(), "cert".to_string())]
+        );
+        let mounts = spec.containers[0].volume_mounts.clone().unwrap();
+        assert!(mounts.iter().all(|m| m.sub_path.is_none()), "a subPath mount is never updated");
+        assert_eq!(mounts.len(), 4);
+
+        let plain = args(&member_pod(&pair(json!({})), Member::A, None));
+        assert!(!plain.iter().any(|a| a == "-S" || a == "-Y" || a == "-Z"));
     }
 
     #[test]

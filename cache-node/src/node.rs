@@ -1,5 +1,5 @@
 //! A node's life, in memcached's order: check who we are, raise the open-files limit, bind
-//! the ports, become the `-u` user, daemonize, write the pid file, then start the runtime and serve until SIGTERM or
+//! the ports, read the TLS certificate and key (`-Z`), become the `-u` user, daemonize, write the pid file, then start the runtime and serve until SIGTERM or
 //! SIGINT, when the node stops serving clients, hands the master role over if it has it,
 //! removes its pid file and exits 0.
 
@@ -17,6 +17,7 @@ use crate::daemon::{self, EX_CANTCREAT, EX_OSERR, EX_USAGE, Fatal, PidFile};
 use crate::engine::{Context, Settings};
 use crate::logging;
 use crate::replication::{self, Replicator, auth::Secret, codec};
+use crate::server::tls::Tls;
 use crate::server::{self, Listeners, http};
 use crate::store::{self, Store};
 
@@ -43,6 +44,8 @@ fn start(config: &Config) -> Result<(), Fatal> {
     let admin = config.admin_listen.map(bind_admin).transpose()?;
     // Read before dropping privileges: the secret file may be readable by root only.
     let replication = replication_config(config)?;
+    // So may the TLS key (later reloads read it as the -u user, as memcached's do).
+    let tls = tls_config(config)?;
     if let Some(user) = &user {
         daemon::switch_to(user)?;
     }
@@ -55,7 +58,7 @@ fn start(config: &Config) -> Result<(), Fatal> {
         pidfile.write_pid().map_err(|e| Fatal::new(EX_CANTCREAT, format!("Could not write the pid file: {e}")))?;
     }
 
-    let ctx = context(config);
+    let ctx = context(config, tls);
     // Connections run on their own -t worker threads (server::workers); this runtime only
     // accepts, sweeps and serves UDP and the admin listener.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -142,6 +145,17 @@ fn replication_config(config: &Config) -> Result<Option<replication::Config>, Fa
     }))
 }
 
+/// `-Z`: the TLS configuration from the `-o ssl_*` files; a bad option or file stops the start.
+fn tls_config(config: &Config) -> Result<Option<Arc<Tls>>, Fatal> {
+    let usage = |e: String| Fatal::new(EX_USAGE, e);
+    let Some(options) = config.tls().map_err(usage)? else {
+        return Ok(None);
+    };
+    let tls = Tls::load(options).map_err(|e| usage(e.to_string()))?;
+    info!(cert = %tls.options.chain_cert.display(), "TLS on the client port");
+    Ok(Some(tls))
+}
+
 fn bind_admin(addr: SocketAddr) -> Result<std::net::TcpListener, Fatal> {
     let cannot = |e: std::io::Error| Fatal::new(EX_OSERR, format!("failed to listen on admin address {addr}: {e}"));
     let listener = std::net::TcpListener::bind(addr).map_err(cannot)?;
@@ -149,7 +163,7 @@ fn bind_admin(addr: SocketAddr) -> Result<std::net::TcpListener, Fatal> {
     Ok(listener)
 }
 
-fn context(config: &Config) -> Arc<Context> {
+fn context(config: &Config, tls: Option<Arc<Tls>>) -> Arc<Context> {
     let limit_bytes = (config.memory_mb as usize).saturating_mul(1 << 20);
     let store = Store::new(store::Config { limit_bytes, item_size_max: config.item_size_max });
     let settings = Settings {
@@ -162,7 +176,7 @@ fn context(config: &Config) -> Arc<Context> {
         limit_bytes,
         idle_timeout: config.idle_timeout(),
     };
-    Context::new(store, settings, config.verbose)
+    Context::new(store, settings, config.verbose, tls)
 }
 
 /// Serves until SIGTERM or SIGINT; then a master hands its role over before returning.
@@ -182,6 +196,18 @@ async fn serve(
         };
         info!(signal = name, "shutting down");
     };
+    if let Some(tls) = &ctx.tls {
+        tokio::spawn(tls.clone().watch());
+        let mut hup = signal(SignalKind::hangup())?;
+        let tls = tls.clone();
+        // A reload's outcome is logged by the reload itself.
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let tls = tls.clone();
+                let _ = tokio::task::spawn_blocking(move || tls.refresh()).await;
+            }
+        });
+    }
     // A joining slave opens its client ports only once it holds a complete copy.
     let (repl, ready) = match replication {
         Some(config) => {

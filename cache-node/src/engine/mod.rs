@@ -61,10 +61,17 @@ pub struct Context {
     /// `lru_crawler enable|disable`: while disabled, `crawl` and `metadump` are refused, as in
     /// memcached (the background sweep goes on regardless).
     pub lru_crawler: AtomicBool,
+    /// `-Z`: the client port's TLS, for `refresh_certs` and the statistics.
+    pub tls: Option<Arc<crate::server::tls::Tls>>,
 }
 
 impl Context {
-    pub fn new(store: Store, settings: Settings, verbosity: u8) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        settings: Settings,
+        verbosity: u8,
+        tls: Option<Arc<crate::server::tls::Tls>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store: Arc::new(store),
             clock: Clock::new(),
@@ -75,6 +82,7 @@ impl Context {
             replication: Default::default(),
             memory: memory::Guard::new(),
             lru_crawler: AtomicBool::new(true),
+            tls,
         })
     }
 
@@ -91,7 +99,7 @@ impl Context {
             limit_bytes: config.limit_bytes,
             idle_timeout: None,
         };
-        Self::new(Store::new(config), settings, 0)
+        Self::new(Store::new(config), settings, 0, None)
     }
 
     /// `stats reset`: zeroes the counters (and the replication lag distribution); state such as

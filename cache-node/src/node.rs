@@ -1,7 +1,8 @@
 //! A node's life, in memcached's order: check who we are, raise the open-files limit, bind
-//! the ports, read the TLS certificate and key (`-Z`), become the `-u` user, daemonize, write the pid file, then start the runtime and serve until SIGTERM or
-//! SIGINT, when the node stops serving clients, hands the master role over if it has it,
-//! removes its pid file and exits 0.
+//! the ports, read the TLS certificate and key (`-Z`), become the `-u` user, daemonize, write
+//! the pid file, then start the runtime and serve until SIGTERM or SIGINT (SIGHUP reloads the
+//! TLS certificate), when the node stops serving clients, hands the master role over if it has
+//! it, removes its pid file and exits 0.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

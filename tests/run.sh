@@ -38,6 +38,7 @@ FUZZ_SECONDS="${FUZZ_SECONDS:-20}" tests/fuzz-smoke.sh
 
 step "benchmark smoke run (correctness of the tooling, not a measurement)"
 python3 tests/bench/compare.py --build --quick
+python3 tests/bench/compare.py --quick --tls
 python3 tests/bench/memory.py --quick
 python3 tests/bench/replication.py --quick
 python3 tests/bench/vrrp.py --quick

@@ -308,6 +308,13 @@ impl Collector for StatsCollector {
             "Total number of times an entry was stored using memory from an expired entry.",
             t.reclaimed,
         )?;
+        if ctx.tls.is_some() {
+            out.counter(
+                "cachepair_tls_handshake_errors",
+                "TLS handshakes on the client port that failed or timed out (memcached's ssl_handshake_errors).",
+                server.ssl_handshake_errors.load(Relaxed),
+            )?;
+        }
         self.encode_replication(&mut out)
     }
 }

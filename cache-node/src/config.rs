@@ -161,29 +161,123 @@ pub struct Config {
     #[arg(long = "repl-misses", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub repl_misses: u32,
 
+    /// Serve clients over TLS only (memcached's -Z): needs -o ssl_chain_cert and ssl_key.
+    /// The certificate is reloaded on SIGHUP, on the `refresh_certs` command, and when its
+    /// files change. Not with -U: UDP cannot be encrypted
+    #[arg(short = 'Z', long = "enable-ssl")]
+    pub enable_ssl: bool,
+
     /// memcached's extended options, comma-separated or repeated. Supported:
     /// idle_timeout=SECONDS closes a client connection that sent no command for that long
-    /// (0, the default: never)
+    /// (0, the default: never); with -Z, ssl_chain_cert=FILE and ssl_key=FILE (PEM, both
+    /// required), ssl_ca_cert=FILE (PEM, the CAs of client certificates), ssl_verify_mode=N
+    /// (0 none, the default; 1 request a client certificate; 2 require one; 3 once, as 2)
+    /// and ssl_min_version=N (2 TLS 1.2, the default; 3 TLS 1.3)
     #[arg(short = 'o', long = "extended", value_name = "OPTION", value_delimiter = ',', action = ArgAction::Append, value_parser = parse_extended)]
     pub extended: Vec<Extended>,
 }
 
 /// One `-o` option.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Extended {
     IdleTimeout(u64),
+    SslChainCert(PathBuf),
+    SslKey(PathBuf),
+    SslCaCert(PathBuf),
+    SslVerifyMode(VerifyMode),
+    SslMinVersion(TlsVersion),
 }
+
+/// memcached's `ssl_verify_mode`: whether clients must present a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyMode {
+    None,
+    /// Asked for; a client without one is served, one with a bad one is refused.
+    Request,
+    Require,
+    /// OpenSSL's "verify on the first handshake only": the same as Require here, since
+    /// renegotiation (the only later handshake) is off.
+    Once,
+}
+
+impl VerifyMode {
+    /// The OpenSSL flags memcached reports in `stats settings` for this mode.
+    pub fn openssl_flags(self) -> u8 {
+        match self {
+            VerifyMode::None => 0,
+            VerifyMode::Request => 1,
+            VerifyMode::Require => 3,
+            VerifyMode::Once => 5,
+        }
+    }
+}
+
+/// memcached's `ssl_min_version`, of the versions rustls speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+impl TlsVersion {
+    /// memcached's name for it in `stats settings`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsVersion::Tls12 => "tlsv1.2",
+            TlsVersion::Tls13 => "tlsv1.3",
+        }
+    }
+}
+
+/// memcached's TLS options that tune OpenSSL itself, which cache-node (rustls) has no use for.
+const OPENSSL_OPTIONS: &[&str] =
+    &["ssl_keyformat", "ssl_ciphers", "ssl_wbuf_size", "ssl_session_cache", "ssl_kernel_tls"];
 
 fn parse_extended(s: &str) -> Result<Extended, String> {
     let (key, value) = s.split_once('=').unwrap_or((s, ""));
+    let value = value.trim();
+    let path = || {
+        if value.is_empty() { Err(format!("{key} takes a file name")) } else { Ok(PathBuf::from(value)) }
+    };
     match key.trim() {
         "idle_timeout" => {
-            let secs =
-                value.trim().parse().map_err(|_| format!("idle_timeout takes a number of seconds, not {value:?}"))?;
+            let secs = value.parse().map_err(|_| format!("idle_timeout takes a number of seconds, not {value:?}"))?;
             Ok(Extended::IdleTimeout(secs))
         }
-        other => Err(format!("unknown option {other:?} (cache-node supports idle_timeout=SECONDS)")),
+        "ssl_chain_cert" => Ok(Extended::SslChainCert(path()?)),
+        "ssl_key" => Ok(Extended::SslKey(path()?)),
+        "ssl_ca_cert" => Ok(Extended::SslCaCert(path()?)),
+        "ssl_verify_mode" => match value {
+            "0" => Ok(Extended::SslVerifyMode(VerifyMode::None)),
+            "1" => Ok(Extended::SslVerifyMode(VerifyMode::Request)),
+            "2" => Ok(Extended::SslVerifyMode(VerifyMode::Require)),
+            "3" => Ok(Extended::SslVerifyMode(VerifyMode::Once)),
+            _ => Err(format!("ssl_verify_mode takes 0 (none), 1 (request), 2 (require) or 3 (once), not {value:?}")),
+        },
+        "ssl_min_version" => match value {
+            "2" => Ok(Extended::SslMinVersion(TlsVersion::Tls12)),
+            "3" => Ok(Extended::SslMinVersion(TlsVersion::Tls13)),
+            "0" | "1" => Err(format!("ssl_min_version={value}: cache-node speaks TLS 1.2 and 1.3 only (2 or 3)")),
+            _ => Err(format!("ssl_min_version takes 2 (tlsv1.2) or 3 (tlsv1.3), not {value:?}")),
+        },
+        other if OPENSSL_OPTIONS.contains(&other) => {
+            Err(format!("{other} tunes OpenSSL, which cache-node does not use (its TLS is rustls)"))
+        }
+        other => Err(format!(
+            "unknown option {other:?} (cache-node supports idle_timeout=SECONDS, ssl_chain_cert, ssl_key, \
+             ssl_ca_cert, ssl_verify_mode and ssl_min_version)"
+        )),
     }
+}
+
+/// `-Z` with its `-o ssl_*` options, checked for consistency (the files are read later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsOptions {
+    pub chain_cert: PathBuf,
+    pub key: PathBuf,
+    pub ca_cert: Option<PathBuf>,
+    pub verify_mode: VerifyMode,
+    pub min_version: TlsVersion,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -250,8 +344,47 @@ impl Config {
 
     /// `-o idle_timeout`, when on.
     pub fn idle_timeout(&self) -> Option<std::time::Duration> {
-        let secs = self.extended.iter().rev().map(|&Extended::IdleTimeout(secs)| secs).next()?;
+        let secs = self.last(|o| match o {
+            Extended::IdleTimeout(secs) => Some(*secs),
+            _ => None,
+        })?;
         (secs > 0).then(|| std::time::Duration::from_secs(secs))
+    }
+
+    /// `-Z` and its options; `None` without `-Z` (the `ssl_*` options alone are ignored, as
+    /// memcached ignores them).
+    pub fn tls(&self) -> Result<Option<TlsOptions>, String> {
+        if !self.enable_ssl {
+            return Ok(None);
+        }
+        // memcached would serve UDP in the clear next to a TLS port: refused instead.
+        if self.udp_port != 0 {
+            return Err("-Z cannot be used with -U: UDP cannot be encrypted with TLS (use -U 0)".into());
+        }
+        let chain_cert = self
+            .last(|o| if let Extended::SslChainCert(p) = o { Some(p.clone()) } else { None })
+            .ok_or("-Z needs -o ssl_chain_cert=FILE (the server's certificate chain, PEM)")?;
+        let key = self
+            .last(|o| if let Extended::SslKey(p) = o { Some(p.clone()) } else { None })
+            .ok_or("-Z needs -o ssl_key=FILE (the server's private key, PEM)")?;
+        let ca_cert = self.last(|o| if let Extended::SslCaCert(p) = o { Some(p.clone()) } else { None });
+        let verify_mode =
+            self.last(|o| if let Extended::SslVerifyMode(m) = o { Some(*m) } else { None }).unwrap_or(VerifyMode::None);
+        if verify_mode != VerifyMode::None && ca_cert.is_none() {
+            return Err(format!(
+                "ssl_verify_mode={} checks client certificates: it needs -o ssl_ca_cert=FILE (the CAs that sign them, PEM)",
+                verify_mode as u8
+            ));
+        }
+        let min_version = self
+            .last(|o| if let Extended::SslMinVersion(v) = o { Some(*v) } else { None })
+            .unwrap_or(TlsVersion::Tls12);
+        Ok(Some(TlsOptions { chain_cert, key, ca_cert, verify_mode, min_version }))
+    }
+
+    /// The last `-o` option `pick` takes: a later one overrides an earlier one.
+    fn last<T>(&self, pick: impl Fn(&Extended) -> Option<T>) -> Option<T> {
+        self.extended.iter().rev().find_map(pick)
     }
 
     /// The TCP addresses to bind: each `-l` interface (default: all) on `-p`; none for `-p 0`.
@@ -436,6 +569,52 @@ mod tests {
         let users = PathBuf::from("/etc/users");
         assert_eq!(login("-Y /etc/users"), Some(Login { file: users.clone(), sasl: false, ascii: true }));
         assert_eq!(login("-S -Y /etc/users"), Some(Login { file: users, sasl: true, ascii: true }));
+    }
+
+    #[test]
+    fn tls_options_follow_memcached() {
+        let tls = |args: &str| {
+            Config::try_parse_from(format!("cache-node {args}").split_whitespace())
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.tls())
+        };
+        let files = "-o ssl_chain_cert=/c.pem,ssl_key=/k.pem";
+        assert_eq!(tls(files).unwrap(), None, "the options alone do nothing, as in memcached");
+        let t = tls(&format!("-Z {files}")).unwrap().unwrap();
+        assert_eq!((t.chain_cert.to_str(), t.key.to_str(), t.ca_cert), (Some("/c.pem"), Some("/k.pem"), None));
+        assert_eq!((t.verify_mode, t.min_version), (VerifyMode::None, TlsVersion::Tls12));
+        let t = tls(&format!("--enable-ssl {files} -o ssl_ca_cert=/ca.pem,ssl_verify_mode=2,ssl_min_version=3"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.ca_cert.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        assert_eq!((t.verify_mode, t.min_version), (VerifyMode::Require, TlsVersion::Tls13));
+        assert_eq!(t.verify_mode.openssl_flags(), 3, "as memcached reports it");
+        // A later option overrides an earlier one, and idle_timeout mixes in.
+        let t = tls(&format!("-Z {files} -o ssl_key=/k2.pem,idle_timeout=5")).unwrap().unwrap();
+        assert_eq!(t.key.to_str(), Some("/k2.pem"));
+    }
+
+    #[test]
+    fn tls_refuses_what_it_cannot_do() {
+        let err = |args: &str| match Config::try_parse_from(format!("cache-node {args}").split_whitespace())
+            .map(|c| c.tls())
+        {
+            Ok(Ok(t)) => panic!("{args}: accepted as {t:?}"),
+            Ok(Err(e)) => e,
+            Err(e) => e.to_string(),
+        };
+        assert!(err("-Z").contains("ssl_chain_cert"));
+        assert!(err("-Z -o ssl_chain_cert=/c").contains("ssl_key"));
+        assert!(err("-Z -o ssl_chain_cert=,ssl_key=/k").contains("takes a file name"));
+        let files = "-o ssl_chain_cert=/c,ssl_key=/k";
+        assert!(err(&format!("-Z {files} -o ssl_verify_mode=1")).contains("needs -o ssl_ca_cert"));
+        assert!(err(&format!("-Z {files} -o ssl_verify_mode=3")).contains("needs -o ssl_ca_cert"));
+        assert!(err(&format!("-Z {files} -o ssl_verify_mode=4")).contains("takes 0 (none)"));
+        assert!(err(&format!("-Z {files} -o ssl_min_version=1")).contains("TLS 1.2 and 1.3 only"));
+        assert!(err(&format!("-Z {files} -o ssl_min_version=tls")).contains("not \"tls\""));
+        assert!(err(&format!("-Z {files} -o ssl_ciphers=HIGH")).contains("rustls"));
+        assert!(err(&format!("-Z {files} -U 11211")).contains("UDP"));
+        assert!(err("-Z -o ssl_bogus=1").contains("unknown option \"ssl_bogus\""));
     }
 
     #[test]

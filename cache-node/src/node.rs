@@ -1,7 +1,8 @@
 //! A node's life, in memcached's order: check who we are, raise the open-files limit, bind
-//! the ports, become the `-u` user, daemonize, write the pid file, then start the runtime and serve until SIGTERM or
-//! SIGINT, when the node stops serving clients, hands the master role over if it has it,
-//! removes its pid file and exits 0.
+//! the ports, read the TLS certificate and key (`-Z`), become the `-u` user, daemonize, write
+//! the pid file, then start the runtime and serve until SIGTERM or SIGINT (SIGHUP reloads the
+//! TLS certificate), when the node stops serving clients, hands the master role over if it has
+//! it, removes its pid file and exits 0.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -18,6 +19,7 @@ use crate::engine::auth::{self, Auth};
 use crate::engine::{Context, Settings};
 use crate::logging;
 use crate::replication::{self, Replicator, auth::Secret, codec};
+use crate::server::tls::Tls;
 use crate::server::{self, Listeners, http};
 use crate::store::{self, Store};
 
@@ -45,6 +47,8 @@ fn start(config: &Config) -> Result<(), Fatal> {
     // Read before dropping privileges: the secret file may be readable by root only.
     let replication = replication_config(config)?;
     let auth = auth(config)?;
+    // So may the TLS key (later reloads read it as the -u user, as memcached's do).
+    let tls = tls_config(config)?;
     if let Some(user) = &user {
         daemon::switch_to(user)?;
     }
@@ -57,7 +61,7 @@ fn start(config: &Config) -> Result<(), Fatal> {
         pidfile.write_pid().map_err(|e| Fatal::new(EX_CANTCREAT, format!("Could not write the pid file: {e}")))?;
     }
 
-    let ctx = context(config, auth);
+    let ctx = context(config, auth, tls);
     // Connections run on their own -t worker threads (server::workers); this runtime only
     // accepts, sweeps and serves UDP and the admin listener.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -170,6 +174,17 @@ fn admin_listeners(config: &Config) -> Result<AdminListeners, Fatal> {
     Ok(AdminListeners { listeners, token_file: config.admin_token_file.clone() })
 }
 
+/// `-Z`: the TLS configuration from the `-o ssl_*` files; a bad option or file stops the start.
+fn tls_config(config: &Config) -> Result<Option<Arc<Tls>>, Fatal> {
+    let usage = |e: String| Fatal::new(EX_USAGE, e);
+    let Some(options) = config.tls().map_err(usage)? else {
+        return Ok(None);
+    };
+    let tls = Tls::load(options).map_err(|e| usage(e.to_string()))?;
+    info!(cert = %tls.options.chain_cert.display(), "TLS on the client port");
+    Ok(Some(tls))
+}
+
 fn bind_admin(addr: SocketAddr) -> Result<std::net::TcpListener, Fatal> {
     let cannot = |e: std::io::Error| Fatal::new(EX_OSERR, format!("failed to listen on admin address {addr}: {e}"));
     let listener = std::net::TcpListener::bind(addr).map_err(cannot)?;
@@ -189,7 +204,7 @@ fn auth(config: &Config) -> Result<Option<Auth>, Fatal> {
     Auth::load(&login.file, login.sasl, login.ascii).map(Some).map_err(|e| usage(e.to_string()))
 }
 
-fn context(config: &Config, auth: Option<Auth>) -> Arc<Context> {
+fn context(config: &Config, auth: Option<Auth>, tls: Option<Arc<Tls>>) -> Arc<Context> {
     let limit_bytes = (config.memory_mb as usize).saturating_mul(1 << 20);
     let store = Store::new(store::Config { limit_bytes, item_size_max: config.item_size_max });
     let settings = Settings {
@@ -202,30 +217,34 @@ fn context(config: &Config, auth: Option<Auth>) -> Arc<Context> {
         limit_bytes,
         idle_timeout: config.idle_timeout(),
     };
-    Context::new(store, settings, config.verbose, auth)
+    Context::new(store, settings, config.verbose, auth, tls)
 }
 
-/// Re-reads the auth file on SIGHUP, as memcached does, and whenever it changes.
-async fn reload_on_change(ctx: Arc<Context>) {
+/// Re-reads the auth file whenever it changes: Kubernetes updates a mounted Secret by swapping
+/// a symlink, without a signal.
+async fn watch_auth_file(ctx: Arc<Context>) {
     let Some(auth) = &ctx.auth else {
         return;
     };
-    let mut hup = signal(SignalKind::hangup())
-        .inspect_err(|e| warn!(error = %e, "no SIGHUP handler: the auth file is reloaded when it changes"))
-        .ok();
-    let hangup = async |hup: &mut Option<tokio::signal::unix::Signal>| match hup {
-        Some(hup) => hup.recv().await,
-        None => std::future::pending().await,
-    };
-    // Kubernetes updates a mounted Secret by swapping a symlink, without a signal.
     let mut tick = tokio::time::interval(auth::RELOAD_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            Some(()) = hangup(&mut hup) => info!("SIGHUP: reloading the auth file"),
-            _ = tick.tick() => {}
-        }
+        tick.tick().await;
         auth.reload_and_log();
+    }
+}
+
+/// SIGHUP re-reads the auth file and the TLS files, as memcached's does (and its
+/// `refresh_certs`); each reload logs its outcome.
+async fn reload_on_hangup(ctx: Arc<Context>, mut hup: tokio::signal::unix::Signal) {
+    while hup.recv().await.is_some() {
+        info!("SIGHUP: reloading the auth file and TLS certificates");
+        if let Some(auth) = &ctx.auth {
+            auth.reload_and_log();
+        }
+        if let Some(tls) = ctx.tls.clone() {
+            let _ = tokio::task::spawn_blocking(move || tls.refresh()).await;
+        }
     }
 }
 
@@ -246,6 +265,13 @@ async fn serve(
         };
         info!(signal = name, "shutting down");
     };
+    if let Some(tls) = &ctx.tls {
+        tokio::spawn(tls.clone().watch());
+    }
+    if ctx.auth.is_some() {
+        tokio::spawn(watch_auth_file(ctx.clone()));
+    }
+    tokio::spawn(reload_on_hangup(ctx.clone(), signal(SignalKind::hangup())?));
     // A joining slave opens its client ports only once it holds a complete copy.
     let (repl, ready) = match replication {
         Some(config) => {
@@ -258,9 +284,6 @@ async fn serve(
         }
         None => (None, None),
     };
-    if ctx.auth.is_some() {
-        tokio::spawn(reload_on_change(ctx.clone()));
-    }
     // Only now: before the replicator exists, `/role` would read "standalone" on a pair member.
     for (listener, endpoints) in admin.listeners {
         info!(addr = %listener.local_addr()?, ?endpoints, "admin listening");

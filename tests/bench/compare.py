@@ -13,6 +13,10 @@ Scenarios:
   c  memory: fill 1,000,000 items of 100-byte values, then read VmRSS;
      bytes/item = (RSS after fill - RSS of the idle server) / items
 
+With --tls both servers serve TLS only (-Z, with a certificate and CA made with
+the openssl command in the output directory) and loadgen connects over TLS
+(--tls-ca); scenarios a and b by default, outputs prefixed tls-.
+
 Prints a Markdown table of medians over the rounds with cache-node/memcached
 ratios, and writes results.json, table.md and compare.png to tests/bench/out/.
 
@@ -20,6 +24,7 @@ Examples:
   python3 tests/bench/compare.py --build              # full run, 3 rounds
   python3 tests/bench/compare.py --quick              # CI smoke run (~30 s)
   python3 tests/bench/compare.py --quick --cache-node /usr/bin/memcached
+  python3 tests/bench/compare.py --tls                # TLS, scenarios a and b
 
 Exit status: 0 if every run completed without errors, 1 if some run failed or
 reported errors, 2 on bad usage / missing binaries.
@@ -34,6 +39,7 @@ import os
 import platform
 import resource
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -74,13 +80,39 @@ def children_cpu_seconds() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+class Tls:
+    """A CA and a server certificate for 127.0.0.1, made with the openssl command."""
+
+    def __init__(self, directory: Path):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.ca, self.cert, self.key = directory / "ca.crt", directory / "server.crt", directory / "server.key"
+        ca_key, csr, ext = directory / "ca.key", directory / "server.csr", directory / "server.ext"
+        ext.write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+        key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        for argv in (
+            ["req", "-x509", *key, "-keyout", ca_key, "-out", self.ca, "-days", "2", "-subj", "/CN=bench-ca"],
+            ["req", *key, "-keyout", self.key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+            ["x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", ca_key, "-set_serial", "1", "-days", "2",
+             "-extfile", ext, "-out", self.cert],
+        ):
+            subprocess.run(["openssl", *map(str, argv)], check=True, capture_output=True, timeout=30)
+        self.key.chmod(0o644)  # read by the -u user when a server reloads it
+
+    def server_args(self) -> list[str]:
+        return ["-Z", "-o", f"ssl_chain_cert={self.cert},ssl_key={self.key}"]
+
+    def wrap(self, sock: socket.socket) -> socket.socket:
+        return ssl.create_default_context(cafile=str(self.ca)).wrap_socket(sock, server_hostname="127.0.0.1")
+
+
 class Server:
     """One server process on a free loopback port; stopped on exit no matter what."""
 
-    def __init__(self, name: str, binary: Path, threads: int, logdir: Path, tag: str):
+    def __init__(self, name: str, binary: Path, threads: int, logdir: Path, tag: str, tls: Tls | None = None):
         self.name = name
         self.binary = binary
         self.threads = threads
+        self.tls = tls
         self.logpath = logdir / f"{tag}.log"
         self.proc: subprocess.Popen | None = None
         self.port = 0
@@ -95,6 +127,8 @@ class Server:
             "-c", "4096",
             "-U", "0",
         ]  # fmt: skip
+        if self.tls:
+            a += self.tls.server_args()
         if os.geteuid() == 0:
             a += ["-u", "root"]  # memcached refuses to run as root without -u
         return a
@@ -120,6 +154,8 @@ class Server:
                 return False
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as s:
+                    if self.tls:
+                        s = self.tls.wrap(s)
                     s.sendall(b"version\r\n")
                     s.settimeout(2.0)
                     if s.recv(64).startswith(b"VERSION"):
@@ -165,6 +201,8 @@ def scenario_load(cfg, srv: Server, pipeline: int) -> dict:
         "--threads", str(cfg.loadgen_threads),
         "--prefill",
     ]  # fmt: skip
+    if cfg.tls:
+        argv += ["--tls-ca", str(cfg.tls.ca)]
     budget = secs(cfg.duration) + secs(cfg.warmup) + 180
     cpu0, lg0, busy0, t0 = cpu_seconds(srv.proc.pid), children_cpu_seconds(), machine_busy_seconds(), time.monotonic()
     res = run_loadgen(cfg.loadgen, argv, budget)
@@ -191,6 +229,8 @@ def scenario_memory(cfg, srv: Server) -> dict:
         "--threads", str(cfg.loadgen_threads),
         "--verify", "1000",
     ]  # fmt: skip
+    if cfg.tls:
+        argv += ["--tls-ca", str(cfg.tls.ca)]
     res = run_loadgen(cfg.loadgen, argv, 900)
     time.sleep(0.5)  # let background work (hash table expansion) settle
     st = read_status(srv.proc.pid)
@@ -203,7 +243,7 @@ def scenario_memory(cfg, srv: Server) -> dict:
 
 def run_one(cfg, scen: str, name: str, binary: Path, rnd: int) -> dict:
     tag = f"r{rnd}-{scen}-{name}"
-    with Server(name, binary, cfg.server_threads, cfg.logdir, tag) as srv:
+    with Server(name, binary, cfg.server_threads, cfg.logdir, tag, cfg.tls) as srv:
         if scen == "a":
             return scenario_load(cfg, srv, 1)
         if scen == "b":
@@ -329,7 +369,8 @@ def parse_args(argv=None):
     add_binary_args(p)
     p.add_argument("--build", action="store_true", help="cargo build --release loadgen (and cache-node if default path) first")
     p.add_argument("--rounds", type=int, default=None, help="rounds per scenario and server (default 3; 1 with --quick)")
-    p.add_argument("--scenarios", default="a,b,c", help="comma-separated subset of a,b,c (default: %(default)s)")
+    p.add_argument("--scenarios", default=None, help="comma-separated subset of a,b,c (default: a,b,c; a,b with --tls)")
+    p.add_argument("--tls", action="store_true", help="both servers with -Z, loadgen over TLS; outputs prefixed tls-")
     p.add_argument("--quick", action="store_true", help="CI smoke run: 1 round, 2s runs, 100k-item fill")
     p.add_argument("--duration", default=None, help="measured time per load run (default 10s; 2s with --quick)")
     p.add_argument("--warmup", default=None, help="warm-up per load run (default 2s; 0.5s with --quick)")
@@ -344,7 +385,7 @@ def parse_args(argv=None):
     cfg.duration = cfg.duration or ("2s" if q else "10s")
     cfg.warmup = cfg.warmup or ("0.5s" if q else "2s")
     cfg.fill_items = cfg.fill_items or (100_000 if q else 1_000_000)
-    cfg.scenarios = [s.strip() for s in cfg.scenarios.split(",") if s.strip()]
+    cfg.scenarios = [s.strip() for s in (cfg.scenarios or ("a,b" if cfg.tls else "a,b,c")).split(",") if s.strip()]
     bad = [s for s in cfg.scenarios if s not in SCENARIOS]
     if bad or not cfg.scenarios:
         p.error(f"unknown scenario(s) {bad}; choose from a,b,c")
@@ -368,6 +409,8 @@ def main(argv=None) -> int:
     cfg.logdir.mkdir(exist_ok=True)
     for old in cfg.logdir.glob("*.log"):
         old.unlink()
+    cfg.tls = Tls(cfg.out / "tls") if cfg.tls else None
+    prefix = "tls-" if cfg.tls else ""
 
     results: dict = {s: {n: [] for n in SERVERS} for s in cfg.scenarios}
     failures = 0
@@ -401,7 +444,7 @@ def main(argv=None) -> int:
     header = (
         f"cache-node: {cfg.cache_node} ({tool_version(cfg.cache_node)})\n"
         f"memcached:  {cfg.memcached} ({tool_version(cfg.memcached)})\n"
-        f"server flags: -t {cfg.server_threads} -m 1024 -c 4096 -U 0; "
+        f"server flags: -t {cfg.server_threads} -m 1024 -c 4096 -U 0{' -Z (EC P-256 certificate)' if cfg.tls else ''}; "
         f"loadgen threads {cfg.loadgen_threads}, {cfg.duration} (+{cfg.warmup} warm-up) per run; "
         f"{os.cpu_count()} CPUs; medians of {cfg.rounds} round(s)\n"
     )
@@ -420,7 +463,7 @@ def main(argv=None) -> int:
     print()
     print(header)
     print(table)
-    (cfg.out / "table.md").write_text(header + "\n" + table)
+    (cfg.out / f"{prefix}table.md").write_text(header + "\n" + table)
     doc = {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "host": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
@@ -435,6 +478,7 @@ def main(argv=None) -> int:
             "server_threads": cfg.server_threads,
             "loadgen_threads": cfg.loadgen_threads,
             "quick": cfg.quick,
+            "tls": bool(cfg.tls),
         },
         "summary": {
             scen: {k: {"median": m["median"], "ratio": m["ratio"]} for k, m in s.items()} for scen, s in summary.items()
@@ -443,9 +487,9 @@ def main(argv=None) -> int:
         "failures": failures,
         "elapsed_s": round(time.monotonic() - t0, 1),
     }
-    (cfg.out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
-    plot(results, summary, cfg.out / "compare.png")
-    log(f"wrote {cfg.out / 'results.json'}, {cfg.out / 'table.md'}, {cfg.out / 'compare.png'}")
+    (cfg.out / f"{prefix}results.json").write_text(json.dumps(doc, indent=2) + "\n")
+    plot(results, summary, cfg.out / f"{prefix}compare.png")
+    log(f"wrote {prefix}results.json, {prefix}table.md and {prefix}compare.png in {cfg.out}")
     if failures:
         log(f"{failures} run(s) failed or reported errors")
         return 1

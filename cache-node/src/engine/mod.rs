@@ -64,10 +64,18 @@ pub struct Context {
     pub lru_crawler: AtomicBool,
     /// Client authentication (`-S`, `-Y`), when on.
     pub auth: Option<auth::Auth>,
+    /// `-Z`: the client port's TLS, for `refresh_certs` and the statistics.
+    pub tls: Option<Arc<crate::server::tls::Tls>>,
 }
 
 impl Context {
-    pub fn new(store: Store, settings: Settings, verbosity: u8, auth: Option<auth::Auth>) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        settings: Settings,
+        verbosity: u8,
+        auth: Option<auth::Auth>,
+        tls: Option<Arc<crate::server::tls::Tls>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store: Arc::new(store),
             clock: Clock::new(),
@@ -79,6 +87,7 @@ impl Context {
             memory: memory::Guard::new(),
             lru_crawler: AtomicBool::new(true),
             auth,
+            tls,
         })
     }
 
@@ -95,7 +104,7 @@ impl Context {
             limit_bytes: config.limit_bytes,
             idle_timeout: None,
         };
-        Self::new(Store::new(config), settings, 0, None)
+        Self::new(Store::new(config), settings, 0, None, None)
     }
 
     /// `stats reset`: zeroes the counters (and the replication lag distribution); state such as

@@ -49,6 +49,8 @@ pub struct ServerStats {
     pub auth_errors: AtomicU64,
     /// Admin requests refused for want of the token (not in `stats`: memcached has no admin).
     pub admin_auth_errors: AtomicU64,
+    /// `-Z`: TLS handshakes that failed or timed out.
+    pub ssl_handshake_errors: AtomicU64,
 }
 
 impl ServerStats {
@@ -69,6 +71,7 @@ impl ServerStats {
         self.lru_crawler_starts.store(0, Relaxed);
         self.auth_cmds.store(0, Relaxed);
         self.auth_errors.store(0, Relaxed);
+        self.ssl_handshake_errors.store(0, Relaxed);
     }
 
     /// Counts a storage command the store refused as memcached does: `store_too_large` for a
@@ -219,6 +222,11 @@ pub fn general(ctx: &Context) -> StatList {
     {
         out.add(name, 0);
     }
+    // As memcached: only with -Z (and no ssl_new_sessions: no session cache).
+    if let Some(tls) = &ctx.tls {
+        out.add("ssl_handshake_errors", st.ssl_handshake_errors.load(Relaxed));
+        out.add("time_since_server_cert_refresh", tls.since_refresh().as_secs());
+    }
     // No NAPI-id thread steering (memcached's -N): never an unexpected id, never a fallback.
     out.add("unexpected_napi_ids", 0);
     out.add("round_robin_fallback", 0);
@@ -240,8 +248,9 @@ pub fn general(ctx: &Context) -> StatList {
 /// `stats settings`: memcached 1.6.18's, in its order and with its names, from cache-node's
 /// actual configuration. A feature cache-node does not have is reported by its off switch or
 /// memcached's "none" value (`no`, `0`, `NULL`); the tuning parameters of such features, and
-/// the extstore and TLS parameters a memcached built without them leaves out, are omitted
-/// (see [`SETTINGS_OMITTED`]).
+/// the extstore parameters a memcached built without it leaves out, are omitted (see
+/// [`SETTINGS_OMITTED`]). TLS parameters are reported with `-Z` only, but `ssl_wbuf_size`
+/// (rustls has no such buffer).
 pub fn settings(ctx: &Context) -> StatList {
     let mut out = StatList::default();
     let s = &ctx.settings;
@@ -307,7 +316,24 @@ pub fn settings(ctx: &Context) -> StatList {
     out.add("read_buf_mem_limit", 0);
     out.add("track_sizes", "no");
     out.add("inline_ascii_response", "no");
-    out.add("ssl_enabled", "no");
+    match &ctx.tls {
+        // memcached's values for the OpenSSL tuning cache-node does not have: a PEM key (1),
+        // the default ciphers, no session cache, no kernel TLS.
+        Some(tls) => {
+            let o = &tls.options;
+            out.add("ssl_enabled", "yes");
+            out.add("ssl_chain_cert", o.chain_cert.display());
+            out.add("ssl_key", o.key.display());
+            out.add("ssl_verify_mode", o.verify_mode.openssl_flags());
+            out.add("ssl_keyformat", 1);
+            out.add("ssl_ciphers", "NULL");
+            out.add("ssl_ca_cert", o.ca_cert.as_ref().map_or("NULL".into(), |p| p.display().to_string()));
+            out.add("ssl_session_cache", "no");
+            out.add("ssl_kernel_tls", "no");
+            out.add("ssl_min_version", o.min_version.name());
+        }
+        None => out.add("ssl_enabled", "no"),
+    }
     out.add("num_napi_ids", "(null)");
     // No -e memory file: memory is not restartable.
     out.add("memory_file", "(null)");
@@ -447,16 +473,16 @@ mod tests {
         ("ext_max_frag", "no extstore (a memcached built without it omits every ext_ field)"),
         ("slab_automove_freeratio", "no extstore (memcached prints it only when built with it)"),
         ("ext_drop_unread", "no extstore (a memcached built without it omits every ext_ field)"),
-        ("ssl_chain_cert", "no TLS: ssl_enabled no is reported, its parameters are not"),
-        ("ssl_key", "no TLS: ssl_enabled no is reported, its parameters are not"),
-        ("ssl_verify_mode", "no TLS: ssl_enabled no is reported, its parameters are not"),
-        ("ssl_keyformat", "no TLS: ssl_enabled no is reported, its parameters are not"),
-        ("ssl_ciphers", "no TLS: ssl_enabled no is reported, its parameters are not"),
-        ("ssl_ca_cert", "no TLS: ssl_enabled no is reported, its parameters are not"),
-        ("ssl_wbuf_size", "no TLS: ssl_enabled no is reported, its parameters are not"),
-        ("ssl_session_cache", "no TLS: ssl_enabled no is reported, its parameters are not"),
-        ("ssl_kernel_tls", "no TLS: ssl_enabled no is reported, its parameters are not"),
-        ("ssl_min_version", "no TLS: ssl_enabled no is reported, its parameters are not"),
+        ("ssl_chain_cert", "without -Z: ssl_enabled no is reported, the TLS parameters are not"),
+        ("ssl_key", "without -Z: ssl_enabled no is reported, the TLS parameters are not"),
+        ("ssl_verify_mode", "without -Z: ssl_enabled no is reported, the TLS parameters are not"),
+        ("ssl_keyformat", "without -Z: ssl_enabled no is reported, the TLS parameters are not"),
+        ("ssl_ciphers", "without -Z: ssl_enabled no is reported, the TLS parameters are not"),
+        ("ssl_ca_cert", "without -Z: ssl_enabled no is reported, the TLS parameters are not"),
+        ("ssl_wbuf_size", "without -Z: ssl_enabled no is reported, the TLS parameters are not"),
+        ("ssl_session_cache", "without -Z: ssl_enabled no is reported, the TLS parameters are not"),
+        ("ssl_kernel_tls", "without -Z: ssl_enabled no is reported, the TLS parameters are not"),
+        ("ssl_min_version", "without -Z: ssl_enabled no is reported, the TLS parameters are not"),
     ];
 
     /// `stats` of memcached 1.6.18 (Debian's build, run with `-o idle_timeout=5`), in order.

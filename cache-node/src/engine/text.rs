@@ -138,6 +138,7 @@ fn execute(ctx: &Context, req: Request<'_>, now: RelTime, out: &mut Reply) -> Ne
             reply_unless(out, noreply, "SERVER_ERROR object too large for cache");
         }
         Request::Shutdown => line(out, "ERROR: shutdown not enabled"),
+        Request::RefreshCerts { noreply } => refresh_certs(ctx, noreply, out),
         // There are no slab pages to move: automove is accepted (there is nothing for it to do),
         // and a reassign gets memcached's answer for classes that have no spare page.
         Request::SlabsAutomove { noreply } => reply_unless(out, noreply, "OK"),
@@ -147,6 +148,15 @@ fn execute(ctx: &Context, req: Request<'_>, now: RelTime, out: &mut Reply) -> Ne
         Request::Error { reply, noreply } => reply_unless(out, noreply, reply),
     }
     Next::Request
+}
+
+/// memcached's replies to `refresh_certs`: `OK`, or its error line (sent even with `noreply`).
+fn refresh_certs(ctx: &Context, noreply: bool, out: &mut Vec<u8>) {
+    match ctx.tls.as_ref().map(|tls| tls.refresh()) {
+        Some(Ok(())) => reply_unless(out, noreply, "OK"),
+        Some(Err(e)) => line(out, &e.to_string()),
+        None => line(out, "Error TLS not enabled"),
+    }
 }
 
 /// memcached's replies to `lru_crawler`. The store's background sweep already reclaims expired

@@ -65,6 +65,11 @@ pub enum Request<'a> {
         noreply: bool,
     },
     Shutdown,
+    /// `refresh_certs`: reload the TLS certificate and key (memcached ignores any arguments
+    /// but `noreply`, which silences only the `OK`).
+    RefreshCerts {
+        noreply: bool,
+    },
     /// `slabs automove <0|1|2>` (also `slabs automove ratio <x>`): memcached's page mover.
     SlabsAutomove {
         noreply: bool,
@@ -384,6 +389,7 @@ pub fn parse(buf: &[u8], item_size_max: usize) -> Parse<'_> {
         b"lru_crawler" => request(parse_lru_crawler(t, nt)),
         b"stats" => request(Request::Stats { args: Tokens(&line[token_end(line, t[0])..]) }),
         b"shutdown" => request(Request::Shutdown),
+        b"refresh_certs" => request(Request::RefreshCerts { noreply }),
         // memcached's checks and replies, in its order (proto_text.c, process_slabs_*).
         b"slabs" if nt == 5 && t[1] == b"reassign" => match (parse_i32(t[2]), parse_i32(t[3])) {
             (Some(src), Some(dst)) => request(Request::SlabsReassign { src, dst }),

@@ -6,8 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::engine::conns::{Conn, State};
 use crate::engine::memory;
@@ -26,9 +25,12 @@ enum Protocol {
 }
 
 /// Serves one connection until the peer closes it, asks to quit, sends something that makes
-/// the connection unusable, or stays idle past `-o idle_timeout`.
-pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream, conn: &Conn) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
+/// the connection unusable, or stays idle past `-o idle_timeout`. `stream` is the TCP socket
+/// or the TLS session over it.
+pub async fn serve<S>(ctx: Arc<Context>, mut stream: S, conn: &Conn) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = Reply::with_capacity(READ_CHUNK);
     let mut protocol = None;
@@ -150,7 +152,7 @@ pub async fn serve(ctx: Arc<Context>, mut stream: TcpStream, conn: &Conn) -> std
 /// past `-o idle_timeout` since its last command (memcached's `idle_kicks`).
 async fn read(
     ctx: &Context,
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + Unpin),
     rbuf: &mut BytesMut,
     conn: &Conn,
 ) -> std::io::Result<Option<usize>> {
@@ -172,10 +174,13 @@ async fn read(
     }
 }
 
-/// Writes a whole reply, values by reference included, with vectored writes.
-async fn write(stream: &mut TcpStream, reply: &Reply) -> std::io::Result<()> {
+/// Writes a whole reply, values by reference included, with vectored writes (TLS too: rustls
+/// takes the slices into its records without copying them together first).
+async fn write(stream: &mut (impl AsyncWrite + Unpin), reply: &Reply) -> std::io::Result<()> {
     if let Some(bytes) = reply.contiguous() {
-        return stream.write_all(bytes).await;
+        stream.write_all(bytes).await?;
+        // TLS may hold the end of the reply back in its buffer until flushed (TCP: a no-op).
+        return stream.flush().await;
     }
     let mut segments = reply.segments();
     let mut slices = Vec::with_capacity(MAX_IOVECS);
@@ -183,7 +188,7 @@ async fn write(stream: &mut TcpStream, reply: &Reply) -> std::io::Result<()> {
         slices.clear();
         slices.extend(segments.by_ref().take(MAX_IOVECS).map(IoSlice::new));
         if slices.is_empty() {
-            return Ok(());
+            return stream.flush().await;
         }
         let mut pending = &mut slices[..];
         while !pending.is_empty() {

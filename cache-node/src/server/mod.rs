@@ -1,8 +1,9 @@
-//! Listeners and the accept loop: connection limits, per-connection tasks, the UDP port,
-//! background expiry, shutdown.
+//! Listeners and the accept loop: connection limits, per-connection tasks (with the TLS
+//! handshake under `-Z`), the UDP port, background expiry, shutdown.
 
 mod connection;
 pub mod http;
+pub mod tls;
 mod udp;
 mod workers;
 
@@ -20,7 +21,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::engine::Context;
-use crate::engine::conns::{State, Transport};
+use crate::engine::conns::{Conn, State, Transport};
 use crate::engine::stats::TCP_BACKLOG;
 use crate::rate_limited_log::RateLimitedLog;
 use crate::store::{SWEEP_BUDGET, SWEEP_INTERVAL};
@@ -169,12 +170,12 @@ async fn accept_loop(ctx: Arc<Context>, listener: TcpListener, workers: Arc<Work
         let conn_ctx = ctx.clone();
         // With -vv, every command logged for this connection names its peer.
         let span = debug_span!("conn", %peer);
-        let serve = Box::new(move |stream| {
+        let serve = Box::new(move |stream: tokio::net::TcpStream| {
             let ctx = conn_ctx;
             Box::pin(
                 async move {
                     debug!("connection opened");
-                    match connection::serve(ctx.clone(), stream, &conn).await {
+                    match serve_client(ctx.clone(), stream, &conn).await {
                         Ok(()) => debug!("connection closed"),
                         Err(e) => debug!(error = %e, "connection ended"),
                     }
@@ -188,6 +189,21 @@ async fn accept_loop(ctx: Arc<Context>, listener: TcpListener, workers: Arc<Work
             ctx.stats.curr_connections.fetch_sub(1, Relaxed);
         }
     }
+}
+
+/// Serves one client, after the TLS handshake under `-Z`. A handshake that fails or times out
+/// (a plaintext client, garbage, a stalled ClientHello) is counted and ends this connection
+/// only.
+async fn serve_client(ctx: Arc<Context>, stream: tokio::net::TcpStream, conn: &Conn) -> std::io::Result<()> {
+    // On the socket itself: TLS records go out as soon as they are written, as plain replies.
+    stream.set_nodelay(true)?;
+    let Some(tls) = &ctx.tls else {
+        return connection::serve(ctx, stream, conn).await;
+    };
+    let stream = tls.accept(stream).await.inspect_err(|_| {
+        ctx.stats.ssl_handshake_errors.fetch_add(1, Relaxed);
+    })?;
+    connection::serve(ctx, stream, conn).await
 }
 
 /// Background expiry: frees expired and flushed items that nobody reads again.

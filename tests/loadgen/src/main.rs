@@ -17,7 +17,6 @@ mod conn;
 mod proto;
 mod stats;
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use tokio::task::JoinSet;
 
-use conn::Conn;
+use conn::{Conn, Endpoint};
 use proto::{Codec, Op, Outcome};
 use stats::{Rng, Stats};
 
@@ -77,6 +76,10 @@ struct Common {
     /// Allow a server address that is not loopback.
     #[arg(long)]
     allow_remote: bool,
+    /// Connect over TLS, trusting the server certificates this CA (PEM) signed; the server's
+    /// certificate must name its IP address.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
     /// Seed of the key/operation random generator.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -165,7 +168,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v * mul))
 }
 
-async fn resolve(c: &Common) -> Result<SocketAddr> {
+async fn resolve(c: &Common) -> Result<Endpoint> {
     let addr = tokio::net::lookup_host(&c.server)
         .await
         .with_context(|| format!("resolve {}", c.server))?
@@ -174,7 +177,7 @@ async fn resolve(c: &Common) -> Result<SocketAddr> {
     if !addr.ip().is_loopback() && !c.allow_remote {
         bail!("{addr} is not a loopback address (pass --allow-remote to allow it)");
     }
-    Ok(addr)
+    Endpoint::new(addr, c.tls_ca.as_deref())
 }
 
 fn main() -> ExitCode {
@@ -241,9 +244,9 @@ async fn join_all(mut set: JoinSet<Stats>, deadline: Instant, total: &mut Stats)
 // ---------------------------------------------------------------- fill
 
 /// Stores ids `lo..hi` with pipelined sets on one connection.
-async fn store_range(addr: SocketAddr, codec: Arc<Codec>, lo: u64, hi: u64, pipeline: usize) -> Stats {
+async fn store_range(addr: Endpoint, codec: Arc<Codec>, lo: u64, hi: u64, pipeline: usize) -> Stats {
     let mut st = Stats::new(false);
-    let mut conn = match Conn::connect(addr, pipeline * (codec.value_size() + 64)).await {
+    let mut conn = match Conn::connect(&addr, pipeline * (codec.value_size() + 64)).await {
         Ok(c) => c,
         Err(e) => {
             st.error(format!("{e:#}"));
@@ -278,9 +281,9 @@ async fn store_range(addr: SocketAddr, codec: Arc<Codec>, lo: u64, hi: u64, pipe
 }
 
 /// Reads back `n` random ids out of `0..items`; every answer must be a correct hit.
-async fn verify_sample(addr: SocketAddr, codec: Arc<Codec>, items: u64, n: u64, seed: u64, pipeline: usize) -> Stats {
+async fn verify_sample(addr: Endpoint, codec: Arc<Codec>, items: u64, n: u64, seed: u64, pipeline: usize) -> Stats {
     let mut st = Stats::new(false);
-    let mut conn = match Conn::connect(addr, pipeline * 64).await {
+    let mut conn = match Conn::connect(&addr, pipeline * 64).await {
         Ok(c) => c,
         Err(e) => {
             st.error(format!("{e:#}"));
@@ -327,7 +330,7 @@ async fn verify_sample(addr: SocketAddr, codec: Arc<Codec>, items: u64, n: u64, 
 
 /// Stores `0..items` over `connections` connections. Returns the merged stats.
 async fn store_all(
-    addr: SocketAddr,
+    addr: Endpoint,
     codec: Arc<Codec>,
     items: u64,
     connections: usize,
@@ -339,7 +342,7 @@ async fn store_all(
     for c in 0..conns {
         let lo = items * c / conns;
         let hi = items * (c + 1) / conns;
-        set.spawn(store_range(addr, codec.clone(), lo, hi, pipeline.max(1)));
+        set.spawn(store_range(addr.clone(), codec.clone(), lo, hi, pipeline.max(1)));
     }
     let mut total = Stats::new(false);
     join_all(set, deadline, &mut total).await;
@@ -351,12 +354,12 @@ async fn fill(a: FillArgs) -> Result<u64> {
     let codec = Arc::new(Codec::new(a.items, a.value_size));
     let t0 = Instant::now();
     let deadline = t0 + a.timeout;
-    let stored = store_all(addr, codec.clone(), a.items, a.connections, a.pipeline, deadline).await;
+    let stored = store_all(addr.clone(), codec.clone(), a.items, a.connections, a.pipeline, deadline).await;
     let secs = t0.elapsed().as_secs_f64();
     let mut check = Stats::new(false);
     if a.verify > 0 && a.items > 0 {
         let mut set = JoinSet::new();
-        set.spawn(verify_sample(addr, codec.clone(), a.items, a.verify, a.common.seed, a.pipeline.max(1)));
+        set.spawn(verify_sample(addr.clone(), codec.clone(), a.items, a.verify, a.common.seed, a.pipeline.max(1)));
         join_all(set, Instant::now().max(deadline) + GRACE, &mut check).await;
     }
     let errors = stored.errors + check.errors;
@@ -384,7 +387,7 @@ async fn fill(a: FillArgs) -> Result<u64> {
 // ---------------------------------------------------------------- run
 
 struct RunPlan {
-    addr: SocketAddr,
+    addr: Endpoint,
     codec: Codec,
     keys: u64,
     pipeline: usize,
@@ -400,7 +403,7 @@ struct RunPlan {
 async fn run_conn(plan: Arc<RunPlan>, idx: usize, start: Instant) -> Stats {
     let mut st = Stats::new(true);
     let codec = &plan.codec;
-    let mut conn = match Conn::connect(plan.addr, plan.pipeline * (codec.value_size() + 64)).await {
+    let mut conn = match Conn::connect(&plan.addr, plan.pipeline * (codec.value_size() + 64)).await {
         Ok(c) => c,
         Err(e) => {
             st.error(format!("{e:#}"));
@@ -507,7 +510,7 @@ async fn run(a: RunArgs) -> Result<u64> {
     if a.prefill {
         let t0 = Instant::now();
         let st = store_all(
-            addr,
+            addr.clone(),
             Arc::new(Codec::new(a.keys, a.value_size)),
             a.keys,
             a.connections.min(4),
@@ -522,7 +525,7 @@ async fn run(a: RunArgs) -> Result<u64> {
 
     let start = Instant::now();
     let plan = Arc::new(RunPlan {
-        addr,
+        addr: addr.clone(),
         codec,
         keys: a.keys,
         pipeline: a.pipeline,

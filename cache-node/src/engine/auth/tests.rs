@@ -12,7 +12,8 @@ use crate::store::{Config, Store};
 
 fn ctx(file: &Path, sasl: bool, ascii: bool) -> Arc<Context> {
     let settings = Context::detached(Config::default()).settings.clone();
-    Context::new(Store::new(Config::default()), settings, 0, Some(Auth::load(file, sasl, ascii).unwrap()))
+    let auth = Auth::load(file, sasl, ascii).unwrap();
+    Context::new(Store::new(Config::default()), settings, 0, Some(auth), None)
 }
 
 fn users_file(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {

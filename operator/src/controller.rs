@@ -47,18 +47,20 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub admin: AdminClient,
+    pub settings: render::Settings,
     /// Consecutive failures per pair, for the error backoff.
     failures: Mutex<HashMap<ObjectRef<CachePair>, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, identity: &str) -> Self {
+    pub fn new(client: Client, metrics: Arc<Metrics>, identity: &str, settings: render::Settings) -> Self {
         let reporter = Reporter { controller: MANAGER.into(), instance: Some(identity.into()) };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
             admin: AdminClient::default(),
+            settings,
             failures: Mutex::default(),
         }
     }
@@ -271,8 +273,11 @@ impl CachePair {
             .patch(&self.members_service_name(), &params, &Patch::Apply(typed(render::members_service(self))))
             .await?;
         let policies: Api<NetworkPolicy> = self.api(ctx);
-        let policy = render::network_policy(self);
-        policies.patch(&format!("{name}-replication"), &params, &Patch::Apply(typed(policy))).await?;
+        let policy = render::network_policy(self, &ctx.settings);
+        policies.patch(&name, &params, &Patch::Apply(typed(policy))).await?;
+        // Earlier operators kept `<name>-replication`, which admits every source to the client and
+        // admin ports: policies add up, so it goes once `<name>` is in place.
+        delete_if_present(&policies, &format!("{name}-replication")).await?;
         let budgets: Api<PodDisruptionBudget> = self.api(ctx);
         if self.spec.pod_disruption_budget {
             budgets.patch(&name, &params, &Patch::Apply(typed(render::pod_disruption_budget(self)))).await?;

@@ -16,10 +16,10 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use operator::controller::{self, Context};
 use operator::metrics::Metrics;
 use operator::telemetry::{self, LogFormat};
-use operator::{eviction, leader};
+use operator::{eviction, leader, render};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -104,7 +104,13 @@ async fn main() -> anyhow::Result<()> {
     }
     info!(listen = %args.listen, identity, "cachepair-operator starting");
 
-    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), &identity));
+    // In the cluster, the Deployment sets POD_NAMESPACE from the downward API.
+    let own_namespace = std::env::var("POD_NAMESPACE").ok();
+    if own_namespace.is_none() {
+        warn!("POD_NAMESPACE is not set: the pairs' NetworkPolicies leave the admin port open to every source");
+    }
+    let settings = render::Settings { namespace: own_namespace.clone() };
+    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), &identity, settings));
     if !args.leader_election {
         ready_tx.send_replace(true);
         controller::run(ctx, args.namespace, shutdown_signal()).await;
@@ -113,8 +119,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
 
-    let lease_ns =
-        args.lease_namespace.or_else(|| std::env::var("POD_NAMESPACE").ok()).unwrap_or_else(|| "default".into());
+    let lease_ns = args.lease_namespace.or(own_namespace).unwrap_or_else(|| "default".into());
     let mut election = leader::start(client, &lease_ns, &args.lease_name, &identity).await?;
     info!(lease = %args.lease_name, namespace = %lease_ns, "waiting to lead");
     tokio::select! {

@@ -679,6 +679,14 @@ INVALID = [
     ("cachepair-service.yaml", "spec.podTemplate.securityContext",
      {"seccompProfile": {"type": "Unconfined"}}, "spec.podTemplate.securityContext.seccompProfile.type"),
     ("cachepair-service.yaml", "spec.podTemplate.serviceAccountName", "", "spec.podTemplate.serviceAccountName"),
+    ("cachepair-service.yaml", "spec.networkPolicy", {"allowedClients": [{}]},
+     "spec.networkPolicy.allowedClients[0]"),
+    ("cachepair-service.yaml", "spec.networkPolicy",
+     {"allowedClients": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]},
+     "spec.networkPolicy.allowedClients[0].ipBlock"),
+    ("cachepair-service.yaml", "spec.networkPolicy",
+     {"allowedMetricsScrapers": [{"ipBlock": {"cidr": "10.0.0.0"}}]},
+     "spec.networkPolicy.allowedMetricsScrapers.0.ipBlock.cidr"),
 ]
 
 
@@ -691,6 +699,24 @@ def test_invalid_sample_is_rejected(sample, path, value, where):
     problems = crdschema.violations(crd, pair)
     assert problems, f"{path}={value!r} was accepted"
     assert where in [p.path for p in problems], "\n".join(map(str, problems))
+
+
+def test_network_policy_peers_are_networkpolicy_peers():
+    crd = crd_or_skip()
+    pair = copy.deepcopy(sample_pair("cachepair-service.yaml"))
+    pair["spec"]["networkPolicy"] = {
+        "allowedClients": [
+            {"podSelector": {"matchLabels": {"app": "shop"}}},
+            {"namespaceSelector": {"matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["web"]}]},
+             "podSelector": {}},
+            {"ipBlock": {"cidr": "10.8.0.0/16", "except": ["10.8.1.0/24"]}},
+        ],
+        "allowedMetricsScrapers": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+    }
+    problems = crdschema.violations(crd, pair)
+    assert not problems, "\n".join(map(str, problems))
 
 
 def test_the_crd_fits_in_a_client_side_apply():

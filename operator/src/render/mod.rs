@@ -1,5 +1,6 @@
-//! The objects a CachePair owns, as pure functions of the resource (and, for a member pod, of
-//! its peer's address). Nothing here talks to the API server.
+//! The objects a CachePair owns, as pure functions of the resource, of the operator's
+//! [`Settings`] (and, for a member pod, of its peer's address). Nothing here talks to the API
+//! server.
 
 mod network;
 mod pod;
@@ -14,6 +15,14 @@ pub use network::{network_policy, pod_disruption_budget};
 pub use pod::{MEMBER_CONTAINER, SECRET_KEY, SERVING_CONDITION, member_pod, revision};
 pub use services::{client_service, members_service, replication_secret, service_monitor, service_monitor_resource};
 pub use vrrp::{VRRP_CONTAINER, keepalived_conf, vrrp_secret};
+
+/// What the operator's own configuration, not a CachePair's author, decides in a pair's objects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// The operator's namespace (`POD_NAMESPACE`), the one namespace whose pods reach the
+    /// members' admin port; `None` when the operator runs outside the cluster.
+    pub namespace: Option<String>,
+}
 
 /// Metadata of an object the pair owns: its namespace, labels and the controller reference
 /// that makes Kubernetes delete it with the pair.

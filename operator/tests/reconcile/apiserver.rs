@@ -97,18 +97,30 @@ impl ApiServer {
         for path in [
             format!("/api/v1/namespaces/{NS}/services/{PAIR}"),
             format!("/api/v1/namespaces/{NS}/services/{PAIR}-members"),
-            format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/{PAIR}-replication"),
-            format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/{PAIR}"),
+            format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/{PAIR}"),
         ] {
-            let call = self.expect("PATCH", &path).await;
-            assert!(call.query.contains("fieldManager=cachepair-operator") && call.query.contains("force=true"));
-            call.echo();
+            self.expect_apply(&path).await;
         }
+        // The policy of earlier operators, replaced by `<name>`, is gone.
+        self.expect(
+            "DELETE",
+            &format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/{PAIR}-replication"),
+        )
+        .await
+        .not_found();
+        self.expect_apply(&format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/{PAIR}")).await;
         let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "demo-replication"}});
         self.expect("GET", &format!("/api/v1/namespaces/{NS}/secrets/{PAIR}-replication")).await.reply(secret);
         self.expect("DELETE", &format!("/apis/monitoring.coreos.com/v1/namespaces/{NS}/servicemonitors/{PAIR}"))
             .await
             .not_found();
+    }
+
+    /// A server-side apply by the operator, echoed back.
+    async fn expect_apply(&mut self, path: &str) {
+        let call = self.expect("PATCH", path).await;
+        assert!(call.query.contains("fieldManager=cachepair-operator") && call.query.contains("force=true"));
+        call.echo();
     }
 
     /// An Event about the pair; returns it.

@@ -74,7 +74,8 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let (client, server) = ApiServer::new();
-    let ctx = Arc::new(Context::new(client, Arc::new(Metrics::register(&mut Registry::default())), "test"));
+    let metrics = Arc::new(Metrics::register(&mut Registry::default()));
+    let ctx = Arc::new(Context::new(client, metrics, "test", render::Settings::default()));
     let script = tokio::spawn(script(server, pair.clone()));
     let result = timeout(ROUND, controller::reconcile(Arc::new(cache_pair(pair)), ctx)).await.expect("a round ends");
     if let Err(e) = timeout(ROUND, script).await.expect("the script ends") {

@@ -171,7 +171,7 @@ impl CachePair {
         let status = self.api::<CachePair>(ctx).get_status(&self.name()).await?.status.unwrap_or_default();
         let last_master = status.master.as_deref().and_then(|m| Member::of_pod(&self.name(), m));
         let last_promotions = status.promotions(&self.name());
-        let revision = render::revision(self);
+        let revision = render::revision(self, &ctx.settings);
         let fenced: Vec<Member> = self.spec.fenced.iter().map(|&m| m.into()).collect();
         let input = Input {
             a: views.get(&Member::A),
@@ -440,7 +440,7 @@ impl CachePair {
         let pair = self.name();
         match action {
             decide::Action::Create { member, start } => {
-                let pod = render::member_pod(self, *member, start.peer());
+                let pod = render::member_pod(self, *member, start.peer(), &ctx.settings);
                 let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
                 match pods.create(&params, &pod).await {
                     Ok(_) => {}

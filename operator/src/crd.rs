@@ -39,7 +39,8 @@ pub const DEFAULT_IMAGE: &str = "cachepair/cache-node:0.1.0";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CachePairSpec {
-    /// The cache-node image.
+    /// The members' cache-node image. The VRRP sidecar (root, with NET_ADMIN and NET_RAW on the
+    /// host network) does not run it: its image is the operator's (`--vrrp-image`).
     #[serde(default = "default_image")]
     #[schemars(length(min = 1))]
     pub image: String,

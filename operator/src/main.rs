@@ -14,6 +14,7 @@ use clap::Parser;
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use operator::controller::{self, Context};
+use operator::crd::DEFAULT_IMAGE;
 use operator::metrics::Metrics;
 use operator::telemetry::{self, LogFormat};
 use operator::{eviction, leader, render};
@@ -57,6 +58,10 @@ struct Args {
     /// The webhook's private key (PEM)
     #[arg(long, requires = "webhook_listen")]
     webhook_key: Option<PathBuf>,
+    /// The image of the VRRP sidecar of pairs in VRRP mode, which runs as root with NET_ADMIN
+    /// and NET_RAW on the host network: the operator's choice, not the pair's `spec.image`
+    #[arg(long, default_value = DEFAULT_IMAGE)]
+    vrrp_image: String,
 }
 
 struct Health {
@@ -109,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
     if own_namespace.is_none() {
         warn!("POD_NAMESPACE is not set: the pairs' NetworkPolicies leave the admin port open to every source");
     }
-    let settings = render::Settings { namespace: own_namespace.clone() };
+    let settings = render::Settings { namespace: own_namespace.clone(), vrrp_image: args.vrrp_image.clone() };
     let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), &identity, settings));
     if !args.leader_election {
         ready_tx.send_replace(true);

@@ -67,7 +67,7 @@ LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update", "p
 # The operator binary's flags (`cachepair-operator --help`).
 OPERATOR_FLAGS = {"--kubeconfig", "--namespace", "--listen", "--leader-election", "--lease-name",
                   "--lease-namespace", "--log-format", "--webhook-listen", "--webhook-cert",
-                  "--webhook-key"}
+                  "--webhook-key", "--vrrp-image"}
 
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 HELM_ONLY_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by"}
@@ -286,6 +286,8 @@ def test_deployment_follows_the_operator_contract(config):
     args = parse_args(c["args"])
     assert args["--listen"] == "0.0.0.0:8080"
     assert args["--log-format"] == "json"
+    # The privileged VRRP sidecar's image is the installer's choice, the chart's cache-node.
+    assert args["--vrrp-image"] == "cachepair/cache-node:0.1.0"
     assert "--kubeconfig" not in args, "in-cluster config"
     assert args.get("--namespace") == values.get("watchNamespace")
     if values.get("leaderElection.enabled", "true") == "true":
@@ -376,13 +378,15 @@ def test_values_reach_the_deployment():
                   "image.pullPolicy=Always", "logFormat=text", "logLevel=info\\,operator=debug",
                   "metrics.port=9090", "imagePullSecrets[0].name=regcred",
                   "nodeSelector.role=infra", "priorityClassName=system-cluster-critical",
-                  "leaderElection.leaseName=ops-lease")
+                  "leaderElection.leaseName=ops-lease",
+                  "vrrp.image.repository=registry.example/ops/cache-node", "vrrp.image.tag=v9")
     dep, pod, c = deployment_parts(docs)
     assert c["image"] == "registry.example/ops/operator:1.2.3"
     assert c["imagePullPolicy"] == "Always"
     args = parse_args(c["args"])
     assert args["--log-format"] == "text" and args["--listen"] == "0.0.0.0:9090"
     assert args["--lease-name"] == "ops-lease"
+    assert args["--vrrp-image"] == "registry.example/ops/cache-node:v9"
     assert {e["name"]: e.get("value") for e in c["env"]}["RUST_LOG"] == "info,operator=debug"
     assert c["ports"][0]["containerPort"] == 9090
     assert one(docs, "Service")["spec"]["ports"][0]["port"] == 9090
@@ -409,6 +413,7 @@ def test_rolling_update_can_be_chosen():
     (("metrics.port=70000",), "metrics/port"),
     (("logFormat=xml",), "logFormat"),
     (("image.pullPolicy=Sometimes",), "image/pullPolicy"),
+    (("vrrp.image.repository=",), "vrrp/image/repository"),
     (("watchNamespace=Not_A_Namespace",), "watchNamespace"),
     (("leaderElection.enabled=maybe",), "leaderElection/enabled"),
     (("serviceMonitor.interval=soon",), "serviceMonitor/interval"),

@@ -68,6 +68,13 @@ The operator's image reference; the tag defaults to the chart's appVersion.
 {{- end }}
 
 {{/*
+The VRRP sidecar's image reference (--vrrp-image); the tag defaults to the chart's appVersion.
+*/}}
+{{- define "cachepair-operator.vrrpImage" -}}
+{{- printf "%s:%s" .Values.vrrp.image.repository (default .Chart.AppVersion .Values.vrrp.image.tag) }}
+{{- end }}
+
+{{/*
 The rules the operator needs in the namespaces it watches (a ClusterRole when it watches all of
 them, a Role in watchNamespace otherwise). Least privilege: exactly what it reads and writes.
 */}}

@@ -124,7 +124,7 @@ mod tests {
     }
 
     fn operator_ns() -> Settings {
-        Settings { namespace: Some("cachepair-system".into()) }
+        Settings { namespace: Some("cachepair-system".into()), ..Settings::default() }
     }
 
     fn members() -> NetworkPolicyPeer {

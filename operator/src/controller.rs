@@ -3,11 +3,11 @@
 //! one field manager; a finalizer lets a deleted pair say goodbye; Events tell people what
 //! happened.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -66,8 +66,23 @@ impl Context {
     }
 }
 
-/// Runs the controller until `shutdown` resolves; `namespace` limits it to one namespace.
+/// Runs the controllers until `shutdown` resolves: one per namespace in `namespaces` (each once),
+/// or one for all namespaces when it is empty. A kube-runtime Controller watches one namespace
+/// or all; one store fed by several namespaces' watches would drop a namespace's pairs whenever
+/// another's watch relists.
 pub async fn run(
+    ctx: Arc<Context>,
+    namespaces: Vec<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let shutdown = shutdown.shared();
+    let scopes: BTreeSet<Option<String>> =
+        if namespaces.is_empty() { [None].into() } else { namespaces.into_iter().map(Some).collect() };
+    futures::future::join_all(scopes.into_iter().map(|ns| run_in(ctx.clone(), ns, shutdown.clone()))).await;
+}
+
+/// One controller: in `namespace`, or in all of them.
+async fn run_in(
     ctx: Arc<Context>,
     namespace: Option<String>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,

@@ -32,9 +32,9 @@ struct Args {
     /// kubeconfig to use (default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account)
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    /// Watch only this namespace (default: all)
-    #[arg(long)]
-    namespace: Option<String>,
+    /// Watch only these namespaces, comma-separated or repeated (default: all)
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    namespace: Vec<String>,
     /// Where /metrics, /healthz and /readyz are served
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
@@ -189,5 +189,19 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: shutting down"),
         _ = tokio::signal::ctrl_c() => info!("interrupted: shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_comma_separated_or_repeated() {
+        let args =
+            Args::try_parse_from(["cachepair-operator", "--namespace=apps,shop", "--namespace", "cart"]).unwrap();
+        assert_eq!(args.namespace, ["apps", "shop", "cart"]);
+        assert!(Args::try_parse_from(["cachepair-operator"]).unwrap().namespace.is_empty(), "all namespaces");
+        assert!(Args::try_parse_from(["cachepair-operator", "--namespace="]).is_err());
     }
 }

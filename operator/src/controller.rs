@@ -3,11 +3,11 @@
 //! one field manager; a finalizer lets a deleted pair say goodbye; Events tell people what
 //! happened.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -47,25 +47,42 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub admin: AdminClient,
+    pub settings: render::Settings,
     /// Consecutive failures per pair, for the error backoff.
     failures: Mutex<HashMap<ObjectRef<CachePair>, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, identity: &str) -> Self {
+    pub fn new(client: Client, metrics: Arc<Metrics>, identity: &str, settings: render::Settings) -> Self {
         let reporter = Reporter { controller: MANAGER.into(), instance: Some(identity.into()) };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
             admin: AdminClient::default(),
+            settings,
             failures: Mutex::default(),
         }
     }
 }
 
-/// Runs the controller until `shutdown` resolves; `namespace` limits it to one namespace.
+/// Runs the controllers until `shutdown` resolves: one per namespace in `namespaces` (each once),
+/// or one for all namespaces when it is empty. A kube-runtime Controller watches one namespace
+/// or all; one store fed by several namespaces' watches would drop a namespace's pairs whenever
+/// another's watch relists.
 pub async fn run(
+    ctx: Arc<Context>,
+    namespaces: Vec<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let shutdown = shutdown.shared();
+    let scopes: BTreeSet<Option<String>> =
+        if namespaces.is_empty() { [None].into() } else { namespaces.into_iter().map(Some).collect() };
+    futures::future::join_all(scopes.into_iter().map(|ns| run_in(ctx.clone(), ns, shutdown.clone()))).await;
+}
+
+/// One controller: in `namespace`, or in all of them.
+async fn run_in(
     ctx: Arc<Context>,
     namespace: Option<String>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
@@ -169,7 +186,7 @@ impl CachePair {
         let status = self.api::<CachePair>(ctx).get_status(&self.name()).await?.status.unwrap_or_default();
         let last_master = status.master.as_deref().and_then(|m| Member::of_pod(&self.name(), m));
         let last_promotions = status.promotions(&self.name());
-        let revision = render::revision(self);
+        let revision = render::revision(self, &ctx.settings);
         let fenced: Vec<Member> = self.spec.fenced.iter().map(|&m| m.into()).collect();
         let input = Input {
             a: views.get(&Member::A),
@@ -280,8 +297,11 @@ impl CachePair {
             .patch(&self.members_service_name(), &params, &Patch::Apply(typed(render::members_service(self))))
             .await?;
         let policies: Api<NetworkPolicy> = self.api(ctx);
-        let policy = render::network_policy(self);
-        policies.patch(&format!("{name}-replication"), &params, &Patch::Apply(typed(policy))).await?;
+        let policy = render::network_policy(self, &ctx.settings);
+        policies.patch(&name, &params, &Patch::Apply(typed(policy))).await?;
+        // Earlier operators kept `<name>-replication`, which admits every source to the client and
+        // admin ports: policies add up, so it goes once `<name>` is in place.
+        delete_if_present(&policies, &format!("{name}-replication")).await?;
         let budgets: Api<PodDisruptionBudget> = self.api(ctx);
         if self.spec.pod_disruption_budget {
             budgets.patch(&name, &params, &Patch::Apply(typed(render::pod_disruption_budget(self)))).await?;
@@ -433,7 +453,7 @@ impl CachePair {
         let pair = self.name();
         match action {
             decide::Action::Create { member, start } => {
-                let pod = render::member_pod(self, *member, start.peer());
+                let pod = render::member_pod(self, *member, start.peer(), &ctx.settings);
                 let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
                 match pods.create(&params, &pod).await {
                     Ok(_) => {}

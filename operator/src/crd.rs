@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, Container, EnvVar, LocalObjectReference, ResourceRequirements, SELinuxOptions, SeccompProfile,
     Toleration, TopologySpreadConstraint,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -39,7 +39,8 @@ pub const DEFAULT_IMAGE: &str = "cachepair/cache-node:0.1.0";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CachePairSpec {
-    /// The cache-node image.
+    /// The members' cache-node image. The VRRP sidecar (root, with NET_ADMIN and NET_RAW on the
+    /// host network) does not run it: its image is the operator's (`--vrrp-image`).
     #[serde(default = "default_image")]
     #[schemars(length(min = 1))]
     pub image: String,
@@ -99,6 +100,8 @@ pub struct CachePairSpec {
     pub pod_disruption_budget: bool,
     #[serde(default)]
     pub monitoring: Monitoring,
+    #[serde(default)]
+    pub network_policy: NetworkPolicySettings,
     #[serde(default)]
     pub pod_template: PodTemplate,
     /// Seconds a member's pod may sit on an unreachable node before the operator force-deletes
@@ -600,6 +603,71 @@ fn default_vrrp_version() -> u8 {
 }
 fn default_vrrp_priority() -> u8 {
     100
+}
+
+// ---- spec.networkPolicy -------------------------------------------------------------------
+
+/// Who may connect to the members, as the NetworkPolicy `<name>` says: the replication port
+/// admits the two members only; the admin port (metrics, role, and `/switchover`, which takes
+/// no credentials) the members, the operator's namespace and `allowedMetricsScrapers`; the
+/// client port the members and `allowedClients`. It takes a network plugin that enforces
+/// NetworkPolicies, and restricts nothing in VRRP mode: pods on the host network are not
+/// subject to NetworkPolicies.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySettings {
+    /// Sources admitted to the client port besides the members. Empty (the default): every
+    /// source, as before this field existed (Kubernetes reads an empty `from` so too). List
+    /// `{podSelector: {}}` to admit the pair's own namespace only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub allowed_clients: Vec<NetworkPeer>,
+    /// Sources admitted to the admin port besides the members and the operator's namespace:
+    /// Prometheus, when it scrapes the members (`monitoring.serviceMonitor`) from elsewhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub allowed_metrics_scrapers: Vec<NetworkPeer>,
+}
+
+/// A source of connections, as a NetworkPolicy's `from` names one: pods by label (in the
+/// pair's namespace, or in the namespaces `namespaceSelector` picks), or an IP block.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.podSelector) || has(self.namespaceSelector) || has(self.ipBlock)",
+        "message": "a peer needs podSelector, namespaceSelector or ipBlock",
+    },
+    {
+        "rule": "!has(self.ipBlock) || !(has(self.podSelector) || has(self.namespaceSelector))",
+        "message": "ipBlock excludes podSelector and namespaceSelector",
+        "fieldPath": ".ipBlock",
+    },
+]))]
+pub struct NetworkPeer {
+    /// Pods by label (`{}`: every pod), in the pair's namespace unless `namespaceSelector` is
+    /// given too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<LabelSelector>,
+    /// Namespaces by label (`{}`: every namespace; each has `kubernetes.io/metadata.name`): all
+    /// their pods, or those `podSelector` picks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_block: Option<IpBlock>,
+}
+
+/// Addresses outside the cluster's pods, e.g. a load balancer's or another network's.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IpBlock {
+    /// A network, e.g. `10.0.0.0/8` or `2001:db8::/32`.
+    #[schemars(length(min = 3, max = 49), regex(pattern = r"^[0-9a-fA-F.:]+/[0-9]{1,3}$"))]
+    pub cidr: String,
+    /// Networks within `cidr` that are not admitted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub except: Vec<String>,
 }
 
 /// The CustomResourceDefinition as YAML, as `crdgen` prints it and `crds/cachepair.yaml` holds it.

@@ -14,12 +14,13 @@ use clap::Parser;
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use operator::controller::{self, Context};
+use operator::crd::DEFAULT_IMAGE;
 use operator::metrics::Metrics;
 use operator::telemetry::{self, LogFormat};
-use operator::{eviction, leader};
+use operator::{eviction, leader, render};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -31,9 +32,9 @@ struct Args {
     /// kubeconfig to use (default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account)
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    /// Watch only this namespace (default: all)
-    #[arg(long)]
-    namespace: Option<String>,
+    /// Watch only these namespaces, comma-separated or repeated (default: all)
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    namespace: Vec<String>,
     /// Where /metrics, /healthz and /readyz are served
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
@@ -57,6 +58,10 @@ struct Args {
     /// The webhook's private key (PEM)
     #[arg(long, requires = "webhook_listen")]
     webhook_key: Option<PathBuf>,
+    /// The image of the VRRP sidecar of pairs in VRRP mode, which runs as root with NET_ADMIN
+    /// and NET_RAW on the host network: the operator's choice, not the pair's `spec.image`
+    #[arg(long, default_value = DEFAULT_IMAGE)]
+    vrrp_image: String,
 }
 
 struct Health {
@@ -104,7 +109,13 @@ async fn main() -> anyhow::Result<()> {
     }
     info!(listen = %args.listen, identity, "cachepair-operator starting");
 
-    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), &identity));
+    // In the cluster, the Deployment sets POD_NAMESPACE from the downward API.
+    let own_namespace = std::env::var("POD_NAMESPACE").ok();
+    if own_namespace.is_none() {
+        warn!("POD_NAMESPACE is not set: the pairs' NetworkPolicies leave the admin port open to every source");
+    }
+    let settings = render::Settings { namespace: own_namespace.clone(), vrrp_image: args.vrrp_image.clone() };
+    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), &identity, settings));
     if !args.leader_election {
         ready_tx.send_replace(true);
         controller::run(ctx, args.namespace, shutdown_signal()).await;
@@ -113,8 +124,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
 
-    let lease_ns =
-        args.lease_namespace.or_else(|| std::env::var("POD_NAMESPACE").ok()).unwrap_or_else(|| "default".into());
+    let lease_ns = args.lease_namespace.or(own_namespace).unwrap_or_else(|| "default".into());
     let mut election = leader::start(client, &lease_ns, &args.lease_name, &identity).await?;
     info!(lease = %args.lease_name, namespace = %lease_ns, "waiting to lead");
     tokio::select! {
@@ -179,5 +189,19 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: shutting down"),
         _ = tokio::signal::ctrl_c() => info!("interrupted: shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_comma_separated_or_repeated() {
+        let args =
+            Args::try_parse_from(["cachepair-operator", "--namespace=apps,shop", "--namespace", "cart"]).unwrap();
+        assert_eq!(args.namespace, ["apps", "shop", "cart"]);
+        assert!(Args::try_parse_from(["cachepair-operator"]).unwrap().namespace.is_empty(), "all namespaces");
+        assert!(Args::try_parse_from(["cachepair-operator", "--namespace="]).is_err());
     }
 }

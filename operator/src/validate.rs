@@ -1,12 +1,14 @@
-//! What the schema cannot check about a spec: the Secrets and nodes it names must exist, and
-//! the Secrets must hold what the members read. Pure: the controller fetches what
-//! [`CachePairSpec::references`] names and hands the result in.
+//! What the schema cannot check about a spec: the Secrets and nodes it names must exist, the
+//! Secrets must hold what the members read, and the NetworkPolicy's IP blocks must be networks
+//! (the CEL `isCIDR` needs Kubernetes 1.31; the chart supports 1.30). Pure: the controller
+//! fetches what [`CachePairSpec::references`] names and hands the result in.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use k8s_openapi::api::core::v1::Secret;
 
-use crate::crd::{CachePairSpec, ClientCertificates};
+use crate::crd::{CachePairSpec, ClientCertificates, NetworkPeer};
 use crate::render::{SECRET_KEY, USERS_KEY};
 
 /// The objects a spec refers to.
@@ -42,6 +44,14 @@ impl CachePairSpec {
     /// when it can.
     pub fn problems(&self, found: &Found) -> Vec<String> {
         let mut problems = Vec::new();
+        let access = &self.network_policy;
+        for (field, peers) in
+            [("allowedClients", &access.allowed_clients), ("allowedMetricsScrapers", &access.allowed_metrics_scrapers)]
+        {
+            for (i, peer) in peers.iter().enumerate() {
+                problems.extend(ip_block_problems(peer, &format!("spec.networkPolicy.{field}[{i}].ipBlock")));
+            }
+        }
         if let Some(name) = &self.replication.secret_name {
             match found.secrets.get(name) {
                 None => problems.push(format!("spec.replication.secretName: Secret {name} not found")),
@@ -113,6 +123,64 @@ fn check_users(users: &str) -> Result<(), String> {
         }
     }
     if count == 0 { Err("no users".into()) } else { Ok(()) }
+}
+
+/// What the API server would refuse in a peer's IP block: a `cidr` that is no network, an
+/// `except` that is not a smaller network within it.
+fn ip_block_problems(peer: &NetworkPeer, field: &str) -> Vec<String> {
+    let Some(block) = &peer.ip_block else { return Vec::new() };
+    let cidr = match Network::parse(&block.cidr) {
+        Ok(cidr) => cidr,
+        Err(why) => return vec![format!("{field}.cidr: {}: {why}", block.cidr)],
+    };
+    let mut problems = Vec::new();
+    for (i, except) in block.except.iter().enumerate() {
+        match Network::parse(except) {
+            Err(why) => problems.push(format!("{field}.except[{i}]: {except}: {why}")),
+            Ok(e) if !(e.prefix > cidr.prefix && cidr.contains(e.addr)) => {
+                problems.push(format!("{field}.except[{i}]: {except} is not a smaller network within {}", block.cidr))
+            }
+            Ok(_) => {}
+        }
+    }
+    problems
+}
+
+/// An IP network in CIDR notation, its host bits zero.
+struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    fn parse(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = s.split_once('/').ok_or("not in CIDR notation (address/prefix length)")?;
+        let addr: IpAddr = addr.parse().map_err(|_| format!("{addr} is not an IP address"))?;
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix =
+            prefix.parse::<u8>().ok().filter(|&p| p <= bits).ok_or(format!("the prefix length must be 0 to {bits}"))?;
+        let network = Self { addr: mask(addr, prefix), prefix };
+        if network.addr != addr {
+            return Err(format!("host bits set: the network is {}/{prefix}", network.addr));
+        }
+        Ok(network)
+    }
+
+    fn contains(&self, addr: IpAddr) -> bool {
+        addr.is_ipv4() == self.addr.is_ipv4() && mask(addr, self.prefix) == self.addr
+    }
+}
+
+/// `addr` with all but its first `prefix` bits zero.
+fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            Ipv4Addr::from(u32::from(a) & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)).into()
+        }
+        IpAddr::V6(a) => {
+            Ipv6Addr::from(u128::from(a) & u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)).into()
+        }
+    }
 }
 
 /// A Secret's value under `key`, from `data` or (as written, before the API server moves it)
@@ -215,5 +283,46 @@ mod tests {
                 "spec.exposure.vrrp.authSecretName: the password in Secret auth must be 1 to 8 characters (VRRPv2 PASS)",
             ]
         );
+    }
+
+    #[test]
+    fn ip_blocks_must_be_networks_and_their_exceptions_within() {
+        let spec = pair(json!({"networkPolicy": {
+            "allowedClients": [
+                {"ipBlock": {"cidr": "10.8.0.0/16", "except": ["10.8.1.0/24", "10.9.0.0/24", "10.8.0.0/16", "10.8.2.0/33"]}},
+                {"ipBlock": {"cidr": "2001:db8::/32", "except": ["2001:db8:1::/48", "10.8.0.0/24"]}},
+                {"podSelector": {}},
+                {"ipBlock": {"cidr": "10.0.0.1/8"}},
+            ],
+            "allowedMetricsScrapers": [{"ipBlock": {"cidr": "300.0.0.0/8"}}, {"ipBlock": {"cidr": "10.0.0.0"}}],
+        }}))
+        .spec;
+        let within = |i: usize, except: &str, cidr: &str| {
+            format!(
+                "spec.networkPolicy.allowedClients[0].ipBlock.except[{i}]: {except} is not a smaller network within {cidr}"
+            )
+        };
+        assert_eq!(
+            spec.problems(&Found::default()),
+            [
+                within(1, "10.9.0.0/24", "10.8.0.0/16"),
+                within(2, "10.8.0.0/16", "10.8.0.0/16"),
+                "spec.networkPolicy.allowedClients[0].ipBlock.except[3]: 10.8.2.0/33: the prefix length must be 0 to 32"
+                    .into(),
+                "spec.networkPolicy.allowedClients[1].ipBlock.except[1]: 10.8.0.0/24 is not a smaller network within 2001:db8::/32"
+                    .into(),
+                "spec.networkPolicy.allowedClients[3].ipBlock.cidr: 10.0.0.1/8: host bits set: the network is 10.0.0.0/8"
+                    .into(),
+                "spec.networkPolicy.allowedMetricsScrapers[0].ipBlock.cidr: 300.0.0.0/8: 300.0.0.0 is not an IP address"
+                    .into(),
+                "spec.networkPolicy.allowedMetricsScrapers[1].ipBlock.cidr: 10.0.0.0: not in CIDR notation (address/prefix length)"
+                    .into(),
+            ]
+        );
+        let fine = pair(json!({"networkPolicy": {"allowedClients": [
+            {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}}, {"ipBlock": {"cidr": "::/0"}},
+            {"ipBlock": {"cidr": "192.0.2.7/32"}},
+        ]}}));
+        assert!(fine.spec.problems(&Found::default()).is_empty());
     }
 }

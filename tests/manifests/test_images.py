@@ -64,6 +64,9 @@ def test_the_defaults_name_the_scripts_images():
         == f"cachepair/operator:{VERSION}"
     assert values["image"]["pullPolicy"] == "IfNotPresent"
     assert f'image: "cachepair/operator:{VERSION}"' in (REPO / "deploy/operator.yaml").read_text()
+    assert f"{values['vrrp']['image']['repository']}:{values['vrrp']['image']['tag'] or chart['appVersion']}" \
+        == f"cachepair/cache-node:{VERSION}"
+    assert f"--vrrp-image=cachepair/cache-node:{VERSION}" in (REPO / "deploy/operator.yaml").read_text()
     crd = (REPO / "crds/cachepair.yaml").read_text()
     assert f"default: cachepair/cache-node:{VERSION}" in crd
     sample = yaml.safe_load((REPO / "deploy/samples/cachepair-service.yaml").read_text())

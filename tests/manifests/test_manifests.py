@@ -24,11 +24,16 @@ from chartkit import (CHART, CRD_SOURCE, DEPLOY, MIN_KUBE_VERSION, RELEASE, RELE
 
 OPERATOR_IMAGE = "cachepair/operator:0.1.0"
 WATCH_NS = "apps"
+OTHER_NS = "shop"
 
 # Value sets the chart is rendered and linted with.
 CONFIGS = {
     "defaults": (),
     "watch-namespace": (f"watchNamespace={WATCH_NS}",),
+    "watch-namespaces": (f"watchNamespaces={{{WATCH_NS},{OTHER_NS}}}",),
+    # the older watchNamespace adds to the list, once
+    "watch-namespaces-and-older": (f"watchNamespaces={{{OTHER_NS},{WATCH_NS}}}",
+                                   f"watchNamespace={WATCH_NS}"),
     "service-monitor": ("serviceMonitor.enabled=true", "serviceMonitor.labels.release=prom"),
     "no-rbac": ("rbac.create=false",),
     "pair-service-monitors": ("pairServiceMonitors=true",),
@@ -67,7 +72,7 @@ LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update", "p
 # The operator binary's flags (`cachepair-operator --help`).
 OPERATOR_FLAGS = {"--kubeconfig", "--namespace", "--listen", "--leader-election", "--lease-name",
                   "--lease-namespace", "--log-format", "--webhook-listen", "--webhook-cert",
-                  "--webhook-key"}
+                  "--webhook-key", "--vrrp-image"}
 
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 HELM_ONLY_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by"}
@@ -75,6 +80,12 @@ HELM_ONLY_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by"}
 
 def config_ids():
     return list(CONFIGS)
+
+
+def watched(values: dict[str, str]) -> list[str]:
+    """The namespaces a value set has the operator watch, in the chart's order; [] for all."""
+    namespaces = [n for n in values.get("watchNamespaces", "{}").strip("{}").split(",") if n]
+    return list(dict.fromkeys([*namespaces, *filter(None, [values.get("watchNamespace")])]))
 
 
 # -- helm lint -------------------------------------------------------------------------------
@@ -140,7 +151,7 @@ def test_rendered_kinds(config):
     values = dict(s.split("=", 1) for s in sets)
     rbac = values.get("rbac.create", "true") == "true"
     leader = values.get("leaderElection.enabled", "true") == "true"
-    namespaced = "watchNamespace" in values
+    namespaces = watched(values)
     kinds = sorted(d["kind"] for d in docs)
     expected = ["Deployment", "Service"]
     if values.get("serviceAccount.create", "true") == "true":
@@ -153,8 +164,8 @@ def test_rendered_kinds(config):
         expected.append("ConfigMap")
     if rbac:
         expected += ["ClusterRole", "ClusterRoleBinding"]
-        if namespaced:
-            expected += ["Role", "RoleBinding"]
+        if namespaces:
+            expected += ["Role", "RoleBinding"] * len(namespaces)
         if leader:
             expected += ["Role", "RoleBinding"]
     assert kinds == sorted(expected)
@@ -210,17 +221,20 @@ def test_rbac_grants_exactly_the_contract(config):
 
     cluster = grants([r for r in roles if r["kind"] == "ClusterRole"])
     in_release_ns = grants([r for r in roles if r.get("_scope") == RELEASE_NAMESPACE])
-    in_watch_ns = grants([r for r in roles if r.get("_scope") == WATCH_NS])
+    namespaces = watched(values)
+    scopes = {r["_scope"] for r in roles if "_scope" in r}
+    assert scopes <= {RELEASE_NAMESPACE, *namespaces}, "a Role outside the watched namespaces"
 
     wanted = dict(NAMESPACED_RULES)
     if values.get("pairServiceMonitors") == "true":
         wanted.update(SERVICE_MONITOR_RULES)
-    if values.get("watchNamespace"):
+    if namespaces:
         assert cluster == NODE_RULES, "only reading nodes may stay cluster-wide"
-        assert in_watch_ns == wanted
+        for ns in namespaces:
+            assert grants([r for r in roles if r.get("_scope") == ns]) == wanted, ns
     else:
         assert cluster == {**wanted, **NODE_RULES}
-        assert in_watch_ns == {}
+        assert scopes <= {RELEASE_NAMESPACE}
     if values.get("leaderElection.enabled", "true") == "true":
         assert in_release_ns == LEASE_RULES, "the Lease's Role, in the release namespace only"
         lease_role = one(docs, "Role", "cachepair-operator-leader-election")
@@ -286,8 +300,10 @@ def test_deployment_follows_the_operator_contract(config):
     args = parse_args(c["args"])
     assert args["--listen"] == "0.0.0.0:8080"
     assert args["--log-format"] == "json"
+    # The privileged VRRP sidecar's image is the installer's choice, the chart's cache-node.
+    assert args["--vrrp-image"] == "cachepair/cache-node:0.1.0"
     assert "--kubeconfig" not in args, "in-cluster config"
-    assert args.get("--namespace") == values.get("watchNamespace")
+    assert args.get("--namespace") == (",".join(watched(values)) or None)
     if values.get("leaderElection.enabled", "true") == "true":
         assert args["--leader-election"] == "true"
         assert args["--lease-name"] == "cachepair-operator"
@@ -332,7 +348,7 @@ def test_deployment_follows_the_operator_contract(config):
 
 @pytest.mark.parametrize("strict", [False, True], ids=["lint", "lint-strict"])
 def test_eviction_webhook(strict):
-    sets = ("evictionWebhook.enabled=true", f"watchNamespace={WATCH_NS}")
+    sets = ("evictionWebhook.enabled=true", f"watchNamespaces={{{WATCH_NS},{OTHER_NS}}}")
     args = ["lint", str(CHART), "--namespace", RELEASE_NAMESPACE, "--kube-version", MIN_KUBE_VERSION]
     for s in sets:
         args += ["--set", s]
@@ -362,7 +378,10 @@ def test_eviction_webhook(strict):
     assert hook["rules"] == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
                               "resources": ["pods/eviction"], "scope": "Namespaced"}]
     assert (hook["failurePolicy"], hook["sideEffects"]) == ("Ignore", "NoneOnDryRun")
-    assert hook["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": WATCH_NS}}
+    assert hook["namespaceSelector"] == {"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": [WATCH_NS, OTHER_NS]}]}
+    (everywhere,) = find(render("evictionWebhook.enabled=true"), "ValidatingWebhookConfiguration")
+    assert "namespaceSelector" not in everywhere["webhooks"][0], "all namespaces"
     assert not find(render(), "ValidatingWebhookConfiguration"), "off by default"
 
 
@@ -376,13 +395,15 @@ def test_values_reach_the_deployment():
                   "image.pullPolicy=Always", "logFormat=text", "logLevel=info\\,operator=debug",
                   "metrics.port=9090", "imagePullSecrets[0].name=regcred",
                   "nodeSelector.role=infra", "priorityClassName=system-cluster-critical",
-                  "leaderElection.leaseName=ops-lease")
+                  "leaderElection.leaseName=ops-lease",
+                  "vrrp.image.repository=registry.example/ops/cache-node", "vrrp.image.tag=v9")
     dep, pod, c = deployment_parts(docs)
     assert c["image"] == "registry.example/ops/operator:1.2.3"
     assert c["imagePullPolicy"] == "Always"
     args = parse_args(c["args"])
     assert args["--log-format"] == "text" and args["--listen"] == "0.0.0.0:9090"
     assert args["--lease-name"] == "ops-lease"
+    assert args["--vrrp-image"] == "registry.example/ops/cache-node:v9"
     assert {e["name"]: e.get("value") for e in c["env"]}["RUST_LOG"] == "info,operator=debug"
     assert c["ports"][0]["containerPort"] == 9090
     assert one(docs, "Service")["spec"]["ports"][0]["port"] == 9090
@@ -409,7 +430,10 @@ def test_rolling_update_can_be_chosen():
     (("metrics.port=70000",), "metrics/port"),
     (("logFormat=xml",), "logFormat"),
     (("image.pullPolicy=Sometimes",), "image/pullPolicy"),
+    (("vrrp.image.repository=",), "vrrp/image/repository"),
     (("watchNamespace=Not_A_Namespace",), "watchNamespace"),
+    (("watchNamespaces={apps,Not_A_Namespace}",), "watchNamespaces/1"),
+    (("watchNamespaces={apps,apps}",), "watchNamespaces"),
     (("leaderElection.enabled=maybe",), "leaderElection/enabled"),
     (("serviceMonitor.interval=soon",), "serviceMonitor/interval"),
     (("resources.limits.memory=lots",), "resources/limits/memory"),
@@ -470,12 +494,18 @@ def test_schema_describes_every_value_and_accepts_the_defaults():
 
 # -- NOTES.txt -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("config", ["defaults", "watch-namespace", "no-rbac",
+@pytest.mark.parametrize("config", ["defaults", "watch-namespace", "watch-namespaces", "no-rbac",
                                     "no-leader-election"])
 def test_notes(config, tmp_path):
     sets = CONFIGS[config]
     notes = render_notes(tmp_path, *sets)
-    ns = WATCH_NS if config == "watch-namespace" else "default"
+    namespaces = watched(dict(s.split("=", 1) for s in sets))
+    ns = namespaces[0] if namespaces else "default"
+    if namespaces:
+        assert f"watching CachePairs in namespace{'s' if len(namespaces) > 1 else ''} " \
+               f"{', '.join(namespaces)} only." in notes, notes
+    else:
+        assert "watching CachePairs in all namespaces." in notes, notes
     assert f"demo.{ns}.svc:11211" in notes
     assert f"kubectl get cp -n {ns}" in notes
     assert "apiVersion: cachepair.io/v1alpha1" in notes and "kind: CachePair" in notes
@@ -679,6 +709,14 @@ INVALID = [
     ("cachepair-service.yaml", "spec.podTemplate.securityContext",
      {"seccompProfile": {"type": "Unconfined"}}, "spec.podTemplate.securityContext.seccompProfile.type"),
     ("cachepair-service.yaml", "spec.podTemplate.serviceAccountName", "", "spec.podTemplate.serviceAccountName"),
+    ("cachepair-service.yaml", "spec.networkPolicy", {"allowedClients": [{}]},
+     "spec.networkPolicy.allowedClients[0]"),
+    ("cachepair-service.yaml", "spec.networkPolicy",
+     {"allowedClients": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]},
+     "spec.networkPolicy.allowedClients[0].ipBlock"),
+    ("cachepair-service.yaml", "spec.networkPolicy",
+     {"allowedMetricsScrapers": [{"ipBlock": {"cidr": "10.0.0.0"}}]},
+     "spec.networkPolicy.allowedMetricsScrapers.0.ipBlock.cidr"),
 ]
 
 
@@ -691,6 +729,24 @@ def test_invalid_sample_is_rejected(sample, path, value, where):
     problems = crdschema.violations(crd, pair)
     assert problems, f"{path}={value!r} was accepted"
     assert where in [p.path for p in problems], "\n".join(map(str, problems))
+
+
+def test_network_policy_peers_are_networkpolicy_peers():
+    crd = crd_or_skip()
+    pair = copy.deepcopy(sample_pair("cachepair-service.yaml"))
+    pair["spec"]["networkPolicy"] = {
+        "allowedClients": [
+            {"podSelector": {"matchLabels": {"app": "shop"}}},
+            {"namespaceSelector": {"matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["web"]}]},
+             "podSelector": {}},
+            {"ipBlock": {"cidr": "10.8.0.0/16", "except": ["10.8.1.0/24"]}},
+        ],
+        "allowedMetricsScrapers": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+    }
+    problems = crdschema.violations(crd, pair)
+    assert not problems, "\n".join(map(str, problems))
 
 
 def test_the_crd_fits_in_a_client_side_apply():

@@ -68,8 +68,28 @@ The operator's image reference; the tag defaults to the chart's appVersion.
 {{- end }}
 
 {{/*
+The VRRP sidecar's image reference (--vrrp-image); the tag defaults to the chart's appVersion.
+*/}}
+{{- define "cachepair-operator.vrrpImage" -}}
+{{- printf "%s:%s" .Values.vrrp.image.repository (default .Chart.AppVersion .Values.vrrp.image.tag) }}
+{{- end }}
+
+{{/*
+The namespaces the operator watches, as JSON (read with fromJsonArray): watchNamespaces and the
+older watchNamespace, each once. An empty list means all namespaces.
+*/}}
+{{- define "cachepair-operator.watchNamespaces" -}}
+{{- $namespaces := .Values.watchNamespaces | default list }}
+{{- with .Values.watchNamespace }}
+{{- $namespaces = append $namespaces . }}
+{{- end }}
+{{- $namespaces | uniq | toJson }}
+{{- end }}
+
+{{/*
 The rules the operator needs in the namespaces it watches (a ClusterRole when it watches all of
-them, a Role in watchNamespace otherwise). Least privilege: exactly what it reads and writes.
+them, a Role in each watched namespace otherwise). Least privilege: exactly what it reads and
+writes.
 */}}
 {{- define "cachepair-operator.namespacedRules" -}}
 - apiGroups: ["cachepair.io"]

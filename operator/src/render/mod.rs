@@ -1,5 +1,6 @@
-//! The objects a CachePair owns, as pure functions of the resource (and, for a member pod, of
-//! its peer's address). Nothing here talks to the API server.
+//! The objects a CachePair owns, as pure functions of the resource, of the operator's
+//! [`Settings`] (and, for a member pod, of its peer's address). Nothing here talks to the API
+//! server.
 
 mod network;
 mod pod;
@@ -9,13 +10,30 @@ mod vrrp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 
-use crate::crd::CachePair;
+use crate::crd::{CachePair, DEFAULT_IMAGE};
 pub use network::{network_policy, pod_disruption_budget};
 pub use pod::{ADMIN_TOKEN_KEY, MEMBER_CONTAINER, SECRET_KEY, SERVING_CONDITION, USERS_KEY, member_pod, revision};
 pub use services::{
     admin_secret, client_service, members_service, replication_secret, service_monitor, service_monitor_resource,
 };
 pub use vrrp::{VRRP_CONTAINER, keepalived_conf, vrrp_secret};
+
+/// What the operator's own configuration, not a CachePair's author, decides in a pair's objects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// The operator's namespace (`POD_NAMESPACE`), the one namespace whose pods reach the
+    /// members' admin port; `None` when the operator runs outside the cluster.
+    pub namespace: Option<String>,
+    /// The image of the VRRP sidecar, which runs as root with NET_ADMIN and NET_RAW on the host
+    /// network (`--vrrp-image`).
+    pub vrrp_image: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { namespace: None, vrrp_image: DEFAULT_IMAGE.into() }
+    }
+}
 
 /// Metadata of an object the pair owns: its namespace, labels and the controller reference
 /// that makes Kubernetes delete it with the pair.

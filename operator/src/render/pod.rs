@@ -29,7 +29,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
-use super::owned_meta;
+use super::{Settings, owned_meta};
 use crate::crd::{AntiAffinity, CachePair, CachePairSpec, ClientCertificates, PullPolicy, ReplicationMode};
 use crate::pair::{Member, labels};
 
@@ -54,12 +54,12 @@ const SHUTDOWN_TIMEOUT: i64 = 10;
 
 /// The pod of `member`. `peer` is the current master's replication address (`host:port`) when
 /// this member joins one as a slave; without it the member starts as master.
-pub fn member_pod(cp: &CachePair, member: Member, peer: Option<&str>) -> Pod {
+pub fn member_pod(cp: &CachePair, member: Member, peer: Option<&str>, settings: &Settings) -> Pod {
     let template = &cp.spec.pod_template;
     let mut meta = owned_meta(cp, member.pod_name(&cp.name()));
     let labels = meta.labels.get_or_insert_with(BTreeMap::new);
     labels.insert(labels::MEMBER.into(), member.suffix().into());
-    labels.insert(labels::REVISION.into(), revision(cp));
+    labels.insert(labels::REVISION.into(), revision(cp, settings));
     // The operator's labels win over the template's.
     for (key, value) in &template.labels {
         labels.entry(key.clone()).or_insert_with(|| value.clone());
@@ -67,20 +67,20 @@ pub fn member_pod(cp: &CachePair, member: Member, peer: Option<&str>) -> Pod {
     if !template.annotations.is_empty() {
         meta.annotations = Some(template.annotations.clone());
     }
-    Pod { metadata: meta, spec: Some(pod_spec(cp, member, peer)), status: None }
+    Pod { metadata: meta, spec: Some(pod_spec(cp, member, peer, settings)), status: None }
 }
 
 /// A short hash of everything the members' pods are made of: a member whose pod carries
-/// another revision runs an older spec and is rolled.
-pub fn revision(cp: &CachePair) -> String {
+/// another revision runs an older spec and is rolled (a new `--vrrp-image` too).
+pub fn revision(cp: &CachePair, settings: &Settings) -> String {
     let template = &cp.spec.pod_template;
-    let specs = [pod_spec(cp, Member::A, None), pod_spec(cp, Member::B, None)];
+    let specs = [pod_spec(cp, Member::A, None, settings), pod_spec(cp, Member::B, None, settings)];
     let json = serde_json::to_vec(&(specs, &template.labels, &template.annotations)).expect("a pod spec serializes");
     let digest = Sha256::digest(&json);
     digest[..5].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn pod_spec(cp: &CachePair, member: Member, peer: Option<&str>) -> PodSpec {
+fn pod_spec(cp: &CachePair, member: Member, peer: Option<&str>, settings: &Settings) -> PodSpec {
     let spec = &cp.spec;
     let template = &spec.pod_template;
     let security = template.security_context.clone().unwrap_or_default();
@@ -110,7 +110,7 @@ fn pod_spec(cp: &CachePair, member: Member, peer: Option<&str>) -> PodSpec {
     }
     let mut node_selector = spec.node_selector.clone();
     if let Some(vrrp) = vrrp {
-        containers.push(super::vrrp::sidecar(cp, member));
+        containers.push(super::vrrp::sidecar(settings));
         volumes.push(super::vrrp::config_volume(cp, member));
         if let Some(node) = vrrp.nodes.get(member as usize) {
             node_selector.insert("kubernetes.io/hostname".into(), node.clone());
@@ -366,7 +366,7 @@ mod tests {
     fn logins_and_tls_come_from_whole_secret_volumes() {
         let cp = pair(json!({"auth": {"secretName": "users"},
             "tls": {"secretName": "cert", "clientCertificates": "Optional"}}));
-        let pod = member_pod(&cp, Member::A, None);
+        let pod = member_pod(&cp, Member::A, None, &Settings::default());
         let a = args(&pod);
         assert!(a.contains(&"-S".to_string()));
         assert_eq!(flag(&a, "-Y"), Some("/etc/cachepair/auth/users"));
@@ -389,7 +389,7 @@ mod tests {
         assert!(mounts.iter().all(|m| m.sub_path.is_none()), "a subPath mount is never updated");
         assert_eq!(mounts.len(), 4);
 
-        let plain = args(&member_pod(&pair(json!({})), Member::A, None));
+        let plain = args(&member_pod(&pair(json!({})), Member::A, None, &Settings::default()));
         assert!(!plain.iter().any(|a| a == "-S" || a == "-Y" || a == "-Z"));
     }
 
@@ -400,7 +400,7 @@ mod tests {
             "replication": {"port": 11400, "mode": "sync", "heartbeatMillis": 50, "misses": 4,
                             "syncTimeoutMillis": 250, "backlogKiB": 1024},
         }));
-        let pod = member_pod(&cp, Member::B, Some("10.0.0.7:11400"));
+        let pod = member_pod(&cp, Member::B, Some("10.0.0.7:11400"), &Settings::default());
         let a = args(&pod);
         for (name, value) in [
             ("-p", "11311"),
@@ -424,14 +424,14 @@ mod tests {
         let meta = &pod.metadata;
         assert_eq!(meta.name.as_deref(), Some("demo-b"));
         assert_eq!(meta.labels.as_ref().unwrap()[labels::MEMBER], "b");
-        assert_eq!(meta.labels.as_ref().unwrap()[labels::REVISION], revision(&cp));
+        assert_eq!(meta.labels.as_ref().unwrap()[labels::REVISION], revision(&cp, &Settings::default()));
     }
 
     #[test]
     fn the_command_line_is_one_cache_node_accepts() {
         let cp = pair(json!({"replication": {"mode": "sync"}}));
         let mut argv = vec!["cache-node".to_string()];
-        argv.extend(args(&member_pod(&cp, Member::A, Some("10.0.0.7:11212"))));
+        argv.extend(args(&member_pod(&cp, Member::A, Some("10.0.0.7:11212"), &Settings::default())));
         // The kubelet expands $(POD_IP) from the pod's address.
         for a in &mut argv {
             *a = a.replace("$(POD_IP)", "fd00::8");
@@ -443,14 +443,14 @@ mod tests {
     #[test]
     fn a_member_without_a_peer_starts_as_master() {
         let cp = pair(json!({}));
-        let a = args(&member_pod(&cp, Member::A, None));
+        let a = args(&member_pod(&cp, Member::A, None, &Settings::default()));
         assert_eq!(flag(&a, "-x"), None);
         assert_eq!(flag(&a, "--repl-mode"), Some("async"));
     }
 
     #[test]
     fn only_the_master_is_ready_and_a_dead_member_stays_dead() {
-        let spec = member_pod(&pair(json!({})), Member::A, None).spec.unwrap();
+        let spec = member_pod(&pair(json!({})), Member::A, None, &Settings::default()).spec.unwrap();
         let c = &spec.containers[0];
         let ready = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
         assert_eq!(ready.path.as_deref(), Some("/master"));
@@ -467,18 +467,19 @@ mod tests {
 
     #[test]
     fn members_keep_apart_as_the_spec_says() {
-        let required = member_pod(&pair(json!({})), Member::A, None).spec.unwrap().affinity.unwrap();
+        let required =
+            member_pod(&pair(json!({})), Member::A, None, &Settings::default()).spec.unwrap().affinity.unwrap();
         let anti = required.pod_anti_affinity.unwrap();
         let term = &anti.required_during_scheduling_ignored_during_execution.unwrap()[0];
         assert_eq!(term.topology_key, "kubernetes.io/hostname");
         assert_eq!(term.label_selector.as_ref().unwrap().match_labels.as_ref().unwrap()[labels::PAIR], "demo");
 
-        let preferred = member_pod(&pair(json!({"antiAffinity": "Preferred"})), Member::A, None);
+        let preferred = member_pod(&pair(json!({"antiAffinity": "Preferred"})), Member::A, None, &Settings::default());
         let anti = preferred.spec.unwrap().affinity.unwrap().pod_anti_affinity.unwrap();
         assert!(anti.required_during_scheduling_ignored_during_execution.is_none());
         assert_eq!(anti.preferred_during_scheduling_ignored_during_execution.unwrap()[0].weight, 100);
 
-        let none = member_pod(&pair(json!({"antiAffinity": "None"})), Member::A, None);
+        let none = member_pod(&pair(json!({"antiAffinity": "None"})), Member::A, None, &Settings::default());
         assert!(none.spec.unwrap().affinity.is_none());
     }
 
@@ -491,7 +492,7 @@ mod tests {
             "imagePullPolicy": "Always",
             "image": "registry.example/cache-node:9",
         }));
-        let spec = member_pod(&cp, Member::A, None).spec.unwrap();
+        let spec = member_pod(&cp, Member::A, None, &Settings::default()).spec.unwrap();
         assert_eq!(spec.node_selector.unwrap()["disk"], "ssd");
         assert_eq!(spec.tolerations.unwrap()[0].key.as_deref(), Some("cache"));
         let c = &spec.containers[0];
@@ -505,7 +506,7 @@ mod tests {
     #[test]
     fn without_a_memory_limit_a_member_gets_one_from_its_sizes() {
         let cp = pair(json!({"memoryMB": 1024, "maxConnections": 4096, "replication": {"backlogKiB": 131072}}));
-        let c = &member_pod(&cp, Member::A, None).spec.unwrap().containers[0];
+        let c = &member_pod(&cp, Member::A, None, &Settings::default()).spec.unwrap().containers[0];
         let resources = c.resources.as_ref().unwrap();
         // 1.15 × (1024 + 128 + 16) MiB, plus 32 KiB for each of 4096 connections.
         let expected = format!("{}Mi", (1168 * 115_u64).div_ceil(100) + 128);
@@ -532,7 +533,7 @@ mod tests {
                                 "supplementalGroups": [3000],
                                 "seccompProfile": {"type": "Localhost", "localhostProfile": "cache.json"}},
         }}));
-        let pod = member_pod(&cp, Member::A, None);
+        let pod = member_pod(&cp, Member::A, None, &Settings::default());
         let labels = pod.metadata.labels.as_ref().unwrap();
         assert_eq!(labels["team"], "shop");
         assert_eq!(labels["app.kubernetes.io/name"], cp.owned_labels()["app.kubernetes.io/name"], "the operator's own");
@@ -561,7 +562,7 @@ mod tests {
         assert_eq!((psc.fs_group, psc.supplemental_groups), (Some(2000), Some(vec![3000])));
         assert_eq!(psc.seccomp_profile.unwrap().localhost_profile.as_deref(), Some("cache.json"));
 
-        let plain = member_pod(&pair(json!({})), Member::A, None).spec.unwrap();
+        let plain = member_pod(&pair(json!({})), Member::A, None, &Settings::default()).spec.unwrap();
         assert_eq!(plain.automount_service_account_token, Some(false));
         assert!(plain.topology_spread_constraints.is_none() && plain.service_account_name.is_none());
         assert_eq!(plain.security_context.unwrap().seccomp_profile.unwrap().type_, "RuntimeDefault");
@@ -571,9 +572,15 @@ mod tests {
     fn the_revision_follows_the_pod_not_the_bookkeeping() {
         let base = pair(json!({}));
         let same = pair(json!({"switchover": "now", "nodeLostTimeoutSeconds": 5, "podDisruptionBudget": false}));
-        assert_eq!(revision(&base), revision(&same));
-        assert_ne!(revision(&base), revision(&pair(json!({"memoryMB": 65}))));
-        assert_ne!(revision(&base), revision(&pair(json!({"image": "other"}))));
+        assert_eq!(revision(&base, &Settings::default()), revision(&same, &Settings::default()));
+        assert_ne!(
+            revision(&base, &Settings::default()),
+            revision(&pair(json!({"memoryMB": 65})), &Settings::default())
+        );
+        assert_ne!(
+            revision(&base, &Settings::default()),
+            revision(&pair(json!({"image": "other"})), &Settings::default())
+        );
         // A pod template change rolls the members too, metadata included.
         for template in [
             json!({"labels": {"team": "shop"}}),
@@ -581,8 +588,12 @@ mod tests {
             json!({"env": [{"name": "X", "value": "1"}]}),
             json!({"priorityClassName": "high"}),
         ] {
-            assert_ne!(revision(&base), revision(&pair(json!({"podTemplate": template}))), "{template}");
+            assert_ne!(
+                revision(&base, &Settings::default()),
+                revision(&pair(json!({"podTemplate": template})), &Settings::default()),
+                "{template}"
+            );
         }
-        assert_eq!(revision(&base).len(), 10);
+        assert_eq!(revision(&base, &Settings::default()).len(), 10);
     }
 }

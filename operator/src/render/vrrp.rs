@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
     Capabilities, Container, KeyToPath, Secret, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 
-use super::owned_meta;
+use super::{Settings, owned_meta};
 use crate::crd::{CachePair, Vrrp};
 use crate::pair::Member;
 
@@ -91,11 +91,12 @@ pub fn vrrp_secret(cp: &CachePair, vrrp: &Vrrp, password: Option<&str>) -> Secre
 }
 
 /// The sidecar: raw sockets (NET_RAW) for VRRP and netlink (NET_ADMIN) for the address; no
-/// other privilege.
-pub(super) fn sidecar(cp: &CachePair, _member: Member) -> Container {
+/// other privilege. Root on the host network: its image is the operator's to choose, never the
+/// CachePair author's `spec.image`.
+pub(super) fn sidecar(settings: &Settings) -> Container {
     Container {
         name: VRRP_CONTAINER.into(),
-        image: Some(cp.spec.image.clone()),
+        image: Some(settings.vrrp_image.clone()),
         args: Some(vec!["vrrp".into(), "--config".into(), format!("{CONFIG_DIR}/keepalived.conf")]),
         volume_mounts: Some(vec![VolumeMount {
             name: "vrrp-config".into(),
@@ -142,7 +143,7 @@ mod tests {
 
     use super::*;
     use crate::render::fixtures::pair;
-    use crate::render::member_pod;
+    use crate::render::{MEMBER_CONTAINER, member_pod, revision};
 
     fn vrrp_pair(vrrp: serde_json::Value) -> CachePair {
         pair(json!({"exposure": {"vrrp": vrrp}}))
@@ -254,7 +255,7 @@ mod tests {
     fn members_run_on_the_host_network_pinned_to_their_nodes_with_the_sidecar() {
         let cp = vrrp_pair(base());
         for (member, node) in [(Member::A, "n1"), (Member::B, "n2")] {
-            let spec = member_pod(&cp, member, None).spec.unwrap();
+            let spec = member_pod(&cp, member, None, &Settings::default()).spec.unwrap();
             assert_eq!(spec.host_network, Some(true));
             assert_eq!(spec.node_selector.unwrap()["kubernetes.io/hostname"], node);
             let sidecar = spec.containers.iter().find(|c| c.name == VRRP_CONTAINER).unwrap();
@@ -277,5 +278,24 @@ mod tests {
         }
         let secret = vrrp_secret(&cp, cp.spec.exposure.vrrp.as_ref().unwrap(), None);
         assert_eq!(secret.data.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_sidecar_runs_the_operators_image_not_the_pairs() {
+        let cp = pair(json!({"image": "someone.example/cache-node:1", "exposure": {"vrrp": base()}}));
+        let settings = Settings { vrrp_image: "registry.example/cache-node:9".into(), ..Settings::default() };
+        let spec = member_pod(&cp, Member::A, None, &settings).spec.unwrap();
+        let image = |name: &str| spec.containers.iter().find(|c| c.name == name).unwrap().image.clone().unwrap();
+        assert_eq!(image(VRRP_CONTAINER), "registry.example/cache-node:9");
+        assert_eq!(image(MEMBER_CONTAINER), "someone.example/cache-node:1");
+        let default = member_pod(&cp, Member::A, None, &Settings::default()).spec.unwrap();
+        assert_eq!(
+            default.containers.iter().find(|c| c.name == VRRP_CONTAINER).unwrap().image.as_deref(),
+            Some(crate::crd::DEFAULT_IMAGE)
+        );
+        // A new sidecar image rolls the pairs in VRRP mode, and only them.
+        assert_ne!(revision(&cp, &settings), revision(&cp, &Settings::default()));
+        let plain = pair(json!({}));
+        assert_eq!(revision(&plain, &settings), revision(&plain, &Settings::default()));
     }
 }

@@ -97,13 +97,18 @@ impl ApiServer {
         for path in [
             format!("/api/v1/namespaces/{NS}/services/{PAIR}"),
             format!("/api/v1/namespaces/{NS}/services/{PAIR}-members"),
-            format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/{PAIR}-replication"),
-            format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/{PAIR}"),
+            format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/{PAIR}"),
         ] {
-            let call = self.expect("PATCH", &path).await;
-            assert!(call.query.contains("fieldManager=cachepair-operator") && call.query.contains("force=true"));
-            call.echo();
+            self.expect_apply(&path).await;
         }
+        // The policy of earlier operators, replaced by `<name>`, is gone.
+        self.expect(
+            "DELETE",
+            &format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/{PAIR}-replication"),
+        )
+        .await
+        .not_found();
+        self.expect_apply(&format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/{PAIR}")).await;
         for name in ["replication", "admin"] {
             let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{PAIR}-{name}")}});
             self.expect("GET", &format!("/api/v1/namespaces/{NS}/secrets/{PAIR}-{name}")).await.reply(secret);
@@ -120,6 +125,13 @@ impl ApiServer {
         let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{PAIR}-admin")},
             "data": {"token": token}});
         self.expect("GET", &format!("/api/v1/namespaces/{NS}/secrets/{PAIR}-admin")).await.reply(secret);
+    }
+
+    /// A server-side apply by the operator, echoed back.
+    async fn expect_apply(&mut self, path: &str) {
+        let call = self.expect("PATCH", path).await;
+        assert!(call.query.contains("fieldManager=cachepair-operator") && call.query.contains("force=true"));
+        call.echo();
     }
 
     /// An Event about the pair; returns it.

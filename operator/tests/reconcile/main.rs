@@ -49,7 +49,9 @@ fn cache_pair(pair: &Value) -> CachePair {
 /// `127.0.0.<1|2>`: Ready when it runs labelled master, its readiness gate open, its last term
 /// recorded.
 fn pod(pair: &Value, member: Member, phase: &str, role: &str, term: u64) -> Value {
-    let mut pod = serde_json::to_value(render::member_pod(&cache_pair(pair), member, None)).expect("a pod");
+    let mut pod =
+        serde_json::to_value(render::member_pod(&cache_pair(pair), member, None, &render::Settings::default()))
+            .expect("a pod");
     let ip = match member {
         Member::A => "127.0.0.1",
         Member::B => "127.0.0.2",
@@ -74,7 +76,8 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let (client, server) = ApiServer::new();
-    let ctx = Arc::new(Context::new(client, Arc::new(Metrics::register(&mut Registry::default())), "test"));
+    let metrics = Arc::new(Metrics::register(&mut Registry::default()));
+    let ctx = Arc::new(Context::new(client, metrics, "test", render::Settings::default()));
     let script = tokio::spawn(script(server, pair.clone()));
     let result = timeout(ROUND, controller::reconcile(Arc::new(cache_pair(pair)), ctx)).await.expect("a round ends");
     if let Err(e) = timeout(ROUND, script).await.expect("the script ends") {
@@ -189,7 +192,7 @@ async fn a_spec_change_rolls_the_slave_first() {
         pod["metadata"]["labels"]["cachepair.io/revision"] = "old".into();
         pod
     });
-    let revision = render::revision(&cache_pair(&pair));
+    let revision = render::revision(&cache_pair(&pair), &render::Settings::default());
     let action = round(&pair, |mut api, pair| async move {
         api.observe(&[a, b.clone()]).await;
         api.read_status(&pair).await;

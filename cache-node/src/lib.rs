@@ -10,6 +10,7 @@
 //!   and [`logging`] (`-v`, the `verbosity` command);
 //! - [`admin`]: the HTTP listener for metrics and health checks;
 //! - [`replication`]: pair replication between two nodes;
+//! - [`tls`]: the client port's TLS (`-Z`), with its certificates reloaded in place;
 //! - [`vrrp`]: a keepalived-compatible VRRP speaker that moves a virtual address between nodes;
 //! - [`rate_limited_log`]: at most one log line per interval for a failure that repeats.
 
@@ -28,4 +29,5 @@ pub mod replication;
 pub mod sched;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod vrrp;

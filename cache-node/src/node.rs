@@ -19,7 +19,7 @@ use crate::engine::auth::{self, Auth};
 use crate::engine::{Context, Settings};
 use crate::logging;
 use crate::replication::{self, Replicator, auth::Secret, codec};
-use crate::server::tls::Tls;
+use crate::tls::Tls;
 use crate::server::{self, Listeners, http};
 use crate::store::{self, Store};
 

@@ -65,7 +65,7 @@ pub struct Context {
     /// Client authentication (`-S`, `-Y`), when on.
     pub auth: Option<auth::Auth>,
     /// `-Z`: the client port's TLS, for `refresh_certs` and the statistics.
-    pub tls: Option<Arc<crate::server::tls::Tls>>,
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 impl Context {
@@ -74,7 +74,7 @@ impl Context {
         settings: Settings,
         verbosity: u8,
         auth: Option<auth::Auth>,
-        tls: Option<Arc<crate::server::tls::Tls>>,
+        tls: Option<Arc<crate::tls::Tls>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store: Arc::new(store),

@@ -3,7 +3,6 @@
 
 mod connection;
 pub mod http;
-pub mod tls;
 mod udp;
 mod workers;
 

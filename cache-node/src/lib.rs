@@ -11,6 +11,7 @@
 //! - [`admin`]: the HTTP listener for metrics and health checks;
 //! - [`replication`]: pair replication between two nodes;
 //! - [`tls`]: the client port's TLS (`-Z`), with its certificates reloaded in place;
+//! - [`pem`]: certificates and keys from PEM files, for the client port and the replication link;
 //! - [`vrrp`]: a keepalived-compatible VRRP speaker that moves a virtual address between nodes;
 //! - [`rate_limited_log`]: at most one log line per interval for a failure that repeats.
 
@@ -23,6 +24,7 @@ pub mod engine;
 pub mod logging;
 pub mod node;
 pub mod number;
+pub mod pem;
 pub mod protocol;
 pub mod rate_limited_log;
 pub mod replication;

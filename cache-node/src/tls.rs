@@ -8,42 +8,29 @@
 //! connections only; open connections keep theirs. A reload that fails keeps the old one.
 
 use std::io;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
+use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
-use rustls::{RootCertStore, ServerConfig};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::{info, warn};
 
 use crate::config::{TlsOptions, TlsVersion, VerifyMode};
+pub use crate::pem::LoadError;
+use crate::pem::{self, read};
 
 /// A client must finish its handshake within this: one that sends half a ClientHello and
 /// waits (slowloris) holds a connection slot no longer.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the files are reread to notice a new certificate nobody signalled.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Why the files do not make a TLS configuration. The texts are memcached's `refresh_certs`
-/// errors, which it also prints at start-up; the reason after ` : ` is rustls's.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LoadError {
-    #[error("Error loading the certificate chain: {} : {reason}", path.display())]
-    Chain { path: PathBuf, reason: String },
-    #[error("Error loading the key: {} : {reason}", path.display())]
-    Key { path: PathBuf, reason: String },
-    #[error("Error loading the CA certificate: {} : {reason}", path.display())]
-    Ca { path: PathBuf, reason: String },
-}
 
 /// The contents of the files, as last read.
 #[derive(Debug, PartialEq, Eq)]
@@ -55,9 +42,6 @@ struct Files {
 
 impl Files {
     fn read(options: &TlsOptions) -> Result<Self, LoadError> {
-        let read = |path: &Path, error: fn(PathBuf, String) -> LoadError| {
-            std::fs::read(path).map_err(|e| error(path.to_owned(), e.to_string()))
-        };
         Ok(Self {
             chain: read(&options.chain_cert, |path, reason| LoadError::Chain { path, reason })?,
             key: read(&options.key, |path, reason| LoadError::Key { path, reason })?,
@@ -176,25 +160,7 @@ fn build(options: &TlsOptions, files: &Files) -> Result<ServerConfig, LoadError>
 }
 
 fn certified_key(options: &TlsOptions, files: &Files, provider: &CryptoProvider) -> Result<CertifiedKey, LoadError> {
-    let chain_error = |reason: String| LoadError::Chain { path: options.chain_cert.clone(), reason };
-    let chain = CertificateDer::pem_slice_iter(&files.chain)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| chain_error(e.to_string()))?;
-    if chain.is_empty() {
-        return Err(chain_error("no PEM certificate in the file".into()));
-    }
-    let key_error = |reason: String| LoadError::Key { path: options.key.clone(), reason };
-    let key = PrivateKeyDer::from_pem_slice(&files.key).map_err(|e| key_error(e.to_string()))?;
-    let key = provider.key_provider.load_private_key(key).map_err(|e| key_error(e.to_string()))?;
-    let certified = CertifiedKey::new(chain, key);
-    match certified.keys_match() {
-        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(certified),
-        // Reported against the key, as OpenSSL (and so memcached) reports it.
-        Err(rustls::Error::InconsistentKeys(_)) => {
-            Err(key_error(format!("key values mismatch: not the key of {}", options.chain_cert.display())))
-        }
-        Err(e) => Err(chain_error(e.to_string())),
-    }
+    pem::certified_key((&options.chain_cert, &files.chain), (&options.key, &files.key), provider)
 }
 
 /// Client certificates per `ssl_verify_mode`, checked against `ssl_ca_cert`.
@@ -206,14 +172,7 @@ fn client_verifier(
     let (Some(path), Some(pem)) = (&options.ca_cert, &files.ca) else {
         return Ok(WebPkiClientVerifier::no_client_auth());
     };
-    let ca_error = |reason: String| LoadError::Ca { path: path.clone(), reason };
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(pem) {
-        roots.add(cert.map_err(|e| ca_error(e.to_string()))?).map_err(|e| ca_error(e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(ca_error("no PEM certificate in the file".into()));
-    }
+    let roots = pem::roots(path, pem)?;
     let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
     let builder = match options.verify_mode {
         // The CAs are loaded (and checked) but no certificate is asked for, as in memcached.
@@ -222,11 +181,13 @@ fn client_verifier(
         // No renegotiation, so "once" is "on the handshake", as required.
         VerifyMode::Require | VerifyMode::Once => builder,
     };
-    builder.build().map_err(|e| ca_error(e.to_string()))
+    builder.build().map_err(|e| LoadError::Ca { path: path.clone(), reason: e.to_string() })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     /// PEM text of a DER item.

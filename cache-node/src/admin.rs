@@ -345,6 +345,11 @@ impl StatsCollector {
             "1 while the link to the peer is up.",
             i64::from(r.link_up.load(Relaxed)),
         )?;
+        out.gauge(
+            "cachepair_replication_tls",
+            "1 when the link runs over mutual TLS (--repl-tls-*), 0 over plain TCP.",
+            i64::from(r.tls.load(Relaxed)),
+        )?;
         out.gauge("cachepair_replication_offset_bytes", "End of this node's replication stream.", end as i64)?;
         out.gauge(
             "cachepair_replication_lag_bytes",

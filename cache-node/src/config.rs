@@ -124,9 +124,32 @@ pub struct Config {
     pub repl_queue: usize,
 
     /// File holding the replication secret (16 bytes or more) that both nodes share;
-    /// without it the pair uses a built-in secret and says so in the log
+    /// without it the pair uses a built-in secret and says so in the log. For rotation it may
+    /// hold several, one per line: the first proves this node, any of them is accepted from the
+    /// peer. Read again at each new connection to the peer
     #[arg(long = "repl-secret-file", value_name = "FILE")]
     pub repl_secret_file: Option<std::path::PathBuf>,
+
+    /// Mutual TLS on the replication link: this node's certificate chain (PEM), which must
+    /// carry --repl-tls-name; with --repl-tls-key and --repl-tls-ca (all three or none). The
+    /// files are read again at each new connection to the peer, so a renewed certificate needs
+    /// no restart
+    #[arg(long = "repl-tls-cert", value_name = "FILE")]
+    pub repl_tls_cert: Option<PathBuf>,
+
+    /// The private key of --repl-tls-cert (PEM)
+    #[arg(long = "repl-tls-key", value_name = "FILE")]
+    pub repl_tls_key: Option<PathBuf>,
+
+    /// The CA (PEM) the peer's certificate must chain to, whichever side connects: the
+    /// pair's own CA
+    #[arg(long = "repl-tls-ca", value_name = "FILE")]
+    pub repl_tls_ca: Option<PathBuf>,
+
+    /// The DNS name the certificate of the node accepting the link must carry (as a
+    /// subjectAltName) [default: cachepair-replication]
+    #[arg(long = "repl-tls-name", value_name = "NAME")]
+    pub repl_tls_name: Option<String>,
 
     /// Heartbeat interval on the replication link, in milliseconds
     #[arg(long = "repl-heartbeat-ms", default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=10_000))]
@@ -280,6 +303,19 @@ pub struct TlsOptions {
     pub min_version: TlsVersion,
 }
 
+/// `--repl-tls-*`, checked for consistency (the files are read later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplTlsOptions {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    /// What the accepting node's certificate must name.
+    pub name: String,
+}
+
+/// The name both members' replication certificates carry unless `--repl-tls-name` says otherwise.
+pub const DEFAULT_REPL_TLS_NAME: &str = "cachepair-replication";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReplMode {
     Async,
@@ -382,6 +418,22 @@ impl Config {
         Ok(Some(TlsOptions { chain_cert, key, ca_cert, verify_mode, min_version }))
     }
 
+    /// `--repl-tls-*`: `None` without them; an error unless the three files come together.
+    pub fn repl_tls(&self) -> Result<Option<ReplTlsOptions>, String> {
+        let name = self.repl_tls_name.clone().unwrap_or_else(|| DEFAULT_REPL_TLS_NAME.into());
+        rustls::pki_types::ServerName::try_from(name.as_str())
+            .map_err(|_| format!("--repl-tls-name {name:?} is not a DNS name or an IP address"))?;
+        match (&self.repl_tls_cert, &self.repl_tls_key, &self.repl_tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => {
+                Ok(Some(ReplTlsOptions { cert: cert.clone(), key: key.clone(), ca: ca.clone(), name }))
+            }
+            (None, None, None) if self.repl_tls_name.is_none() => Ok(None),
+            _ => Err("mutual TLS on the replication link needs all of --repl-tls-cert, --repl-tls-key and \
+                      --repl-tls-ca (--repl-tls-name is optional)"
+                .into()),
+        }
+    }
+
     /// The last `-o` option `pick` takes: a later one overrides an earlier one.
     fn last<T>(&self, pick: impl Fn(&Extended) -> Option<T>) -> Option<T> {
         self.extended.iter().rev().find_map(pick)
@@ -393,9 +445,13 @@ impl Config {
     }
 
     /// Where this node listens for its peer when master: `-X` on the first `-l` address;
-    /// `None` when replication was not asked for (no `-x`, `-X` or secret file) or is off.
+    /// `None` when replication was not asked for (no `-x`, `-X`, secret file or replication
+    /// certificate) or is off.
     pub fn repl_listen(&self) -> anyhow::Result<Option<SocketAddr>> {
-        let asked = self.peer.is_some() || self.repl_port.is_some() || self.repl_secret_file.is_some();
+        let asked = self.peer.is_some()
+            || self.repl_port.is_some()
+            || self.repl_secret_file.is_some()
+            || self.repl_tls_cert.is_some();
         if !asked {
             return Ok(None);
         }
@@ -615,6 +671,32 @@ mod tests {
         assert!(err(&format!("-Z {files} -o ssl_ciphers=HIGH")).contains("rustls"));
         assert!(err(&format!("-Z {files} -U 11211")).contains("UDP"));
         assert!(err("-Z -o ssl_bogus=1").contains("unknown option \"ssl_bogus\""));
+    }
+
+    #[test]
+    fn replication_tls_takes_all_three_files_or_none() {
+        let tls = |args: &str| {
+            Config::try_parse_from(format!("cache-node -x 10.0.0.2 {args}").split_whitespace()).unwrap().repl_tls()
+        };
+        assert_eq!(tls(""), Ok(None));
+        let files = "--repl-tls-cert /c.pem --repl-tls-key /k.pem --repl-tls-ca /ca.pem";
+        let t = tls(files).unwrap().unwrap();
+        assert_eq!((t.cert.to_str(), t.key.to_str(), t.ca.to_str()), (Some("/c.pem"), Some("/k.pem"), Some("/ca.pem")));
+        assert_eq!(t.name, "cachepair-replication");
+        assert_eq!(tls(&format!("{files} --repl-tls-name pair-7.example")).unwrap().unwrap().name, "pair-7.example");
+        for partial in [
+            "--repl-tls-cert /c.pem",
+            "--repl-tls-cert /c.pem --repl-tls-key /k.pem",
+            "--repl-tls-ca /ca.pem",
+            "--repl-tls-name x",
+        ] {
+            let err = tls(partial).unwrap_err();
+            assert!(err.contains("all of --repl-tls-cert, --repl-tls-key and --repl-tls-ca"), "{partial}: {err}");
+        }
+        assert!(tls(&format!("{files} --repl-tls-name bad/name")).unwrap_err().contains("not a DNS name"));
+        // The certificate alone asks for replication, as the secret file does.
+        let c = Config::try_parse_from(format!("cache-node -l 127.0.0.1 {files}").split_whitespace()).unwrap();
+        assert_eq!(c.repl_listen().unwrap().map(|a| a.to_string()).as_deref(), Some("127.0.0.1:11212"));
     }
 
     #[test]

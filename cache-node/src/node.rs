@@ -18,10 +18,13 @@ use crate::daemon::{self, EX_CANTCREAT, EX_OSERR, EX_USAGE, Fatal, PidFile};
 use crate::engine::auth::{self, Auth};
 use crate::engine::{Context, Settings};
 use crate::logging;
-use crate::replication::{self, Replicator, auth::Secret, codec};
-use crate::tls::Tls;
+use crate::replication::auth::Secrets;
+use crate::replication::secret_file::SecretFile;
+use crate::replication::transport::LinkTls;
+use crate::replication::{self, Replicator, codec};
 use crate::server::{self, Listeners, http};
 use crate::store::{self, Store};
+use crate::tls::Tls;
 
 /// Runs the node with a parsed command line; the exit code follows memcached's.
 pub fn run(config: &Config) -> ExitCode {
@@ -44,7 +47,8 @@ fn start(config: &Config) -> Result<(), Fatal> {
     // Bound while still root, so that -u works with ports below 1024.
     let listeners = bind(config)?;
     let admin = admin_listeners(config)?;
-    // Read before dropping privileges: the secret file may be readable by root only.
+    // Read before dropping privileges: the secret file may be readable by root only (later
+    // connections read it, and the replication certificate, as the -u user).
     let replication = replication_config(config)?;
     let auth = auth(config)?;
     // So may the TLS key (later reloads read it as the -u user, as memcached's do).
@@ -126,20 +130,31 @@ const DEFAULT_REPL_SECRET: &[u8] = b"cachepair-default-replication-secret";
 
 fn replication_config(config: &Config) -> Result<Option<replication::Config>, Fatal> {
     let usage = |e: String| Fatal::new(EX_USAGE, e);
+    // Checked even with replication off: half a set of TLS flags is a mistake either way.
+    let tls_options = config.repl_tls().map_err(usage)?;
     let Some(listen) = config.repl_listen().map_err(|e| usage(format!("{e:#}")))? else {
         return Ok(None);
     };
-    let secret = match &config.repl_secret_file {
-        Some(path) => Secret::from_file(path).map_err(|e| usage(e.to_string()))?,
+    let secrets = match &config.repl_secret_file {
+        Some(path) => SecretFile::load(path.clone()).map_err(|e| usage(e.to_string()))?,
         None => {
             warn!("no --repl-secret-file: the pair authenticates with the built-in secret");
-            Secret::from_bytes(DEFAULT_REPL_SECRET).map_err(|e| usage(e.to_string()))?
+            SecretFile::fixed(Secrets::from_bytes(DEFAULT_REPL_SECRET).map_err(|e| usage(e.to_string()))?)
         }
+    };
+    let tls = match tls_options {
+        Some(options) => {
+            let tls = LinkTls::load(options).map_err(usage)?;
+            info!(?tls, "mutual TLS on the replication link");
+            Some(Arc::new(tls))
+        }
+        None => None,
     };
     Ok(Some(replication::Config {
         peer: config.repl_peer(),
         listen,
-        secret,
+        secrets: Arc::new(secrets),
+        tls,
         heartbeat: Duration::from_millis(config.repl_heartbeat_ms),
         misses: config.repl_misses,
         backlog_bytes: config.repl_queue.saturating_mul(1024),

@@ -17,8 +17,13 @@
 //! and the server's proof vouches for the id it sends. Each handshake value is consumed by its
 //! verification, so one nonce can never accept two proofs.
 //!
-//! What this does not give: secrecy or integrity of the stream after the handshake. The
-//! replication port belongs on a network only the pair can reach.
+//! Rotation: a node may hold several secrets ([`Secrets`]). The client proves with its first;
+//! the server accepts a proof under any of its own and answers under that same one, which the
+//! client checks with the secret it used.
+//!
+//! What this does not give: secrecy or integrity of the stream after the handshake; mutual TLS
+//! (`--repl-tls-*`, see `transport`) adds those, or the replication port belongs on a network
+//! only the pair can reach.
 
 use std::fmt;
 use std::io;
@@ -51,19 +56,73 @@ pub struct Secret {
     key: HmacSha256,
 }
 
-/// Why a secret was refused.
+/// The secrets a node holds while one is rotated: the first proves this node, and a peer's
+/// proof under any of them is accepted, so that the two nodes need not switch at one moment.
+#[derive(Debug, Clone)]
+pub struct Secrets(Vec<Secret>);
+
+impl Secrets {
+    /// A single secret, exactly as given.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SecretError> {
+        Ok(Self(vec![Secret::from_bytes(bytes)?]))
+    }
+
+    /// One secret per line of a file's contents (`\n` or `\r\n`), blank lines ignored: files
+    /// written by `echo` or an editor, and Kubernetes Secrets made from them, end with a
+    /// newline. The rest of a line is the secret, spaces included.
+    pub fn parse(contents: &[u8], path: &Path) -> Result<Self, SecretError> {
+        let mut secrets = Vec::new();
+        for (i, line) in contents.split(|&b| b == b'\n').enumerate() {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                secrets.push(Secret::checked(line, Some((path, i + 1)))?);
+            }
+        }
+        if secrets.is_empty() {
+            return Err(SecretError::Empty { path: Some(path.to_owned()) });
+        }
+        Ok(Self(secrets))
+    }
+
+    /// Reads and parses a file (see [`Secrets::parse`]).
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, SecretError> {
+        let path = path.as_ref();
+        let contents = std::fs::read(path).map_err(|source| SecretError::Read { path: path.to_owned(), source })?;
+        Self::parse(&contents, path)
+    }
+
+    /// The secret this node proves itself with.
+    pub fn signing(&self) -> &Secret {
+        &self.0[0]
+    }
+
+    /// Every secret a peer may prove itself with.
+    pub fn all(&self) -> &[Secret] {
+        &self.0
+    }
+}
+
+/// Why a secret was refused. The texts name the file and line, never the secret.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     #[error("cannot read the replication secret from {}: {source}", path.display())]
     Read { path: PathBuf, source: io::Error },
     #[error("the replication secret{} is empty", from_path(path))]
     Empty { path: Option<PathBuf> },
-    #[error("the replication secret{} is {len} bytes long; at least {MIN_SECRET_LEN} are required", from_path(path))]
-    TooShort { path: Option<PathBuf>, len: usize },
+    #[error(
+        "the replication secret{} is {len} bytes long; at least {MIN_SECRET_LEN} are required",
+        at_line(path, line)
+    )]
+    TooShort { path: Option<PathBuf>, line: Option<usize>, len: usize },
 }
 
 fn from_path(path: &Option<PathBuf>) -> String {
     path.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default()
+}
+
+fn at_line(path: &Option<PathBuf>, line: &Option<usize>) -> String {
+    let line = line.map(|n| format!(" (line {n})")).unwrap_or_default();
+    format!("{}{line}", from_path(path))
 }
 
 impl Secret {
@@ -72,22 +131,14 @@ impl Secret {
         Self::checked(bytes, None)
     }
 
-    /// The contents of a file, less one trailing newline (`\n` or `\r\n`): files written by
-    /// `echo` or an editor, and Kubernetes Secrets made from them, end with one.
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, SecretError> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| SecretError::Read { path: path.to_owned(), source })?;
-        let bytes = bytes.strip_suffix(b"\n").map_or(&bytes[..], |b| b.strip_suffix(b"\r").unwrap_or(b));
-        Self::checked(bytes, Some(path))
-    }
-
-    fn checked(bytes: &[u8], path: Option<&Path>) -> Result<Self, SecretError> {
-        let path = || path.map(Path::to_owned);
+    /// `at`: the file and line it comes from, for the error.
+    fn checked(bytes: &[u8], at: Option<(&Path, usize)>) -> Result<Self, SecretError> {
+        let path = || at.map(|(path, _)| path.to_owned());
         if bytes.is_empty() {
             return Err(SecretError::Empty { path: path() });
         }
         if bytes.len() < MIN_SECRET_LEN {
-            return Err(SecretError::TooShort { path: path(), len: bytes.len() });
+            return Err(SecretError::TooShort { path: path(), line: at.map(|(_, line)| line), len: bytes.len() });
         }
         let key = HmacSha256::new_from_slice(bytes).expect("HMAC takes keys of any length");
         Ok(Self { key })
@@ -173,19 +224,21 @@ impl ServerHandshake {
         self.nonce
     }
 
-    /// Checks the fields of the client's `Auth`. On success, returns this side's proof for
-    /// `AuthOk`; the link must send nothing but a refusal to a peer that fails.
+    /// Checks the fields of the client's `Auth` against each of `secrets`. On success, returns
+    /// this side's proof for `AuthOk`, under the secret the client used; the link must send
+    /// nothing but a refusal to a peer that fails.
     pub fn verify_client(
         self,
-        secret: &Secret,
+        secrets: &[Secret],
         client_id: u64,
         client_nonce: &Nonce,
         proof: &Proof,
     ) -> Result<Proof, AuthError> {
         let transcript = Transcript { client_id, server_nonce: self.nonce, client_nonce: *client_nonce };
-        if !verify(transcript.client_mac(secret), proof) {
-            return Err(AuthError::BadClientProof);
-        }
+        let secret = secrets
+            .iter()
+            .find(|secret| verify(transcript.client_mac(secret), proof))
+            .ok_or(AuthError::BadClientProof)?;
         Ok(transcript.server_mac(secret, self.server_id).finalize().into_bytes().into())
     }
 }

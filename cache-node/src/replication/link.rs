@@ -4,14 +4,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, oneshot};
 use tracing::{info, warn};
 
@@ -20,14 +19,16 @@ use super::auth::{ClientHandshake, ServerHandshake};
 use super::backlog::Gap;
 use super::codec::{self, CodecError, Entry, Message, Op, Role};
 use super::roles::{Side, after_meeting};
+use super::transport::{self, HandshakeError, Reader, Writer};
 use crate::store::{Change, Flush, RemoteItem};
 
 /// Time the connecting side allows for the handshake and the exchange of `Sync` messages,
 /// unless the caller has less patience (see [`run`]).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Time an accepted connection has to prove that it holds the secret, and then to exchange
-/// `Sync`: an honest peer needs a round trip and an HMAC, milliseconds, so a second leaves room
-/// for a starved machine, and is also how long an idle connection holds a handshake slot.
+/// Time an accepted connection has to prove that it holds the secret (after its TLS handshake,
+/// if any), and then to exchange `Sync`: an honest peer needs a few round trips and an HMAC,
+/// milliseconds, so a second leaves room for a starved machine, and is also how long an idle
+/// connection holds a handshake slot.
 pub const ACCEPT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The refusal of a peer that failed authentication; a connecting node counts it in
 /// `auth_failures` (other refusals, such as being busy, are not about its secret).
@@ -72,12 +73,15 @@ pub enum Reached {
     Greeted,
     /// Authenticated and synced.
     Up,
+    /// This node's own TLS files failed to load, so it could not try: it learnt nothing of the
+    /// peer, and must not take over on that account.
+    Untried,
 }
 
 /// A connection whose peer proved that it holds the secret, ready to become the link.
 pub struct Authenticated {
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+    rd: Reader,
+    wr: Writer,
     rbuf: BytesMut,
     pub peer_id: u64,
     pub addr: SocketAddr,
@@ -90,29 +94,37 @@ impl Authenticated {
     }
 }
 
-/// The accepting side's handshake on a new connection, within [`ACCEPT_TIMEOUT`]: a greeting at
-/// once, then the peer's proof that it holds the secret. `evicted` resolves when the node needs
-/// the connection's slot for a newer one; the connection is then refused as busy.
+/// The accepting side's handshake on a new connection, within [`ACCEPT_TIMEOUT`]: TLS if
+/// configured, a greeting at once, then the peer's proof that it holds the secret. `evicted`
+/// resolves when the node needs the connection's slot for a newer one; the connection is then
+/// refused as busy (or dropped, during a TLS handshake, which has no way to say it yet).
 pub async fn authenticate(
     repl: &Replicator,
     stream: TcpStream,
-    evicted: oneshot::Receiver<()>,
+    mut evicted: oneshot::Receiver<()>,
 ) -> anyhow::Result<Authenticated> {
     let addr = stream.peer_addr()?;
-    let (mut rd, mut wr) = stream.into_split();
     // Small while the peer is unknown, as a stranger's handshake costs little; the reader grows it.
     let mut rbuf = BytesMut::with_capacity(4 * 1024);
     let hs = ServerHandshake::new(repl.node_id)?;
-    let peer_id = tokio::time::timeout(ACCEPT_TIMEOUT, async {
+    let (rd, wr, peer_id) = tokio::time::timeout(ACCEPT_TIMEOUT, async {
+        let (mut rd, mut wr) = match &repl.config.tls {
+            None => transport::plain(stream),
+            Some(tls) => tokio::select! {
+                halves = tls.accept(stream) => halves?,
+                _ = &mut evicted => bail!("dropped for a newer connection: too many handshakes in progress"),
+            },
+        };
         // Before anything can fail: a greeting is how a joiner tells a live node from a dead one.
         send(&mut wr, &Message::Hello { nonce: hs.nonce() }).await?;
-        tokio::select! {
-            proved = prove_client(repl, &mut rd, &mut wr, &mut rbuf, hs) => proved,
+        let peer_id = tokio::select! {
+            proved = prove_client(repl, &mut rd, &mut wr, &mut rbuf, hs) => proved?,
             _ = evicted => {
                 let _ = send(&mut wr, &Message::error("busy: too many connections on the replication port")).await;
                 bail!("dropped for a newer connection: too many handshakes in progress")
             }
-        }
+        };
+        anyhow::Ok((rd, wr, peer_id))
     })
     .await
     .context("handshake timed out")??;
@@ -136,6 +148,9 @@ pub async fn run(repl: &Arc<Replicator>, stream: TcpStream, handshake: Duration)
     if reached == Reached::Nothing && result.as_ref().is_err_and(|e| e.is::<tokio::time::error::Elapsed>()) {
         reached = Reached::Silence;
     }
+    if result.as_ref().is_err_and(transport::refused_certificate) {
+        repl.status.auth_failures.fetch_add(1, Relaxed);
+    }
     (reached, result)
 }
 
@@ -145,15 +160,27 @@ async fn run_link(
     timeout: Duration,
     reached: &mut Reached,
 ) -> anyhow::Result<()> {
-    let (mut rd, mut wr) = stream.into_split();
-    let mut rbuf = BytesMut::with_capacity(64 * 1024);
-    let (peer_id, remote) = tokio::time::timeout(timeout, async {
+    let answered = Arc::new(AtomicBool::new(false));
+    let handshake = tokio::time::timeout(timeout, async {
+        let (mut rd, mut wr) = match &repl.config.tls {
+            None => transport::plain(stream),
+            Some(tls) => tls.connect(stream, answered.clone()).await.inspect_err(|e| {
+                if let HandshakeError::Files(_) = e {
+                    *reached = Reached::Untried;
+                }
+            })?,
+        };
+        let mut rbuf = BytesMut::with_capacity(64 * 1024);
         let peer_id = prove_server(repl, &mut rd, &mut wr, &mut rbuf, reached).await?;
         let remote = exchange_sync(repl, &mut rd, &mut wr, &mut rbuf, peer_id).await?;
-        anyhow::Ok((peer_id, remote))
+        anyhow::Ok((rd, wr, rbuf, peer_id, remote))
     })
-    .await
-    .context("handshake timed out")??;
+    .await;
+    // A peer that answered the TLS handshake is alive, whatever happened next.
+    if *reached == Reached::Nothing && answered.load(Relaxed) {
+        *reached = Reached::Greeted;
+    }
+    let (rd, wr, rbuf, peer_id, remote) = handshake.context("handshake timed out")??;
     *reached = Reached::Up;
     run_streams(repl, rd, wr, rbuf, peer_id, remote, false).await
 }
@@ -162,8 +189,8 @@ async fn run_link(
 /// link ends.
 async fn run_streams(
     repl: &Arc<Replicator>,
-    mut rd: OwnedReadHalf,
-    mut wr: OwnedWriteHalf,
+    mut rd: Reader,
+    mut wr: Writer,
     rbuf: BytesMut,
     peer_id: u64,
     remote: Remote,
@@ -211,8 +238,8 @@ struct Remote {
 /// and proof, or a refusal and nothing else. Returns the peer's id.
 async fn prove_client(
     repl: &Replicator,
-    rd: &mut OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
+    rd: &mut Reader,
+    wr: &mut Writer,
     rbuf: &mut BytesMut,
     hs: ServerHandshake,
 ) -> anyhow::Result<u64> {
@@ -223,7 +250,7 @@ async fn prove_client(
         }
         (other, _) => bail!("expected auth, got {}", other.kind()),
     };
-    match hs.verify_client(&repl.config.secret, peer_id, &nonce, &mac) {
+    match hs.verify_client(repl.config.secrets.current().all(), peer_id, &nonce, &mac) {
         Ok(proof) => send(wr, &Message::AuthOk { node_id: repl.node_id, mac: proof }).await?,
         Err(e) => {
             repl.status.auth_failures.fetch_add(1, Relaxed);
@@ -239,12 +266,14 @@ async fn prove_client(
 /// proves that it holds the secret, and checks the peer's proof. Returns the peer's id.
 async fn prove_server(
     repl: &Replicator,
-    rd: &mut OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
+    rd: &mut Reader,
+    wr: &mut Writer,
     rbuf: &mut BytesMut,
     reached: &mut Reached,
 ) -> anyhow::Result<u64> {
-    let secret = &repl.config.secret;
+    // Read at each connection, so that a rotated secret needs no restart.
+    let secrets = repl.config.secrets.current();
+    let secret = secrets.signing();
     let nonce = match recv(rd, rbuf).await {
         Ok((Message::Hello { nonce }, len)) => {
             rbuf.advance(len);
@@ -296,8 +325,8 @@ fn check_not_self(repl: &Replicator, peer_id: u64) -> anyhow::Result<()> {
 
 async fn exchange_sync(
     repl: &Replicator,
-    rd: &mut OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
+    rd: &mut Reader,
+    wr: &mut Writer,
     rbuf: &mut BytesMut,
     peer_id: u64,
 ) -> anyhow::Result<Remote> {
@@ -319,7 +348,7 @@ async fn exchange_sync(
 /// stream the peer already knows to be applied here.
 async fn writer(
     repl: &Replicator,
-    wr: &mut OwnedWriteHalf,
+    wr: &mut Writer,
     start: Option<u64>,
     mut acked: u64,
     shared: &Shared,
@@ -352,6 +381,7 @@ async fn writer(
                     }
                 });
                 wr.write_all(&out).await?;
+                wr.flush().await?;
                 shared.heard_now();
                 out.clear();
             }
@@ -394,7 +424,7 @@ async fn writer(
 /// Sends the stream from `offset` up to the current end of the backlog.
 async fn drain(
     repl: &Replicator,
-    wr: &mut OwnedWriteHalf,
+    wr: &mut Writer,
     offset: &mut u64,
     out: &mut Vec<u8>,
     shared: &Shared,
@@ -405,6 +435,7 @@ async fn drain(
             Ok((n, since)) => {
                 *offset += n as u64;
                 wr.write_all(out).await?;
+                wr.flush().await?;
                 shared.heard_now();
                 out.clear();
                 if let Some(since) = since {
@@ -437,7 +468,7 @@ fn snapshot_entry<'a>(repl: &Replicator, change: Change<'a>) -> Option<Entry<'a>
 }
 
 /// Applies the peer's stream.
-async fn reader(repl: &Replicator, rd: &mut OwnedReadHalf, mut rbuf: BytesMut, shared: &Shared) -> anyhow::Result<()> {
+async fn reader(repl: &Replicator, rd: &mut Reader, mut rbuf: BytesMut, shared: &Shared) -> anyhow::Result<()> {
     let max_frame = repl.config.max_frame;
     let mut frames = 0u32;
     // The peer's stream id and offset of a snapshot being received.
@@ -581,15 +612,17 @@ async fn watchdog(repl: &Replicator, shared: &Shared) -> anyhow::Result<()> {
     }
 }
 
-async fn send(wr: &mut OwnedWriteHalf, msg: &Message<'_>) -> anyhow::Result<()> {
+async fn send(wr: &mut Writer, msg: &Message<'_>) -> anyhow::Result<()> {
     let mut out = Vec::new();
     msg.encode(&mut out)?;
     wr.write_all(&out).await?;
+    // TLS holds written bytes until flushed (plain TCP has nothing to flush).
+    wr.flush().await?;
     Ok(())
 }
 
 /// Reads one whole frame of the handshake. The caller advances the buffer.
-async fn recv<'b>(rd: &mut OwnedReadHalf, rbuf: &'b mut BytesMut) -> anyhow::Result<(Message<'b>, usize)> {
+async fn recv<'b>(rd: &mut Reader, rbuf: &'b mut BytesMut) -> anyhow::Result<(Message<'b>, usize)> {
     loop {
         // Checked first without borrowing for the result, to keep the borrow checker happy.
         if codec::decode(rbuf, HANDSHAKE_FRAME)?.is_some() {

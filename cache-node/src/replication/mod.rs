@@ -1,8 +1,10 @@
 //! Pair replication, repcached's semantics done right.
 //!
 //! - [`codec`]: frames and messages on the replication port; [`auth`]: the shared-secret
-//!   handshake that opens every link; [`roles`]: who is master, as a pure rule;
-//!   [`backlog`]: this node's own changes, addressed by stream offset;
+//!   handshake that opens every link, with [`secret_file`] re-reading the secrets for each;
+//!   [`roles`]: who is master, as a pure rule; [`backlog`]: this node's own changes, addressed
+//!   by stream offset;
+//! - [`transport`]: what a link runs over, plain TCP or mutual TLS;
 //! - [`link`]: one authenticated connection to the peer: handshake, sync, both streams;
 //! - [`status`]: the node's replication state, which the engine and the admin listener read;
 //! - this module: the change feed the store reports to, and the control loop (join the peer or
@@ -25,7 +27,9 @@ pub mod codec;
 mod lag;
 mod link;
 pub mod roles;
+pub mod secret_file;
 pub mod status;
+pub mod transport;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -43,11 +47,12 @@ use tracing::{error, info, warn};
 use crate::rate_limited_log::RateLimitedLog;
 use crate::server::{ACCEPT_BACKOFF, ACCEPT_ERROR_LOG_INTERVAL};
 use crate::store::{Change, ChangeSink, Clock, Store, version};
-use auth::Secret;
 use backlog::Backlog;
 use codec::{Entry, Message, Op, ReplId, Role};
 use link::{Authenticated, HANDSHAKE_TIMEOUT, Reached};
+use secret_file::SecretFile;
 use status::Status;
+use transport::LinkTls;
 
 /// Replication settings (from `-x`, `-X`, `-q` and the `--repl-*` options).
 #[derive(Debug, Clone)]
@@ -56,7 +61,10 @@ pub struct Config {
     pub peer: Option<String>,
     /// Where this node listens when it is master (`-X` on the `-l` address).
     pub listen: SocketAddr,
-    pub secret: Secret,
+    /// The shared secrets, read again for each connection.
+    pub secrets: Arc<SecretFile>,
+    /// Mutual TLS on the link (`--repl-tls-*`), if configured.
+    pub tls: Option<Arc<LinkTls>>,
     /// Heartbeat interval; the link is dead after `misses` intervals without a frame.
     pub heartbeat: Duration,
     pub misses: u32,
@@ -177,6 +185,7 @@ impl Replicator {
         getrandom::fill(&mut repl_id).map_err(|e| anyhow::anyhow!("no randomness for the stream id: {e}"))?;
         let sync_ms = config.sync_timeout.map_or(0, |t| t.as_millis().max(1) as u64);
         status.sync_timeout_ms.store(sync_ms, Relaxed);
+        status.tls.store(config.tls.is_some(), Relaxed);
         let feed = Arc::new(Feed {
             backlog: Mutex::new(Backlog::new(config.backlog_bytes)),
             scratch: Mutex::new(Vec::new()),
@@ -250,7 +259,7 @@ impl Replicator {
                             info!(%peer, "the peer closed the connection without a greeting: starting as master");
                             return;
                         }
-                        Reached::Silence | Reached::Greeted => {}
+                        Reached::Silence | Reached::Greeted | Reached::Untried => {}
                     }
                 }
                 Err(e) => {
@@ -287,7 +296,9 @@ impl Replicator {
             match attempt.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
                 Ok(stream) => match self.clone().link(stream, handshake).await {
                     Reached::Up => deadline = tokio::time::Instant::now() + patience,
-                    Reached::Greeted => {
+                    // A master that answers is alive; and a node that cannot load its own TLS
+                    // files cannot tell, so it does not take over on that account.
+                    Reached::Greeted | Reached::Untried => {
                         deadline = tokio::time::Instant::now() + patience;
                         tokio::time::sleep(self.config.heartbeat / 2).await;
                     }
@@ -432,6 +443,9 @@ impl Replicator {
                         let _ = authenticated.send(conn).await;
                     }
                     Err(e) => {
+                        if transport::refused_certificate(&e) {
+                            repl.status.auth_failures.fetch_add(1, Relaxed);
+                        }
                         let failed = repl.status.handshakes_failed.fetch_add(1, Relaxed) + 1;
                         // The first few, then one in a thousand: a flood of connections on the
                         // port must not flood the log (all are counted in handshakes_failed).
@@ -477,7 +491,10 @@ impl Replicator {
         let peer = stream.peer_addr().ok();
         *self.status.peer.lock() = peer;
         let (reached, result) = link::run(&self, stream, handshake).await;
-        self.link_ended(peer, result);
+        // Untried: logged where the files failed to load, at most once a second.
+        if reached != Reached::Untried {
+            self.link_ended(peer, result);
+        }
         reached
     }
 

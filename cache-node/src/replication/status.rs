@@ -20,6 +20,8 @@ pub struct Status {
     role: AtomicU8,
     pub term: AtomicU64,
     pub link_up: AtomicBool,
+    /// Links run over mutual TLS (`--repl-tls-*`); never over plain TCP then.
+    pub tls: AtomicBool,
     pub peer: Mutex<Option<SocketAddr>>,
     pub full_syncs_sent: AtomicU64,
     pub full_syncs_received: AtomicU64,
@@ -151,6 +153,7 @@ impl Status {
             ("term".into(), self.term.load(Relaxed).to_string()),
             ("peer".into(), peer),
             ("link".into(), if self.link_up.load(Relaxed) { "up" } else { "down" }.into()),
+            ("tls".into(), if self.tls.load(Relaxed) { "yes" } else { "no" }.into()),
             ("stream_offset".into(), end.to_string()),
             ("lag_bytes".into(), (end - acked).to_string()),
             ("lag_ops".into(), self.lag_ops.load(Relaxed).to_string()),

@@ -1,5 +1,3 @@
-use std::path::PathBuf;
-
 use super::*;
 
 const SERVER: u64 = 1;
@@ -39,7 +37,7 @@ fn proofs_are_pinned() {
     // the server: a change here breaks the protocol.
     let client = client(&secret());
     assert_eq!(client.proof(), unhex("6c8912a2dc3455db94d159959ea42b1623dff9b821b4d491245b148b41888d72"));
-    let server_proof = server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &client.proof()).unwrap();
+    let server_proof = server().verify_client(&[secret()], CLIENT, &CLIENT_NONCE, &client.proof()).unwrap();
     assert_eq!(server_proof, unhex("07372e5c50dd14b0e5c73c97d81abdff245086b34685758d7eabb498416833dd"));
 }
 
@@ -48,7 +46,7 @@ fn a_correct_exchange_verifies_both_ways() {
     let secret = secret();
     let server = ServerHandshake::new(SERVER).unwrap();
     let client = ClientHandshake::new(&secret, CLIENT, &server.nonce()).unwrap();
-    let server_proof = server.verify_client(&secret, CLIENT, &client.nonce(), &client.proof()).unwrap();
+    let server_proof = server.verify_client(std::slice::from_ref(&secret), CLIENT, &client.nonce(), &client.proof()).unwrap();
     client.verify_server(&secret, SERVER, &server_proof).unwrap();
 }
 
@@ -66,13 +64,13 @@ fn fresh_nonces_differ() {
 #[test]
 fn a_client_with_another_secret_is_refused() {
     let client = client(&other_secret());
-    let err = server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &client.proof()).unwrap_err();
+    let err = server().verify_client(&[secret()], CLIENT, &CLIENT_NONCE, &client.proof()).unwrap_err();
     assert!(matches!(err, AuthError::BadClientProof));
 }
 
 #[test]
 fn a_server_with_another_secret_is_refused() {
-    let proof = server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &client(&secret()).proof()).unwrap();
+    let proof = server().verify_client(&[secret()], CLIENT, &CLIENT_NONCE, &client(&secret()).proof()).unwrap();
     let err = client(&other_secret()).verify_server(&other_secret(), SERVER, &proof).unwrap_err();
     assert!(matches!(err, AuthError::BadServerProof));
 }
@@ -80,32 +78,32 @@ fn a_server_with_another_secret_is_refused() {
 #[test]
 fn swapped_nonces_fail() {
     let swapped = ClientHandshake::with_nonce(&secret(), CLIENT, &CLIENT_NONCE, SERVER_NONCE);
-    assert!(server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &swapped.proof()).is_err());
+    assert!(server().verify_client(&[secret()], CLIENT, &CLIENT_NONCE, &swapped.proof()).is_err());
     // The client's nonce as the server would see it if they were swapped on the way.
     let client = client(&secret());
-    assert!(server().verify_client(&secret(), CLIENT, &SERVER_NONCE, &client.proof()).is_err());
+    assert!(server().verify_client(&[secret()], CLIENT, &SERVER_NONCE, &client.proof()).is_err());
 }
 
 #[test]
 fn proofs_are_bound_to_the_node_ids() {
     // The client's proof names the client: it does not pass for another one.
     let client = ClientHandshake::with_nonce(&secret(), 3, &SERVER_NONCE, CLIENT_NONCE);
-    assert!(server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &client.proof()).is_err());
+    assert!(server().verify_client(&[secret()], CLIENT, &CLIENT_NONCE, &client.proof()).is_err());
     // The server's proof names the server: `AuthOk` cannot claim another id.
-    let proof = server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &self::client(&secret()).proof()).unwrap();
+    let proof = server().verify_client(&[secret()], CLIENT, &CLIENT_NONCE, &self::client(&secret()).proof()).unwrap();
     assert!(self::client(&secret()).verify_server(&secret(), 3, &proof).is_err());
     // Nor a proof made for another client.
     let other = ServerHandshake::with_nonce(SERVER, SERVER_NONCE);
     let for_other = ClientHandshake::with_nonce(&secret(), 3, &SERVER_NONCE, CLIENT_NONCE);
-    let proof = other.verify_client(&secret(), 3, &CLIENT_NONCE, &for_other.proof()).unwrap();
+    let proof = other.verify_client(&[secret()], 3, &CLIENT_NONCE, &for_other.proof()).unwrap();
     assert!(self::client(&secret()).verify_server(&secret(), SERVER, &proof).is_err());
 }
 
 #[test]
 fn a_proof_cannot_be_reflected_to_the_other_role() {
     // The server's own proof, sent back to it as a client's, fails: the labels differ.
-    let server_proof = server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &client(&secret()).proof()).unwrap();
-    assert!(server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &server_proof).is_err());
+    let server_proof = server().verify_client(&[secret()], CLIENT, &CLIENT_NONCE, &client(&secret()).proof()).unwrap();
+    assert!(server().verify_client(&[secret()], CLIENT, &CLIENT_NONCE, &server_proof).is_err());
     // And the client's proof does not pass as the server's.
     let client = client(&secret());
     let own = client.proof();
@@ -114,7 +112,7 @@ fn a_proof_cannot_be_reflected_to_the_other_role() {
     // the client's nonce as its own).
     let mirrored = ServerHandshake::with_nonce(CLIENT, CLIENT_NONCE);
     let mirrored_client = ClientHandshake::with_nonce(&secret(), SERVER, &CLIENT_NONCE, SERVER_NONCE);
-    let mirrored_proof = mirrored.verify_client(&secret(), SERVER, &SERVER_NONCE, &mirrored_client.proof()).unwrap();
+    let mirrored_proof = mirrored.verify_client(&[secret()], SERVER, &SERVER_NONCE, &mirrored_client.proof()).unwrap();
     assert!(self::client(&secret()).verify_server(&secret(), CLIENT, &mirrored_proof).is_err());
     assert!(self::client(&secret()).verify_server(&secret(), SERVER, &mirrored_proof).is_err());
 }
@@ -123,12 +121,12 @@ fn a_proof_cannot_be_reflected_to_the_other_role() {
 fn a_replayed_client_answer_fails_against_a_new_nonce() {
     let recorded = client(&secret());
     let fresh = ServerHandshake::new(SERVER).unwrap();
-    assert!(fresh.verify_client(&secret(), CLIENT, &recorded.nonce(), &recorded.proof()).is_err());
+    assert!(fresh.verify_client(&[secret()], CLIENT, &recorded.nonce(), &recorded.proof()).is_err());
 }
 
 #[test]
 fn a_replayed_server_answer_fails_against_a_new_nonce() {
-    let recorded = server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &client(&secret()).proof()).unwrap();
+    let recorded = server().verify_client(&[secret()], CLIENT, &CLIENT_NONCE, &client(&secret()).proof()).unwrap();
     let fresh = ClientHandshake::new(&secret(), CLIENT, &SERVER_NONCE).unwrap();
     assert!(fresh.verify_server(&secret(), SERVER, &recorded).is_err());
 }
@@ -139,7 +137,7 @@ fn every_bit_of_a_proof_counts() {
     for i in 0..PROOF_LEN * 8 {
         let mut bad = good;
         bad[i / 8] ^= 1 << (i % 8);
-        assert!(server().verify_client(&secret(), CLIENT, &CLIENT_NONCE, &bad).is_err(), "bit {i}");
+        assert!(server().verify_client(&[secret()], CLIENT, &CLIENT_NONCE, &bad).is_err(), "bit {i}");
     }
 }
 
@@ -152,64 +150,71 @@ fn debug_shows_no_secret() {
 fn short_and_empty_secrets_are_refused() {
     assert!(matches!(Secret::from_bytes(b""), Err(SecretError::Empty { path: None })));
     let err = Secret::from_bytes(&[b'x'; MIN_SECRET_LEN - 1]).unwrap_err();
-    assert!(matches!(err, SecretError::TooShort { path: None, len: 15 }));
+    assert!(matches!(err, SecretError::TooShort { path: None, line: None, len: 15 }));
     assert_eq!(err.to_string(), "the replication secret is 15 bytes long; at least 16 are required");
     Secret::from_bytes(&[b'x'; MIN_SECRET_LEN]).unwrap();
 }
 
-/// A file under the system's temporary directory, removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str, contents: &[u8]) -> Self {
-        let path = std::env::temp_dir().join(format!("cache-node-auth-{}-{name}", std::process::id()));
-        std::fs::write(&path, contents).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// Whether two secrets are the same key: one's proof passes the other's check.
 fn same(a: &Secret, b: &Secret) -> bool {
-    server().verify_client(b, CLIENT, &CLIENT_NONCE, &client(a).proof()).is_ok()
+    server().verify_client(std::slice::from_ref(b), CLIENT, &CLIENT_NONCE, &client(a).proof()).is_ok()
+}
+
+/// The secrets of a file's contents.
+fn parsed(contents: &[u8]) -> Result<Secrets, SecretError> {
+    Secrets::parse(contents, Path::new("/etc/secret"))
 }
 
 #[test]
-fn a_secret_file_loses_one_trailing_newline() {
+fn a_secret_file_holds_one_secret_per_line_without_line_ends() {
     let bare = Secret::from_bytes(b"0123456789abcdef").unwrap();
-    for (name, contents) in
-        [("lf", &b"0123456789abcdef\n"[..]), ("crlf", b"0123456789abcdef\r\n"), ("none", b"0123456789abcdef")]
+    for contents in
+        [&b"0123456789abcdef\n"[..], b"0123456789abcdef\r\n", b"0123456789abcdef", b"\n0123456789abcdef\n\n"]
     {
-        let file = TempFile::new(name, contents);
-        assert!(same(&Secret::from_file(&file.0).unwrap(), &bare), "{name}");
+        let secrets = parsed(contents).unwrap();
+        assert_eq!(secrets.all().len(), 1, "{contents:?}");
+        assert!(same(secrets.signing(), &bare), "{contents:?}");
     }
-    // Only one: the rest is part of the secret.
-    let file = TempFile::new("two", b"0123456789abcdef\n\n");
-    assert!(!same(&Secret::from_file(&file.0).unwrap(), &bare));
     // Nothing else is trimmed.
-    let file = TempFile::new("space", b" 0123456789abcdef \n");
-    assert!(!same(&Secret::from_file(&file.0).unwrap(), &bare));
+    assert!(!same(parsed(b" 0123456789abcdef \n").unwrap().signing(), &bare));
 }
 
 #[test]
-fn bad_secret_files_are_refused_with_their_path() {
-    let empty = TempFile::new("empty", b"\n");
-    let err = Secret::from_file(&empty.0).unwrap_err();
-    assert!(matches!(err, SecretError::Empty { path: Some(_) }));
-    assert_eq!(err.to_string(), format!("the replication secret in {} is empty", empty.0.display()));
+fn with_several_secrets_the_first_proves_and_any_verifies() {
+    let (new, old) = (Secret::from_bytes(b"the-new-secret-0123").unwrap(), secret());
+    let both = parsed(b"the-new-secret-0123\r\n\n   \n0123456789abcdef\n").unwrap();
+    assert_eq!(both.all().len(), 2, "blank lines are ignored");
+    assert!(same(both.signing(), &new));
+    // A server holding both accepts either client, and answers under the client's secret.
+    for secret in [&new, &old] {
+        let client = self::client(secret);
+        let proof = server().verify_client(both.all(), CLIENT, &CLIENT_NONCE, &client.proof()).unwrap();
+        client.verify_server(secret, SERVER, &proof).unwrap();
+    }
+    let stranger = self::client(&other_secret());
+    assert!(server().verify_client(both.all(), CLIENT, &CLIENT_NONCE, &stranger.proof()).is_err());
+}
 
-    let short = TempFile::new("short", b"hunter2\n");
-    let err = Secret::from_file(&short.0).unwrap_err();
-    assert!(matches!(err, SecretError::TooShort { len: 7, .. }));
-    assert!(err.to_string().contains(&*short.0.to_string_lossy()), "{err}");
+#[test]
+fn bad_secret_files_are_refused_with_their_path_and_line() {
+    for blank in [&b""[..], b"\n", b"\r\n \n"] {
+        let err = parsed(blank).unwrap_err();
+        assert!(matches!(err, SecretError::Empty { path: Some(_) }), "{blank:?}");
+        assert_eq!(err.to_string(), "the replication secret in /etc/secret is empty");
+    }
+    let err = parsed(b"0123456789abcdef\nhunter2\n").unwrap_err();
+    assert!(matches!(err, SecretError::TooShort { len: 7, line: Some(2), .. }));
+    assert_eq!(
+        err.to_string(),
+        "the replication secret in /etc/secret (line 2) is 7 bytes long; at least 16 are required"
+    );
 
-    let missing = std::env::temp_dir().join(format!("cache-node-auth-{}-missing", std::process::id()));
-    let err = Secret::from_file(&missing).unwrap_err();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, b"0123456789abcdef\n").unwrap();
+    assert!(same(Secrets::from_file(&file).unwrap().signing(), &secret()));
+    let missing = dir.path().join("missing");
+    let err = Secrets::from_file(&missing).unwrap_err();
     assert!(matches!(&err, SecretError::Read { source, .. } if source.kind() == io::ErrorKind::NotFound));
     assert!(err.to_string().starts_with(&format!("cannot read the replication secret from {}: ", missing.display())));
 }

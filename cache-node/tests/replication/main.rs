@@ -1,13 +1,15 @@
 //! Pair replication with real processes on loopback: two nodes, writes both ways, SIGKILL of
 //! the master, the ex-master's return as slave, the start-up rule on a starved machine, the
 //! master's hand-over on SIGTERM, strangers on the replication port, a slave's return
-//! while its master still holds the old link, and flush_all against writes on both nodes.
+//! while its master still holds the old link, and flush_all against writes on both nodes;
+//! mutual TLS on the link and credential rotation in [`tls`].
 
 #[path = "../ops/common.rs"]
 #[allow(dead_code)]
 mod common;
 mod proxy;
 mod squat;
+mod tls;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -113,8 +113,8 @@ pub struct Config {
     pub peer: Option<String>,
 
     /// Replication port (repcached's -X; default 11212), on the first -l address. Replication
-    /// is on only when asked for, with -x, -X or --repl-secret-file: a plain memcached command
-    /// line opens no second port. 0 turns it off
+    /// is on only when asked for, with -x, -X, --repl-secret-file or --repl-tls-cert: a plain
+    /// memcached command line opens no second port. 0 turns it off
     #[arg(short = 'X', long = "repl-port", value_name = "PORT")]
     pub repl_port: Option<u16>,
 

@@ -1,19 +1,18 @@
 //! `--repl-secret-file`, read again at each new connection on the replication port, so that
 //! the shared secret rotates without a restart: write `new\nold` to both nodes, wait until both
 //! have it, then write `new` (see [`Secrets`] for what each line does). A file that becomes
-//! unreadable or invalid keeps the secrets last read, with a warning at most once a second: a
-//! half-written file must not cut the pair apart.
+//! unreadable or invalid keeps the secrets last read, with a warning when it becomes so (and
+//! for each other error after that): a half-written file must not cut the pair apart, and one
+//! that the `-u` user cannot read (it was read as root at start) must not fill the log.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tracing::{info, warn};
 
 use super::auth::{SecretError, Secrets};
-use crate::rate_limited_log::RateLimitedLog;
 
 /// Where the secrets come from, and the last good ones.
 pub struct SecretFile {
@@ -21,7 +20,8 @@ pub struct SecretFile {
     path: Option<PathBuf>,
     /// The file's contents as last parsed, and their secrets.
     last_good: Mutex<(Vec<u8>, Arc<Secrets>)>,
-    warnings: Mutex<RateLimitedLog>,
+    /// The error last warned about, until the file reads well again.
+    warned: Mutex<Option<String>>,
 }
 
 impl SecretFile {
@@ -38,11 +38,7 @@ impl SecretFile {
     }
 
     fn new(path: Option<PathBuf>, contents: Vec<u8>, secrets: Secrets) -> Self {
-        Self {
-            path,
-            last_good: Mutex::new((contents, Arc::new(secrets))),
-            warnings: Mutex::new(RateLimitedLog::new(Duration::from_secs(1))),
-        }
+        Self { path, last_good: Mutex::new((contents, Arc::new(secrets))), warned: Mutex::new(None) }
     }
 
     /// The secrets for a new connection: the file's as it is now, else the last good ones.
@@ -55,7 +51,10 @@ impl SecretFile {
         let contents = read(path);
         let mut last = self.last_good.lock();
         let parsed = match contents {
-            Ok(contents) if contents == last.0 => return last.1.clone(),
+            Ok(contents) if contents == last.0 => {
+                *self.warned.lock() = None;
+                return last.1.clone();
+            }
             Ok(contents) => Secrets::parse(&contents, path).map(|secrets| (contents, secrets)),
             Err(e) => Err(e),
         };
@@ -63,10 +62,14 @@ impl SecretFile {
             Ok((contents, secrets)) => {
                 info!(secrets = secrets.all().len(), "replication secret file changed: new links use it");
                 *last = (contents, Arc::new(secrets));
+                *self.warned.lock() = None;
             }
             Err(e) => {
-                if let Some(suppressed) = self.warnings.lock().event(Instant::now()) {
-                    warn!(error = %e, suppressed, "replication secret file not reloaded: keeping the secrets last read");
+                let error = e.to_string();
+                let mut warned = self.warned.lock();
+                if warned.as_deref() != Some(error.as_str()) {
+                    warn!(error, "replication secret file not reloaded: keeping the secrets last read");
+                    *warned = Some(error);
                 }
             }
         }

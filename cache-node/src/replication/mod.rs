@@ -233,7 +233,6 @@ impl Replicator {
             } else if self.status.role() == Role::Starting {
                 self.status.set_role(Role::Master);
             }
-            self.ready.send_replace(true);
             self.clone().serve_as_master().await;
         }
     }
@@ -245,8 +244,9 @@ impl Replicator {
     /// then fails (a handshake too slow on a starved machine, a wrong secret) is retried with
     /// this node still `starting`, since becoming master beside a live master would be a split
     /// brain. A master greets every connection at once, from a task of its own, so strangers on
-    /// its port cannot hold the greeting back. Returns once a link came up and ended, or the peer is
-    /// unreachable.
+    /// its port cannot hold the greeting back. Over TLS, any answer to the TLS handshake counts
+    /// as a greeting; a node whose own TLS files fail to load keeps trying, still starting.
+    /// Returns once a link came up and ended, or the peer is unreachable.
     async fn join(self: Arc<Self>, peer: &str) {
         let mut failures = 0u32;
         loop {
@@ -363,12 +363,18 @@ impl Replicator {
     /// Listens for the peer (and probes it, to find a second master after a partition) until
     /// no link is up and this node is slave.
     async fn serve_as_master(self: Arc<Self>) {
+        let mut bound = TcpListener::bind(self.config.listen).await;
+        // Client ports open only now: a peer started once they answer (as scripts and
+        // orchestrators do) must find this master's port open, not refused, or it becomes a
+        // second master. A port that is taken does not keep clients waiting.
+        self.ready.send_replace(true);
         let listener = loop {
-            match TcpListener::bind(self.config.listen).await {
+            match bound {
                 Ok(l) => break l,
                 Err(e) => {
                     warn!(addr = %self.config.listen, error = %e, "cannot listen for the peer yet; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                    bound = TcpListener::bind(self.config.listen).await;
                 }
             }
         };

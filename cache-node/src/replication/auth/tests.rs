@@ -46,7 +46,8 @@ fn a_correct_exchange_verifies_both_ways() {
     let secret = secret();
     let server = ServerHandshake::new(SERVER).unwrap();
     let client = ClientHandshake::new(&secret, CLIENT, &server.nonce()).unwrap();
-    let server_proof = server.verify_client(std::slice::from_ref(&secret), CLIENT, &client.nonce(), &client.proof()).unwrap();
+    let server_proof =
+        server.verify_client(std::slice::from_ref(&secret), CLIENT, &client.nonce(), &client.proof()).unwrap();
     client.verify_server(&secret, SERVER, &server_proof).unwrap();
 }
 

@@ -32,6 +32,7 @@ use crate::metrics::{ErrorLabels, Metrics, PairLabels, RoleLabels};
 use crate::observe::{self, MemberView, PodState, Role};
 use crate::pair::{Member, labels};
 use crate::render;
+use crate::render::replication_tls;
 use crate::status::Round;
 use crate::validate::{Found, secret_value};
 use crate::{Error, Result};
@@ -258,6 +259,33 @@ impl CachePair {
         Ok(Action::await_change())
     }
 
+    /// The operator's CA and certificate for the replication link: made once, the certificate
+    /// renewed a month before it expires (the members read it at each new link).
+    async fn keep_replication_certificate(&self, secrets: &Api<Secret>) -> Result<()> {
+        let name = replication_tls::secret_name(self);
+        let now = std::time::SystemTime::now();
+        let failed = |e: replication_tls::IssueError| Error::Other(e.to_string());
+        match secrets.get_opt(&name).await? {
+            None => {
+                let secret = replication_tls::issue(self, now).map_err(failed)?;
+                let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+                match secrets.create(&params, &secret).await {
+                    Ok(_) => info!(pair = %self.name(), secret = name, "made the replication CA and certificate"),
+                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Some(current) => {
+                if let Some(renewed) = replication_tls::renewed(self, &current, now).map_err(failed)? {
+                    let params = PatchParams::apply(MANAGER).force();
+                    secrets.patch(&name, &params, &Patch::Apply(typed(renewed))).await?;
+                    info!(pair = %self.name(), secret = name, "renewed the replication certificate");
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The token the members' /switchover asks for (the generated `<name>-admin` Secret).
     async fn admin_token(&self, ctx: &Context) -> Result<String> {
         let secrets: Api<Secret> = self.api(ctx);
@@ -314,6 +342,10 @@ impl CachePair {
             generate_secret(&secrets, &self.replication_secret_name(), render::replication_secret, self).await?;
         }
         generate_secret(&secrets, &self.admin_secret_name(), render::admin_secret, self).await?;
+        let tls = &self.spec.replication.tls;
+        if tls.enabled && tls.secret_name.is_none() {
+            self.keep_replication_certificate(&secrets).await?;
+        }
         if let Some(vrrp) = &self.spec.exposure.vrrp {
             let password = vrrp
                 .auth_secret_name

@@ -271,6 +271,32 @@ pub struct Replication {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: Option<String>,
+    /// Mutual TLS between the members (on unless turned off).
+    #[serde(default)]
+    pub tls: ReplicationTls,
+}
+
+/// Mutual TLS on the replication link (`spec.replication.tls`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationTls {
+    /// Encrypt the link and have each member prove the pair's CA to the other, besides the
+    /// shared secret.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// A Secret with `tls.crt`, `tls.key` and `ca.crt` (a cert-manager Certificate's shape)
+    /// whose certificate names `cachepair-replication` (a DNS SAN), presented by both
+    /// members. When unset, the operator keeps a CA of the pair's own and its certificate in
+    /// `<name>-replication-tls`, renewed a month before it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
+}
+
+impl Default for ReplicationTls {
+    fn default() -> Self {
+        Self { enabled: true, secret_name: None }
+    }
 }
 
 /// Client logins (`spec.auth`).
@@ -542,6 +568,7 @@ impl Default for Replication {
             sync_timeout_millis: default_sync_timeout(),
             backlog_kib: default_backlog(),
             secret_name: None,
+            tls: ReplicationTls::default(),
         }
     }
 }

@@ -94,6 +94,13 @@ impl CachePair {
         format!("{}-admin", self.name())
     }
 
+    /// The Secret of the replication link's TLS, when it is on: the user's, or the operator's.
+    pub fn replication_tls_secret_name(&self) -> Option<String> {
+        let tls = &self.spec.replication.tls;
+        tls.enabled
+            .then(|| tls.secret_name.clone().unwrap_or_else(|| crate::render::replication_tls::secret_name(self)))
+    }
+
     /// The headless Service of the members.
     pub fn members_service_name(&self) -> String {
         format!("{}-members", self.name())

@@ -33,6 +33,7 @@ impl CachePairSpec {
             vrrp.and_then(|v| v.auth_secret_name.as_ref()),
             self.auth.as_ref().map(|a| &a.secret_name),
             self.tls.as_ref().map(|t| &t.secret_name),
+            self.replication.tls.secret_name.as_ref().filter(|_| self.replication.tls.enabled),
         ];
         References {
             secrets: secrets.into_iter().flatten().cloned().collect(),
@@ -69,6 +70,20 @@ impl CachePairSpec {
                 Some(Some(users)) => {
                     if let Err(e) = check_users(&users) {
                         problems.push(format!("spec.auth.secretName: Secret {name}, key `{USERS_KEY}`: {e}"));
+                    }
+                }
+            }
+        }
+        if let Some(name) = self.replication.tls.secret_name.as_ref().filter(|_| self.replication.tls.enabled) {
+            match found.secrets.get(name) {
+                None => problems.push(format!("spec.replication.tls.secretName: Secret {name} not found")),
+                Some(secret) => {
+                    for key in ["tls.crt", "tls.key", "ca.crt"] {
+                        if secret_value(secret, key).is_none_or(|v| !v.contains("-----BEGIN ")) {
+                            problems.push(format!(
+                                "spec.replication.tls.secretName: Secret {name} has no PEM under `{key}`"
+                            ));
+                        }
                     }
                 }
             }

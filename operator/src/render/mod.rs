@@ -4,6 +4,7 @@
 
 mod network;
 mod pod;
+pub mod replication_tls;
 mod services;
 mod vrrp;
 

@@ -19,17 +19,17 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
-    PodAffinityTerm, PodAntiAffinity, PodReadinessGate, PodSecurityContext, PodSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecretVolumeSource, SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
-    WeightedPodAffinityTerm,
+    Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
+    ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodReadinessGate, PodSecurityContext, PodSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, TopologySpreadConstraint, Volume,
+    VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
-use super::{Settings, owned_meta};
+use super::{Settings, owned_meta, replication_tls};
 use crate::crd::{AntiAffinity, CachePair, CachePairSpec, ClientCertificates, PullPolicy, ReplicationMode};
 use crate::pair::{Member, labels};
 
@@ -46,6 +46,7 @@ const ADMIN_DIR: &str = "/etc/cachepair/admin";
 pub const USERS_KEY: &str = "users";
 const AUTH_DIR: &str = "/etc/cachepair/auth";
 const TLS_DIR: &str = "/etc/cachepair/tls";
+const REPL_TLS_DIR: &str = "/etc/cachepair/replication-tls";
 /// Non-root uid of the distroless images.
 const RUN_AS: i64 = 65532;
 /// How long a master stopped by SIGTERM may take to hand its role to the slave (cache-node's
@@ -107,6 +108,14 @@ fn pod_spec(cp: &CachePair, member: Member, peer: Option<&str>, settings: &Setti
     }
     if let Some(tls) = &spec.tls {
         volumes.push(secret_volume("client-tls", tls.secret_name.clone()));
+    }
+    if let Some(name) = cp.replication_tls_secret_name() {
+        // The certificate, its key and the CA's certificate: never the CA's key.
+        let mut volume = secret_volume("replication-tls", name);
+        let item = |key: &str| KeyToPath { key: key.into(), path: key.into(), ..Default::default() };
+        volume.secret.as_mut().expect("a secret volume").items =
+            Some(vec![item("ca.crt"), item("tls.crt"), item("tls.key")]);
+        volumes.push(volume);
     }
     let mut node_selector = spec.node_selector.clone();
     if let Some(vrrp) = vrrp {
@@ -230,6 +239,18 @@ fn cache_node_container(cp: &CachePair, peer: Option<&str>) -> Container {
         }
         args.extend(["-Z".into(), "-o".into(), options]);
     }
+    if cp.replication_tls_secret_name().is_some() {
+        args.extend([
+            "--repl-tls-cert".into(),
+            format!("{REPL_TLS_DIR}/tls.crt"),
+            "--repl-tls-key".into(),
+            format!("{REPL_TLS_DIR}/tls.key"),
+            "--repl-tls-ca".into(),
+            format!("{REPL_TLS_DIR}/ca.crt"),
+            "--repl-tls-name".into(),
+            replication_tls::TLS_NAME.into(),
+        ]);
+    }
     if let Some(peer) = peer {
         args.extend(["-x".into(), peer.into()]);
     }
@@ -285,6 +306,7 @@ fn cache_node_container(cp: &CachePair, peer: Option<&str>) -> Container {
                 Some(("admin-token", ADMIN_DIR)),
                 spec.auth.as_ref().map(|_| ("client-users", AUTH_DIR)),
                 spec.tls.as_ref().map(|_| ("client-tls", TLS_DIR)),
+                cp.replication_tls_secret_name().map(|_| ("replication-tls", REPL_TLS_DIR)),
             ]
             .into_iter()
             .flatten()
@@ -363,6 +385,36 @@ mod tests {
     }
 
     #[test]
+    fn the_replication_link_is_mutual_tls_unless_turned_off() {
+        let pod = member_pod(&pair(json!({})), Member::A, None, &Settings::default());
+        let a = args(&pod);
+        assert_eq!(flag(&a, "--repl-tls-cert"), Some("/etc/cachepair/replication-tls/tls.crt"));
+        assert_eq!(flag(&a, "--repl-tls-ca"), Some("/etc/cachepair/replication-tls/ca.crt"));
+        assert_eq!(flag(&a, "--repl-tls-name"), Some("cachepair-replication"));
+        let volume = pod.spec.unwrap().volumes.unwrap().into_iter().find(|v| v.name == "replication-tls").unwrap();
+        let secret = volume.secret.unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("demo-replication-tls"));
+        let keys: Vec<_> = secret.items.unwrap().into_iter().map(|i| i.key).collect();
+        assert_eq!(keys, ["ca.crt", "tls.crt", "tls.key"], "never the CA's key");
+
+        let own = pair(json!({"replication": {"tls": {"secretName": "repl-cert"}}}));
+        let spec = member_pod(&own, Member::A, None, &Settings::default()).spec.unwrap();
+        assert!(
+            spec.volumes
+                .unwrap()
+                .iter()
+                .any(|v| v.secret.as_ref().unwrap().secret_name.as_deref() == Some("repl-cert"))
+        );
+        let off = args(&member_pod(
+            &pair(json!({"replication": {"tls": {"enabled": false}}})),
+            Member::A,
+            None,
+            &Settings::default(),
+        ));
+        assert_eq!(flag(&off, "--repl-tls-cert"), None);
+    }
+
+    #[test]
     fn logins_and_tls_come_from_whole_secret_volumes() {
         let cp = pair(json!({"auth": {"secretName": "users"},
             "tls": {"secretName": "cert", "clientCertificates": "Optional"}}));
@@ -381,13 +433,18 @@ mod tests {
         let spec = pod.spec.unwrap();
         let volumes: Vec<_> =
             spec.volumes.unwrap().into_iter().map(|v| (v.name, v.secret.unwrap().secret_name.unwrap())).collect();
+        let named = |a: &str, b: &str| (a.to_string(), b.to_string());
         assert_eq!(
             volumes[2..],
-            [("client-users".to_string(), "users".to_string()), ("client-tls".to_string(), "cert".to_string())]
+            [
+                named("client-users", "users"),
+                named("client-tls", "cert"),
+                named("replication-tls", "demo-replication-tls")
+            ]
         );
         let mounts = spec.containers[0].volume_mounts.clone().unwrap();
         assert!(mounts.iter().all(|m| m.sub_path.is_none()), "a subPath mount is never updated");
-        assert_eq!(mounts.len(), 4);
+        assert_eq!(mounts.len(), 5);
 
         let plain = args(&member_pod(&pair(json!({})), Member::A, None, &Settings::default()));
         assert!(!plain.iter().any(|a| a == "-S" || a == "-Y" || a == "-Z"));

@@ -113,6 +113,10 @@ impl ApiServer {
             let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{PAIR}-{name}")}});
             self.expect("GET", &format!("/api/v1/namespaces/{NS}/secrets/{PAIR}-{name}")).await.reply(secret);
         }
+        // The replication certificate, far from its expiry.
+        let certificate = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{PAIR}-replication-tls"),
+            "annotations": {"cachepair.io/certificate-not-after": "99999999999"}}});
+        self.expect("GET", &format!("/api/v1/namespaces/{NS}/secrets/{PAIR}-replication-tls")).await.reply(certificate);
         self.expect("DELETE", &format!("/apis/monitoring.coreos.com/v1/namespaces/{NS}/servicemonitors/{PAIR}"))
             .await
             .not_found();

@@ -151,6 +151,12 @@ pub struct Config {
     #[arg(long = "repl-tls-name", value_name = "NAME")]
     pub repl_tls_name: Option<String>,
 
+    /// With --repl-tls-*, also link in plaintext with a peer that has no TLS: for moving a
+    /// running pair to TLS (or off it) one member at a time. TLS whenever the peer speaks it;
+    /// the shared secret still authenticates a plaintext link
+    #[arg(long = "repl-tls-allow-plaintext", requires = "repl_tls_cert")]
+    pub repl_tls_allow_plaintext: bool,
+
     /// Heartbeat interval on the replication link, in milliseconds
     #[arg(long = "repl-heartbeat-ms", default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=10_000))]
     pub repl_heartbeat_ms: u64,
@@ -311,6 +317,8 @@ pub struct ReplTlsOptions {
     pub ca: PathBuf,
     /// What the accepting node's certificate must name.
     pub name: String,
+    /// Link in plaintext with a peer without TLS (`--repl-tls-allow-plaintext`).
+    pub allow_plaintext: bool,
 }
 
 /// The name both members' replication certificates carry unless `--repl-tls-name` says otherwise.
@@ -425,7 +433,8 @@ impl Config {
             .map_err(|_| format!("--repl-tls-name {name:?} is not a DNS name or an IP address"))?;
         match (&self.repl_tls_cert, &self.repl_tls_key, &self.repl_tls_ca) {
             (Some(cert), Some(key), Some(ca)) => {
-                Ok(Some(ReplTlsOptions { cert: cert.clone(), key: key.clone(), ca: ca.clone(), name }))
+                let allow_plaintext = self.repl_tls_allow_plaintext;
+                Ok(Some(ReplTlsOptions { cert: cert.clone(), key: key.clone(), ca: ca.clone(), name, allow_plaintext }))
             }
             (None, None, None) if self.repl_tls_name.is_none() => Ok(None),
             _ => Err("mutual TLS on the replication link needs all of --repl-tls-cert, --repl-tls-key and \

@@ -32,7 +32,7 @@ use crate::metrics::{ErrorLabels, Metrics, PairLabels, RoleLabels};
 use crate::observe::{self, MemberView, PodState, Role};
 use crate::pair::{Member, labels};
 use crate::render;
-use crate::render::replication_tls;
+use crate::render::replication_tls::{self, LinkTls};
 use crate::status::Round;
 use crate::validate::{Found, secret_value};
 use crate::{Error, Result};
@@ -187,7 +187,8 @@ impl CachePair {
         let status = self.api::<CachePair>(ctx).get_status(&self.name()).await?.status.unwrap_or_default();
         let last_master = status.master.as_deref().and_then(|m| Member::of_pod(&self.name(), m));
         let last_promotions = status.promotions(&self.name());
-        let revision = render::revision(self, &ctx.settings);
+        let link = LinkTls::for_new_members(self, views.values().map(|v| v.link_tls));
+        let revision = render::revision(self, &ctx.settings, link);
         let fenced: Vec<Member> = self.spec.fenced.iter().map(|&m| m.into()).collect();
         let input = Input {
             a: views.get(&Member::A),
@@ -485,7 +486,8 @@ impl CachePair {
         let pair = self.name();
         match action {
             decide::Action::Create { member, start } => {
-                let pod = render::member_pod(self, *member, start.peer(), &ctx.settings);
+                let link = LinkTls::for_new_members(self, views.values().map(|v| v.link_tls));
+                let pod = render::member_pod(self, *member, start.peer(), &ctx.settings, link);
                 let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
                 match pods.create(&params, &pod).await {
                     Ok(_) => {}

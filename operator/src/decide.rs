@@ -491,6 +491,7 @@ mod tests {
             ip: Some(ip.into()),
             node: Some("n".into()),
             revision: Some(REV.into()),
+            link_tls: crate::render::replication_tls::LinkTls::On,
             role,
             answered: role.is_some(),
             term: Some(1),

@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::pair::labels;
+use crate::render::replication_tls::LinkTls;
 use crate::render::{SERVING_CONDITION, VRRP_CONTAINER};
 
 /// The pod annotation with the last term the member reported to the operator.
@@ -106,6 +107,8 @@ pub struct MemberView {
     pub ready: bool,
     /// The role label the operator last put on the pod.
     pub role_label: Option<String>,
+    /// How its replication link is secured (its pod's label).
+    pub link_tls: LinkTls,
     /// Its VRRP sidecar has ended: under `restartPolicy: Never` it will not come back, so this
     /// member can no longer hold the virtual IP.
     pub sidecar_ended: bool,
@@ -156,6 +159,9 @@ pub fn member_view(pod: &Pod, node: Option<&Node>, now: &Time) -> MemberView {
         ip: status.and_then(|s| s.pod_ip.clone()).filter(|ip| !ip.is_empty()),
         revision: pod.metadata.labels.as_ref().and_then(|l| l.get(labels::REVISION).cloned()),
         role_label: pod.metadata.labels.as_ref().and_then(|l| l.get(labels::ROLE).cloned()),
+        link_tls: LinkTls::of_label(
+            pod.metadata.labels.as_ref().and_then(|l| l.get(labels::REPLICATION_TLS)).map(String::as_str),
+        ),
         node_lost_for: node_name.as_ref().and_then(|_| node_lost_for(node, now)),
         node: node_name,
         draining: node.is_some_and(node_draining),

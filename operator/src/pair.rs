@@ -60,6 +60,9 @@ pub mod labels {
     /// A member's current role, for people and dashboards (routing does not depend on it: see
     /// `render::pod`).
     pub const ROLE: &str = "cachepair.io/role";
+    /// How the member's replication link is secured: `on`, `migrating` or `off` (see
+    /// `render::replication_tls::LinkTls`); none on a pod made before the link had TLS.
+    pub const REPLICATION_TLS: &str = "cachepair.io/replication-tls";
 }
 
 impl CachePair {

@@ -19,7 +19,7 @@ use super::auth::{ClientHandshake, ServerHandshake};
 use super::backlog::Gap;
 use super::codec::{self, CodecError, Entry, Message, Op, Role};
 use super::roles::{Side, after_meeting};
-use super::transport::{self, HandshakeError, Reader, Writer};
+use super::transport::{self, Halves, HandshakeError, Reader, Writer};
 use crate::store::{Change, Flush, RemoteItem};
 
 /// Time the connecting side allows for the handshake and the exchange of `Sync` messages,
@@ -83,6 +83,8 @@ pub struct Authenticated {
     rd: Reader,
     wr: Writer,
     rbuf: BytesMut,
+    /// Over TLS, not plain TCP.
+    tls: bool,
     pub peer_id: u64,
     pub addr: SocketAddr,
 }
@@ -107,8 +109,8 @@ pub async fn authenticate(
     // Small while the peer is unknown, as a stranger's handshake costs little; the reader grows it.
     let mut rbuf = BytesMut::with_capacity(4 * 1024);
     let hs = ServerHandshake::new(repl.node_id)?;
-    let (rd, wr, peer_id) = tokio::time::timeout(ACCEPT_TIMEOUT, async {
-        let (mut rd, mut wr) = match &repl.config.tls {
+    let (rd, wr, tls, peer_id) = tokio::time::timeout(ACCEPT_TIMEOUT, async {
+        let Halves { mut rd, mut wr, tls } = match &repl.config.tls {
             None => transport::plain(stream),
             Some(tls) => tokio::select! {
                 halves = tls.accept(stream) => halves?,
@@ -124,16 +126,17 @@ pub async fn authenticate(
                 bail!("dropped for a newer connection: too many handshakes in progress")
             }
         };
-        anyhow::Ok((rd, wr, peer_id))
+        anyhow::Ok((rd, wr, tls, peer_id))
     })
     .await
     .context("handshake timed out")??;
-    Ok(Authenticated { rd, wr, rbuf, peer_id, addr })
+    Ok(Authenticated { rd, wr, rbuf, tls, peer_id, addr })
 }
 
 /// Runs the link on a connection this node accepted and authenticated, to its end.
 pub async fn run_accepted(repl: &Arc<Replicator>, conn: Authenticated) -> anyhow::Result<()> {
-    let Authenticated { mut rd, mut wr, mut rbuf, peer_id, .. } = conn;
+    let Authenticated { mut rd, mut wr, mut rbuf, tls, peer_id, .. } = conn;
+    repl.status.tls.store(tls, Relaxed);
     let remote = tokio::time::timeout(ACCEPT_TIMEOUT, exchange_sync(repl, &mut rd, &mut wr, &mut rbuf, peer_id))
         .await
         .context("the exchange of sync timed out")??;
@@ -162,7 +165,7 @@ async fn run_link(
 ) -> anyhow::Result<()> {
     let answered = Arc::new(AtomicBool::new(false));
     let handshake = tokio::time::timeout(timeout, async {
-        let (mut rd, mut wr) = match &repl.config.tls {
+        let Halves { mut rd, mut wr, tls } = match &repl.config.tls {
             None => transport::plain(stream),
             Some(tls) => tls.connect(stream, answered.clone()).await.inspect_err(|e| {
                 if let HandshakeError::Files(_) = e {
@@ -172,6 +175,7 @@ async fn run_link(
         };
         let mut rbuf = BytesMut::with_capacity(64 * 1024);
         let peer_id = prove_server(repl, &mut rd, &mut wr, &mut rbuf, reached).await?;
+        repl.status.tls.store(tls, Relaxed);
         let remote = exchange_sync(repl, &mut rd, &mut wr, &mut rbuf, peer_id).await?;
         anyhow::Ok((rd, wr, rbuf, peer_id, remote))
     })

@@ -20,7 +20,8 @@ pub struct Status {
     role: AtomicU8,
     pub term: AtomicU64,
     pub link_up: AtomicBool,
-    /// Links run over mutual TLS (`--repl-tls-*`); never over plain TCP then.
+    /// The link runs (or last ran) over mutual TLS (`--repl-tls-*`); before any link, whether
+    /// TLS is configured. Plain TCP only with `--repl-tls-allow-plaintext` and a peer without it.
     pub tls: AtomicBool,
     pub peer: Mutex<Option<SocketAddr>>,
     pub full_syncs_sent: AtomicU64,

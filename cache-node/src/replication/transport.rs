@@ -42,11 +42,27 @@ pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 /// protocol that this port speaks TLS, well within its handshake timeout (and this node's
 /// `ACCEPT_TIMEOUT`): it then takes this node for alive, not for a dead master.
 const PLAINTEXT_WAIT: Duration = Duration::from_millis(500);
+/// With `--repl-tls-allow-plaintext`, how long the connecting side listens before it starts
+/// TLS: a node without TLS greets at once, a TLS node says nothing until it hears a hello.
+/// Well under [`PLAINTEXT_WAIT`], so a TLS peer still gets the hello in time.
+const GREETING_WAIT: Duration = Duration::from_millis(200);
+
+/// A connection's halves, and whether they run over TLS.
+pub struct Halves {
+    pub rd: Reader,
+    pub wr: Writer,
+    pub tls: bool,
+}
 
 /// A plain TCP connection's halves.
-pub fn plain(stream: TcpStream) -> (Reader, Writer) {
+pub fn plain(stream: TcpStream) -> Halves {
     let (rd, wr) = stream.into_split();
-    (Box::new(rd), Box::new(wr))
+    Halves { rd: Box::new(rd), wr: Box::new(wr), tls: false }
+}
+
+fn encrypted<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S) -> Halves {
+    let (rd, wr) = tokio::io::split(stream);
+    Halves { rd: Box::new(rd), wr: Box::new(wr), tls: true }
 }
 
 /// Why a connection did not become a TLS link.
@@ -163,7 +179,7 @@ impl LinkTls {
     }
 
     /// The accepting side's handshake; the caller bounds its time.
-    pub async fn accept(&self, mut stream: TcpStream) -> Result<(Reader, Writer), HandshakeError> {
+    pub async fn accept(&self, mut stream: TcpStream) -> Result<Halves, HandshakeError> {
         let configs = match self.configs() {
             Ok(configs) => configs,
             Err(e) => {
@@ -173,26 +189,28 @@ impl LinkTls {
             }
         };
         if tokio::time::timeout(PLAINTEXT_WAIT, stream.peek(&mut [0; 1])).await.is_err() {
+            if self.options.allow_plaintext {
+                return Ok(plain(stream));
+            }
             refuse_in_clear(&mut stream, "refused: this replication port speaks TLS (--repl-tls-*)").await;
             return Err(HandshakeError::Plaintext);
         }
-        let tls = TlsAcceptor::from(configs.server).accept(stream).await?;
-        let (rd, wr) = tokio::io::split(tls);
-        Ok((Box::new(rd), Box::new(wr)))
+        Ok(encrypted(TlsAcceptor::from(configs.server).accept(stream).await?))
     }
 
     /// The connecting side's handshake; the caller bounds its time. `answered` turns true as
     /// soon as the peer sends anything: a live node, even if it refuses the link.
-    pub async fn connect(
-        &self,
-        stream: TcpStream,
-        answered: Arc<AtomicBool>,
-    ) -> Result<(Reader, Writer), HandshakeError> {
+    pub async fn connect(&self, stream: TcpStream, answered: Arc<AtomicBool>) -> Result<Halves, HandshakeError> {
         let configs = self.configs()?;
+        if self.options.allow_plaintext
+            && let Ok(Ok(1..)) = tokio::time::timeout(GREETING_WAIT, stream.peek(&mut [0; 1])).await
+        {
+            // A greeting before any hello: the peer has no TLS.
+            answered.store(true, Relaxed);
+            return Ok(plain(stream));
+        }
         let stream = Noting { stream, answered };
-        let tls = TlsConnector::from(configs.client).connect(self.name.clone(), stream).await?;
-        let (rd, wr) = tokio::io::split(tls);
-        Ok((Box::new(rd), Box::new(wr)))
+        Ok(encrypted(TlsConnector::from(configs.client).connect(self.name.clone(), stream).await?))
     }
 }
 

@@ -258,3 +258,52 @@ fn the_shared_secret_rotates_while_the_pair_runs() {
     assert_eq!(repl_stat(&stranger.node, "role"), "starting");
     assert_eq!((repl_stat(&a.node, "role"), repl_stat(&a.node, "link")), ("master".into(), "up".into()));
 }
+
+/// A running pair moved to TLS one member at a time, as the operator rolls it, and back: with
+/// `--repl-tls-allow-plaintext` a TLS member links in plaintext with a member that has no TLS
+/// (joining it, or taking it in), and in TLS with one that has; without it, it would refuse.
+/// No member restarts but the one being replaced, and every write reaches the new slave.
+#[test]
+fn a_pair_moves_to_tls_and_back_one_member_at_a_time() {
+    let ca = Ca::new();
+    let certs = Certs::new("migrate", &ca, &ca.leaf());
+    let mut migrating = certs.args();
+    migrating.push("--repl-tls-allow-plaintext".into());
+    let tls = |m: &Member| repl_stat(&m.node, "tls");
+
+    // Plaintext master, migrating slave: the slave joins in plaintext.
+    let (a, b) = pair_with(["mig-a", "mig-b"], &[], &migrating);
+    assert_eq!((tls(&a), tls(&b)), ("no".into(), "no".into()));
+    // Migrating master (the old slave took over), plaintext slave joining it.
+    let (a_port, b_port) = (a.repl_port, b.repl_port);
+    drop(a);
+    wait_role(&b.node, "master");
+    let a = member("mig-a2", a_port, b_port, &[]);
+    wait_role(&a.node, "slave");
+    assert_eq!(b.node.client().call("set one 0 0 1\r\n1\r\n"), "STORED\r\n");
+    wait_item(&a.node, "one", Option::is_some);
+    assert_eq!(tls(&b), "no");
+    // Both migrating: TLS.
+    let a = restart_slave(&b, a, "mig-a3", &migrating);
+    wait_for("a TLS link", || (tls(&a) == "yes" && tls(&b) == "yes").then_some(()));
+    // Both required (no plaintext allowed): TLS, each side joining a migrating or a required one.
+    let a = restart_slave(&b, a, "mig-a4", &certs.args());
+    assert_eq!(tls(&a), "yes");
+    drop(b);
+    wait_role(&a.node, "master");
+    let b = member("mig-b2", b_port, a_port, &strs(&certs.args()));
+    wait_role(&b.node, "slave");
+    assert_eq!(a.node.client().call("set two 0 0 1\r\n2\r\n"), "STORED\r\n");
+    wait_item(&b.node, "two", Option::is_some);
+    assert_eq!((tls(&a), tls(&b)), ("yes".into(), "yes".into()));
+    // Off again: a migrating slave first, then a plaintext one.
+    let b = restart_slave(&a, b, "mig-b3", &migrating);
+    assert_eq!(tls(&b), "yes", "TLS whenever both speak it");
+    drop(a);
+    wait_role(&b.node, "master");
+    let a = member("mig-a5", a_port, b_port, &[]);
+    wait_role(&a.node, "slave");
+    assert_eq!(b.node.client().call("set three 0 0 1\r\n3\r\n"), "STORED\r\n");
+    wait_item(&a.node, "three", Option::is_some);
+    assert_eq!((tls(&a), tls(&b)), ("no".into(), "no".into()));
+}

@@ -29,7 +29,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
-use super::{Settings, owned_meta, replication_tls};
+use super::replication_tls::{self, LinkTls};
+use super::{Settings, owned_meta};
 use crate::crd::{AntiAffinity, CachePair, CachePairSpec, ClientCertificates, PullPolicy, ReplicationMode};
 use crate::pair::{Member, labels};
 
@@ -55,12 +56,13 @@ const SHUTDOWN_TIMEOUT: i64 = 10;
 
 /// The pod of `member`. `peer` is the current master's replication address (`host:port`) when
 /// this member joins one as a slave; without it the member starts as master.
-pub fn member_pod(cp: &CachePair, member: Member, peer: Option<&str>, settings: &Settings) -> Pod {
+pub fn member_pod(cp: &CachePair, member: Member, peer: Option<&str>, settings: &Settings, link: LinkTls) -> Pod {
     let template = &cp.spec.pod_template;
     let mut meta = owned_meta(cp, member.pod_name(&cp.name()));
     let labels = meta.labels.get_or_insert_with(BTreeMap::new);
     labels.insert(labels::MEMBER.into(), member.suffix().into());
-    labels.insert(labels::REVISION.into(), revision(cp, settings));
+    labels.insert(labels::REVISION.into(), revision(cp, settings, link));
+    labels.insert(labels::REPLICATION_TLS.into(), link.label().into());
     // The operator's labels win over the template's.
     for (key, value) in &template.labels {
         labels.entry(key.clone()).or_insert_with(|| value.clone());
@@ -68,25 +70,25 @@ pub fn member_pod(cp: &CachePair, member: Member, peer: Option<&str>, settings: 
     if !template.annotations.is_empty() {
         meta.annotations = Some(template.annotations.clone());
     }
-    Pod { metadata: meta, spec: Some(pod_spec(cp, member, peer, settings)), status: None }
+    Pod { metadata: meta, spec: Some(pod_spec(cp, member, peer, settings, link)), status: None }
 }
 
 /// A short hash of everything the members' pods are made of: a member whose pod carries
 /// another revision runs an older spec and is rolled (a new `--vrrp-image` too).
-pub fn revision(cp: &CachePair, settings: &Settings) -> String {
+pub fn revision(cp: &CachePair, settings: &Settings, link: LinkTls) -> String {
     let template = &cp.spec.pod_template;
-    let specs = [pod_spec(cp, Member::A, None, settings), pod_spec(cp, Member::B, None, settings)];
+    let specs = [pod_spec(cp, Member::A, None, settings, link), pod_spec(cp, Member::B, None, settings, link)];
     let json = serde_json::to_vec(&(specs, &template.labels, &template.annotations)).expect("a pod spec serializes");
     let digest = Sha256::digest(&json);
     digest[..5].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn pod_spec(cp: &CachePair, member: Member, peer: Option<&str>, settings: &Settings) -> PodSpec {
+fn pod_spec(cp: &CachePair, member: Member, peer: Option<&str>, settings: &Settings, link: LinkTls) -> PodSpec {
     let spec = &cp.spec;
     let template = &spec.pod_template;
     let security = template.security_context.clone().unwrap_or_default();
     let vrrp = spec.exposure.vrrp.as_ref();
-    let mut containers = vec![cache_node_container(cp, peer)];
+    let mut containers = vec![cache_node_container(cp, peer, link)];
     containers.extend(template.sidecars.iter().cloned());
     let secret_volume = |name: &str, secret_name: String| Volume {
         name: name.into(),
@@ -109,7 +111,7 @@ fn pod_spec(cp: &CachePair, member: Member, peer: Option<&str>, settings: &Setti
     if let Some(tls) = &spec.tls {
         volumes.push(secret_volume("client-tls", tls.secret_name.clone()));
     }
-    if let Some(name) = cp.replication_tls_secret_name() {
+    if let Some(name) = cp.replication_tls_secret_name().filter(|_| link != LinkTls::Off) {
         // The certificate, its key and the CA's certificate: never the CA's key.
         let mut volume = secret_volume("replication-tls", name);
         let item = |key: &str| KeyToPath { key: key.into(), path: key.into(), ..Default::default() };
@@ -173,7 +175,7 @@ fn member_resources(spec: &CachePairSpec) -> ResourceRequirements {
     resources
 }
 
-fn cache_node_container(cp: &CachePair, peer: Option<&str>) -> Container {
+fn cache_node_container(cp: &CachePair, peer: Option<&str>, link: LinkTls) -> Container {
     let spec = &cp.spec;
     let repl = &spec.replication;
     let security = spec.pod_template.security_context.as_ref();
@@ -239,7 +241,7 @@ fn cache_node_container(cp: &CachePair, peer: Option<&str>) -> Container {
         }
         args.extend(["-Z".into(), "-o".into(), options]);
     }
-    if cp.replication_tls_secret_name().is_some() {
+    if link != LinkTls::Off {
         args.extend([
             "--repl-tls-cert".into(),
             format!("{REPL_TLS_DIR}/tls.crt"),
@@ -250,6 +252,9 @@ fn cache_node_container(cp: &CachePair, peer: Option<&str>) -> Container {
             "--repl-tls-name".into(),
             replication_tls::TLS_NAME.into(),
         ]);
+    }
+    if link == LinkTls::Migrating {
+        args.push("--repl-tls-allow-plaintext".into());
     }
     if let Some(peer) = peer {
         args.extend(["-x".into(), peer.into()]);
@@ -306,7 +311,7 @@ fn cache_node_container(cp: &CachePair, peer: Option<&str>) -> Container {
                 Some(("admin-token", ADMIN_DIR)),
                 spec.auth.as_ref().map(|_| ("client-users", AUTH_DIR)),
                 spec.tls.as_ref().map(|_| ("client-tls", TLS_DIR)),
-                cp.replication_tls_secret_name().map(|_| ("replication-tls", REPL_TLS_DIR)),
+                (link != LinkTls::Off).then_some(("replication-tls", REPL_TLS_DIR)),
             ]
             .into_iter()
             .flatten()
@@ -386,7 +391,7 @@ mod tests {
 
     #[test]
     fn the_replication_link_is_mutual_tls_unless_turned_off() {
-        let pod = member_pod(&pair(json!({})), Member::A, None, &Settings::default());
+        let pod = member_pod(&pair(json!({})), Member::A, None, &Settings::default(), LinkTls::On);
         let a = args(&pod);
         assert_eq!(flag(&a, "--repl-tls-cert"), Some("/etc/cachepair/replication-tls/tls.crt"));
         assert_eq!(flag(&a, "--repl-tls-ca"), Some("/etc/cachepair/replication-tls/ca.crt"));
@@ -398,27 +403,28 @@ mod tests {
         assert_eq!(keys, ["ca.crt", "tls.crt", "tls.key"], "never the CA's key");
 
         let own = pair(json!({"replication": {"tls": {"secretName": "repl-cert"}}}));
-        let spec = member_pod(&own, Member::A, None, &Settings::default()).spec.unwrap();
+        let spec = member_pod(&own, Member::A, None, &Settings::default(), LinkTls::On).spec.unwrap();
         assert!(
             spec.volumes
                 .unwrap()
                 .iter()
                 .any(|v| v.secret.as_ref().unwrap().secret_name.as_deref() == Some("repl-cert"))
         );
-        let off = args(&member_pod(
-            &pair(json!({"replication": {"tls": {"enabled": false}}})),
-            Member::A,
-            None,
-            &Settings::default(),
-        ));
-        assert_eq!(flag(&off, "--repl-tls-cert"), None);
+        let off = member_pod(&pair(json!({})), Member::A, None, &Settings::default(), LinkTls::Off);
+        assert_eq!(flag(&args(&off), "--repl-tls-cert"), None);
+        assert_eq!(off.metadata.labels.unwrap()[labels::REPLICATION_TLS], "off");
+        let migrating = args(&member_pod(&pair(json!({})), Member::A, None, &Settings::default(), LinkTls::Migrating));
+        assert!(
+            migrating.contains(&"--repl-tls-allow-plaintext".to_string())
+                && flag(&migrating, "--repl-tls-ca").is_some()
+        );
     }
 
     #[test]
     fn logins_and_tls_come_from_whole_secret_volumes() {
         let cp = pair(json!({"auth": {"secretName": "users"},
             "tls": {"secretName": "cert", "clientCertificates": "Optional"}}));
-        let pod = member_pod(&cp, Member::A, None, &Settings::default());
+        let pod = member_pod(&cp, Member::A, None, &Settings::default(), LinkTls::On);
         let a = args(&pod);
         assert!(a.contains(&"-S".to_string()));
         assert_eq!(flag(&a, "-Y"), Some("/etc/cachepair/auth/users"));
@@ -446,7 +452,7 @@ mod tests {
         assert!(mounts.iter().all(|m| m.sub_path.is_none()), "a subPath mount is never updated");
         assert_eq!(mounts.len(), 5);
 
-        let plain = args(&member_pod(&pair(json!({})), Member::A, None, &Settings::default()));
+        let plain = args(&member_pod(&pair(json!({})), Member::A, None, &Settings::default(), LinkTls::On));
         assert!(!plain.iter().any(|a| a == "-S" || a == "-Y" || a == "-Z"));
     }
 
@@ -457,7 +463,7 @@ mod tests {
             "replication": {"port": 11400, "mode": "sync", "heartbeatMillis": 50, "misses": 4,
                             "syncTimeoutMillis": 250, "backlogKiB": 1024},
         }));
-        let pod = member_pod(&cp, Member::B, Some("10.0.0.7:11400"), &Settings::default());
+        let pod = member_pod(&cp, Member::B, Some("10.0.0.7:11400"), &Settings::default(), LinkTls::On);
         let a = args(&pod);
         for (name, value) in [
             ("-p", "11311"),
@@ -481,14 +487,14 @@ mod tests {
         let meta = &pod.metadata;
         assert_eq!(meta.name.as_deref(), Some("demo-b"));
         assert_eq!(meta.labels.as_ref().unwrap()[labels::MEMBER], "b");
-        assert_eq!(meta.labels.as_ref().unwrap()[labels::REVISION], revision(&cp, &Settings::default()));
+        assert_eq!(meta.labels.as_ref().unwrap()[labels::REVISION], revision(&cp, &Settings::default(), LinkTls::On));
     }
 
     #[test]
     fn the_command_line_is_one_cache_node_accepts() {
         let cp = pair(json!({"replication": {"mode": "sync"}}));
         let mut argv = vec!["cache-node".to_string()];
-        argv.extend(args(&member_pod(&cp, Member::A, Some("10.0.0.7:11212"), &Settings::default())));
+        argv.extend(args(&member_pod(&cp, Member::A, Some("10.0.0.7:11212"), &Settings::default(), LinkTls::On)));
         // The kubelet expands $(POD_IP) from the pod's address.
         for a in &mut argv {
             *a = a.replace("$(POD_IP)", "fd00::8");
@@ -500,14 +506,14 @@ mod tests {
     #[test]
     fn a_member_without_a_peer_starts_as_master() {
         let cp = pair(json!({}));
-        let a = args(&member_pod(&cp, Member::A, None, &Settings::default()));
+        let a = args(&member_pod(&cp, Member::A, None, &Settings::default(), LinkTls::On));
         assert_eq!(flag(&a, "-x"), None);
         assert_eq!(flag(&a, "--repl-mode"), Some("async"));
     }
 
     #[test]
     fn only_the_master_is_ready_and_a_dead_member_stays_dead() {
-        let spec = member_pod(&pair(json!({})), Member::A, None, &Settings::default()).spec.unwrap();
+        let spec = member_pod(&pair(json!({})), Member::A, None, &Settings::default(), LinkTls::On).spec.unwrap();
         let c = &spec.containers[0];
         let ready = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
         assert_eq!(ready.path.as_deref(), Some("/master"));
@@ -524,19 +530,24 @@ mod tests {
 
     #[test]
     fn members_keep_apart_as_the_spec_says() {
-        let required =
-            member_pod(&pair(json!({})), Member::A, None, &Settings::default()).spec.unwrap().affinity.unwrap();
+        let required = member_pod(&pair(json!({})), Member::A, None, &Settings::default(), LinkTls::On)
+            .spec
+            .unwrap()
+            .affinity
+            .unwrap();
         let anti = required.pod_anti_affinity.unwrap();
         let term = &anti.required_during_scheduling_ignored_during_execution.unwrap()[0];
         assert_eq!(term.topology_key, "kubernetes.io/hostname");
         assert_eq!(term.label_selector.as_ref().unwrap().match_labels.as_ref().unwrap()[labels::PAIR], "demo");
 
-        let preferred = member_pod(&pair(json!({"antiAffinity": "Preferred"})), Member::A, None, &Settings::default());
+        let preferred =
+            member_pod(&pair(json!({"antiAffinity": "Preferred"})), Member::A, None, &Settings::default(), LinkTls::On);
         let anti = preferred.spec.unwrap().affinity.unwrap().pod_anti_affinity.unwrap();
         assert!(anti.required_during_scheduling_ignored_during_execution.is_none());
         assert_eq!(anti.preferred_during_scheduling_ignored_during_execution.unwrap()[0].weight, 100);
 
-        let none = member_pod(&pair(json!({"antiAffinity": "None"})), Member::A, None, &Settings::default());
+        let none =
+            member_pod(&pair(json!({"antiAffinity": "None"})), Member::A, None, &Settings::default(), LinkTls::On);
         assert!(none.spec.unwrap().affinity.is_none());
     }
 
@@ -549,7 +560,7 @@ mod tests {
             "imagePullPolicy": "Always",
             "image": "registry.example/cache-node:9",
         }));
-        let spec = member_pod(&cp, Member::A, None, &Settings::default()).spec.unwrap();
+        let spec = member_pod(&cp, Member::A, None, &Settings::default(), LinkTls::On).spec.unwrap();
         assert_eq!(spec.node_selector.unwrap()["disk"], "ssd");
         assert_eq!(spec.tolerations.unwrap()[0].key.as_deref(), Some("cache"));
         let c = &spec.containers[0];
@@ -563,7 +574,7 @@ mod tests {
     #[test]
     fn without_a_memory_limit_a_member_gets_one_from_its_sizes() {
         let cp = pair(json!({"memoryMB": 1024, "maxConnections": 4096, "replication": {"backlogKiB": 131072}}));
-        let c = &member_pod(&cp, Member::A, None, &Settings::default()).spec.unwrap().containers[0];
+        let c = &member_pod(&cp, Member::A, None, &Settings::default(), LinkTls::On).spec.unwrap().containers[0];
         let resources = c.resources.as_ref().unwrap();
         // 1.15 × (1024 + 128 + 16) MiB, plus 32 KiB for each of 4096 connections.
         let expected = format!("{}Mi", (1168 * 115_u64).div_ceil(100) + 128);
@@ -590,7 +601,7 @@ mod tests {
                                 "supplementalGroups": [3000],
                                 "seccompProfile": {"type": "Localhost", "localhostProfile": "cache.json"}},
         }}));
-        let pod = member_pod(&cp, Member::A, None, &Settings::default());
+        let pod = member_pod(&cp, Member::A, None, &Settings::default(), LinkTls::On);
         let labels = pod.metadata.labels.as_ref().unwrap();
         assert_eq!(labels["team"], "shop");
         assert_eq!(labels["app.kubernetes.io/name"], cp.owned_labels()["app.kubernetes.io/name"], "the operator's own");
@@ -619,7 +630,7 @@ mod tests {
         assert_eq!((psc.fs_group, psc.supplemental_groups), (Some(2000), Some(vec![3000])));
         assert_eq!(psc.seccomp_profile.unwrap().localhost_profile.as_deref(), Some("cache.json"));
 
-        let plain = member_pod(&pair(json!({})), Member::A, None, &Settings::default()).spec.unwrap();
+        let plain = member_pod(&pair(json!({})), Member::A, None, &Settings::default(), LinkTls::On).spec.unwrap();
         assert_eq!(plain.automount_service_account_token, Some(false));
         assert!(plain.topology_spread_constraints.is_none() && plain.service_account_name.is_none());
         assert_eq!(plain.security_context.unwrap().seccomp_profile.unwrap().type_, "RuntimeDefault");
@@ -629,14 +640,17 @@ mod tests {
     fn the_revision_follows_the_pod_not_the_bookkeeping() {
         let base = pair(json!({}));
         let same = pair(json!({"switchover": "now", "nodeLostTimeoutSeconds": 5, "podDisruptionBudget": false}));
-        assert_eq!(revision(&base, &Settings::default()), revision(&same, &Settings::default()));
-        assert_ne!(
-            revision(&base, &Settings::default()),
-            revision(&pair(json!({"memoryMB": 65})), &Settings::default())
+        assert_eq!(
+            revision(&base, &Settings::default(), LinkTls::On),
+            revision(&same, &Settings::default(), LinkTls::On)
         );
         assert_ne!(
-            revision(&base, &Settings::default()),
-            revision(&pair(json!({"image": "other"})), &Settings::default())
+            revision(&base, &Settings::default(), LinkTls::On),
+            revision(&pair(json!({"memoryMB": 65})), &Settings::default(), LinkTls::On)
+        );
+        assert_ne!(
+            revision(&base, &Settings::default(), LinkTls::On),
+            revision(&pair(json!({"image": "other"})), &Settings::default(), LinkTls::On)
         );
         // A pod template change rolls the members too, metadata included.
         for template in [
@@ -646,11 +660,11 @@ mod tests {
             json!({"priorityClassName": "high"}),
         ] {
             assert_ne!(
-                revision(&base, &Settings::default()),
-                revision(&pair(json!({"podTemplate": template})), &Settings::default()),
+                revision(&base, &Settings::default(), LinkTls::On),
+                revision(&pair(json!({"podTemplate": template})), &Settings::default(), LinkTls::On),
                 "{template}"
             );
         }
-        assert_eq!(revision(&base, &Settings::default()).len(), 10);
+        assert_eq!(revision(&base, &Settings::default(), LinkTls::On).len(), 10);
     }
 }

@@ -104,6 +104,46 @@ pub fn renewed(cp: &CachePair, current: &Secret, now: SystemTime) -> Result<Opti
     Ok(Some(secret(cp, ca_cert, ca_key, cert, key, not_after)))
 }
 
+/// How a member's replication link is secured. Members are replaced one at a time, and a
+/// member with TLS and one without cannot link: while the pair has a member of the other kind,
+/// new members are made `Migrating` (`--repl-tls-allow-plaintext`), which links with either;
+/// once no member is left that needs it, the next roll makes them what the spec asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkTls {
+    Off,
+    Migrating,
+    On,
+}
+
+impl LinkTls {
+    pub fn label(self) -> &'static str {
+        match self {
+            LinkTls::Off => "off",
+            LinkTls::Migrating => "migrating",
+            LinkTls::On => "on",
+        }
+    }
+
+    /// A pod's label; a pod without one predates TLS on the link.
+    pub fn of_label(label: Option<&str>) -> Self {
+        match label {
+            Some("on") => LinkTls::On,
+            Some("migrating") => LinkTls::Migrating,
+            _ => LinkTls::Off,
+        }
+    }
+
+    /// What new members of `cp` are made with, given its current members'.
+    pub fn for_new_members(cp: &CachePair, current: impl IntoIterator<Item = LinkTls>) -> Self {
+        let wanted = if cp.spec.replication.tls.enabled { LinkTls::On } else { LinkTls::Off };
+        let opposite = match wanted {
+            LinkTls::On => LinkTls::Off,
+            _ => LinkTls::On,
+        };
+        if current.into_iter().any(|m| m == opposite) { LinkTls::Migrating } else { wanted }
+    }
+}
+
 pub fn secret_name(cp: &CachePair) -> String {
     format!("{}-replication-tls", cp.name())
 }
@@ -144,6 +184,21 @@ mod tests {
         let now = UnixTime::since_unix_epoch(at.duration_since(UNIX_EPOCH).unwrap());
         let name = ServerName::try_from(TLS_NAME).unwrap();
         verifier.verify_server_cert(&end, &[], &name, &[], now).map(|_| ())
+    }
+
+    #[test]
+    fn a_pair_crosses_to_tls_through_members_that_link_either_way() {
+        use LinkTls::*;
+        let on = pair(json!({}));
+        assert_eq!(LinkTls::for_new_members(&on, []), On, "a new pair");
+        assert_eq!(LinkTls::for_new_members(&on, [Off, Off]), Migrating, "made before the link had TLS");
+        assert_eq!(LinkTls::for_new_members(&on, [Migrating, Off]), Migrating);
+        assert_eq!(LinkTls::for_new_members(&on, [Migrating, Migrating]), On, "then rolled once more");
+        assert_eq!(LinkTls::for_new_members(&on, [On, Migrating]), On);
+        let off = pair(json!({"replication": {"tls": {"enabled": false}}}));
+        assert_eq!(LinkTls::for_new_members(&off, [On, On]), Migrating);
+        assert_eq!(LinkTls::for_new_members(&off, [Migrating, Off]), Off);
+        assert_eq!(LinkTls::of_label(None), Off);
     }
 
     #[test]

@@ -143,6 +143,7 @@ mod tests {
 
     use super::*;
     use crate::render::fixtures::pair;
+    use crate::render::replication_tls::LinkTls;
     use crate::render::{MEMBER_CONTAINER, member_pod, revision};
 
     fn vrrp_pair(vrrp: serde_json::Value) -> CachePair {
@@ -255,7 +256,7 @@ mod tests {
     fn members_run_on_the_host_network_pinned_to_their_nodes_with_the_sidecar() {
         let cp = vrrp_pair(base());
         for (member, node) in [(Member::A, "n1"), (Member::B, "n2")] {
-            let spec = member_pod(&cp, member, None, &Settings::default()).spec.unwrap();
+            let spec = member_pod(&cp, member, None, &Settings::default(), LinkTls::On).spec.unwrap();
             assert_eq!(spec.host_network, Some(true));
             assert_eq!(spec.node_selector.unwrap()["kubernetes.io/hostname"], node);
             let sidecar = spec.containers.iter().find(|c| c.name == VRRP_CONTAINER).unwrap();
@@ -284,18 +285,18 @@ mod tests {
     fn the_sidecar_runs_the_operators_image_not_the_pairs() {
         let cp = pair(json!({"image": "someone.example/cache-node:1", "exposure": {"vrrp": base()}}));
         let settings = Settings { vrrp_image: "registry.example/cache-node:9".into(), ..Settings::default() };
-        let spec = member_pod(&cp, Member::A, None, &settings).spec.unwrap();
+        let spec = member_pod(&cp, Member::A, None, &settings, LinkTls::On).spec.unwrap();
         let image = |name: &str| spec.containers.iter().find(|c| c.name == name).unwrap().image.clone().unwrap();
         assert_eq!(image(VRRP_CONTAINER), "registry.example/cache-node:9");
         assert_eq!(image(MEMBER_CONTAINER), "someone.example/cache-node:1");
-        let default = member_pod(&cp, Member::A, None, &Settings::default()).spec.unwrap();
+        let default = member_pod(&cp, Member::A, None, &Settings::default(), LinkTls::On).spec.unwrap();
         assert_eq!(
             default.containers.iter().find(|c| c.name == VRRP_CONTAINER).unwrap().image.as_deref(),
             Some(crate::crd::DEFAULT_IMAGE)
         );
         // A new sidecar image rolls the pairs in VRRP mode, and only them.
-        assert_ne!(revision(&cp, &settings), revision(&cp, &Settings::default()));
+        assert_ne!(revision(&cp, &settings, LinkTls::On), revision(&cp, &Settings::default(), LinkTls::On));
         let plain = pair(json!({}));
-        assert_eq!(revision(&plain, &settings), revision(&plain, &Settings::default()));
+        assert_eq!(revision(&plain, &settings, LinkTls::On), revision(&plain, &Settings::default(), LinkTls::On));
     }
 }

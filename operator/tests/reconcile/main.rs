@@ -14,6 +14,7 @@ use operator::crd::CachePair;
 use operator::metrics::Metrics;
 use operator::pair::Member;
 use operator::render;
+use operator::render::replication_tls::LinkTls;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::time::timeout;
@@ -49,9 +50,14 @@ fn cache_pair(pair: &Value) -> CachePair {
 /// `127.0.0.<1|2>`: Ready when it runs labelled master, its readiness gate open, its last term
 /// recorded.
 fn pod(pair: &Value, member: Member, phase: &str, role: &str, term: u64) -> Value {
-    let mut pod =
-        serde_json::to_value(render::member_pod(&cache_pair(pair), member, None, &render::Settings::default()))
-            .expect("a pod");
+    let mut pod = serde_json::to_value(render::member_pod(
+        &cache_pair(pair),
+        member,
+        None,
+        &render::Settings::default(),
+        LinkTls::On,
+    ))
+    .expect("a pod");
     let ip = match member {
         Member::A => "127.0.0.1",
         Member::B => "127.0.0.2",
@@ -192,7 +198,7 @@ async fn a_spec_change_rolls_the_slave_first() {
         pod["metadata"]["labels"]["cachepair.io/revision"] = "old".into();
         pod
     });
-    let revision = render::revision(&cache_pair(&pair), &render::Settings::default());
+    let revision = render::revision(&cache_pair(&pair), &render::Settings::default(), LinkTls::On);
     let action = round(&pair, |mut api, pair| async move {
         api.observe(&[a, b.clone()]).await;
         api.read_status(&pair).await;

@@ -19,9 +19,9 @@ use crate::engine::auth::{self, Auth};
 use crate::engine::{Context, Settings};
 use crate::logging;
 use crate::replication::{self, Replicator, auth::Secret, codec};
-use crate::tls::Tls;
 use crate::server::{self, Listeners, http};
 use crate::store::{self, Store};
+use crate::tls::Tls;
 
 /// Runs the node with a parsed command line; the exit code follows memcached's.
 pub fn run(config: &Config) -> ExitCode {

@@ -93,6 +93,7 @@ const TESTS: &[(&str, TestFn, u64)] = &[
         240,
     ),
     ("p_the_kubectl_plugin_drives_a_pair", |c| Box::pin(p_the_kubectl_plugin_drives_a_pair(c)), 420),
+    ("q_auth_and_tls_through_the_service", |c| Box::pin(q_auth_and_tls_through_the_service(c)), 300),
 ];
 
 fn main() -> std::process::ExitCode {
@@ -1567,4 +1568,262 @@ async fn p_the_kubectl_plugin_drives_a_pair(c: &Cluster) -> anyhow::Result<()> {
     ensure!(!files.iter().any(|f| f.to_lowercase().contains("secret")), "a Secret in the bundle: {files:?}");
     eprintln!("  report: {} files; not included: {}", files.len(), errors.lines().count());
     Ok(())
+}
+
+/// The name q's server certificates carry (and its clients check): the client Service's.
+const Q_SERVER_NAME: &str = "demo.e2e-q.svc";
+
+/// q. Client logins (`spec.auth`) and TLS (`spec.tls`) through the client Service: a TLS client
+/// that trusts the pair's CA logs in and is served, on the master and on the slave; one that
+/// does not log in, a plaintext one and one with a wrong password are served nothing. Then the
+/// Secrets rotate as an administrator (or cert-manager) rotates them: a new password, a new
+/// server certificate from the same CA. Once the kubelet has updated the mounted copies, new
+/// connections see both, with the same pods, not restarted, and no failover; a connection
+/// logged in before keeps being served.
+async fn q_auth_and_tls_through_the_service(c: &Cluster) -> anyhow::Result<()> {
+    use e2e::memcache::Connection;
+    use k8s_openapi::api::core::v1::Secret;
+
+    let ns = "e2e-q";
+    namespace(c, ns).await?;
+    let _op = OperatorProcess::start(c, "operator-q", false)?;
+    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), ns);
+    let ca = TestCa::new()?;
+    let first = ca.server(1)?;
+    apply_secret(&secrets, "users", &[("users", b"app:first-password\n")]).await?;
+    apply_secret(&secrets, "cert", &[("tls.crt", &first.cert_pem), ("tls.key", &first.key_pem), ("ca.crt", &ca.pem)])
+        .await?;
+    create_pair(c, ns, "demo", serde_json::json!({"auth": {"secretName": "users"}, "tls": {"secretName": "cert"}}))
+        .await?;
+    let s = wait_ready(c, ns, "demo", 120).await?.status.unwrap();
+    let (master, slave) = (s.master.unwrap(), s.slave.unwrap());
+    let (mip, sip) = (pod_ip(c, ns, &master).await?, pod_ip(c, ns, &slave).await?);
+    let via = wait_for("the client Service's endpoints to be the master", Duration::from_secs(30), || async {
+        let e = endpoints(c, ns, "demo").await;
+        (e == BTreeSet::from([mip.clone()])).then_some(addr(&mip))
+    })
+    .await?;
+    // A new TLS connection to `to` that trusts the test's CA only and checks the Service's name.
+    let tls = {
+        let ca_pem = Arc::new(ca.pem.clone());
+        move |to: &str| Connection::tls(to, &ca_pem, Q_SERVER_NAME)
+    };
+    // A login's reply on a new TLS connection to `to`, or why there is none.
+    let login = {
+        let tls = tls.clone();
+        move |to: &str, password: &str| -> String {
+            match tls(to).and_then(|mut c| c.login("app", password)) {
+                Ok(reply) => reply,
+                Err(e) => format!("no reply: {e}"),
+            }
+        }
+    };
+
+    let (t, to) = (tls.clone(), via.clone());
+    let kept = blocking(move || -> anyhow::Result<Connection> {
+        let mut app = t(&to)?;
+        ensure!(app.peer_certificate().is_some(), "no server certificate");
+        let reply = app.login("app", "first-password")?;
+        ensure!(reply == "STORED", "the login through the Service: {reply}");
+        ensure!(app.set("greeting", "hello")? == "STORED", "set through the Service");
+        ensure!(app.get("greeting")?.as_deref() == Some("hello"), "get through the Service");
+        // TLS, no login: refused, and nothing served.
+        let mut anonymous = t(&to)?;
+        let reply = anonymous.call("get greeting\r\n", &["END", "ERROR", "CLIENT_ERROR", "SERVER_ERROR"])?;
+        ensure!(reply == "CLIENT_ERROR unauthenticated\r\n", "a get before any login: {reply:?}");
+        // A wrong password: refused, and still nothing served.
+        let mut wrong = t(&to)?;
+        let reply = wrong.login("app", "not-the-password")?;
+        ensure!(reply == "CLIENT_ERROR authentication failure", "a wrong password: {reply}");
+        ensure!(wrong.get("greeting").is_err(), "served after a failed login");
+        // Plaintext on the TLS port: no reply a memcached client can read.
+        let plain = Connection::plain(&to).and_then(|mut c| c.get("greeting"));
+        ensure!(plain.is_err(), "a plaintext client was answered: {plain:?}");
+        ensure!(!memcache::set(&to, "plaintext", "x"), "a plaintext set was stored");
+        Ok(app)
+    })
+    .await??;
+    // Replicated: the slave has it, for a client logged in there too.
+    let (t, to) = (tls.clone(), addr(&sip));
+    wait_for("the value on the slave", Duration::from_secs(5), || {
+        let (t, to) = (t.clone(), to.clone());
+        async move {
+            blocking(move || {
+                let mut conn = t(&to).ok()?;
+                (conn.login("app", "first-password").ok()? == "STORED").then_some(())?;
+                (conn.get("greeting").ok()??.as_str() == "hello").then_some(())
+            })
+            .await
+            .ok()?
+        }
+    })
+    .await?;
+
+    // Rotation of the users. First what must not change: the pods' runs, the pair's master
+    // and failover count.
+    let members = [master.as_str(), slave.as_str()];
+    let pods_before = member_runs(c, ns, &members).await?;
+    let before = pair(c, ns, "demo").await?.status.context("no status")?;
+    apply_secret(&secrets, "users", &[("users", b"app:second-password\n")]).await?;
+    let rotated = Instant::now();
+    // The master through the Service's endpoint, then the slave directly.
+    for (member, to) in [(&master, via.clone()), (&slave, addr(&sip))] {
+        wait_for(
+            &format!("the new password to log in on {member} and the old one to fail"),
+            Duration::from_secs(60),
+            || {
+                let (login, to) = (login.clone(), to.clone());
+                async move {
+                    blocking(move || {
+                        let (new, old) = (login(&to, "second-password"), login(&to, "first-password"));
+                        (new == "STORED" && old == "CLIENT_ERROR authentication failure").then_some(())
+                    })
+                    .await
+                    .ok()?
+                }
+            },
+        )
+        .await?;
+        eprintln!(
+            "  {member}: the new password logs in, the old one fails, {:.1} s after the update",
+            rotated.elapsed().as_secs_f64()
+        );
+    }
+
+    // Rotation of the server certificate: a new key and serial, the same CA.
+    let second = ca.server(2)?;
+    ensure!(second.der != first.der);
+    apply_secret(&secrets, "cert", &[("tls.crt", &second.cert_pem), ("tls.key", &second.key_pem), ("ca.crt", &ca.pem)])
+        .await?;
+    let renewed = Instant::now();
+    for (member, to) in [(&master, via.clone()), (&slave, addr(&sip))] {
+        wait_for(&format!("{member} to present the new certificate"), Duration::from_secs(60), || {
+            let (t, to, der) = (tls.clone(), to.clone(), second.der.clone());
+            async move { blocking(move || (t(&to).ok()?.peer_certificate()? == der).then_some(())).await.ok()? }
+        })
+        .await?;
+        eprintln!(
+            "  {member}: a new connection gets the new certificate {:.1} s after the update",
+            renewed.elapsed().as_secs_f64()
+        );
+    }
+    let reply = blocking({
+        let (login, to) = (login.clone(), via.clone());
+        move || login(&to, "second-password")
+    })
+    .await?;
+    ensure!(reply == "STORED", "the new password on the new certificate: {reply}");
+
+    // The same processes throughout: the connection logged in before the rotations is still
+    // served, the pods are the same, not restarted, and no failover happened.
+    blocking(move || -> anyhow::Result<()> {
+        let mut kept = kept;
+        ensure!(kept.get("greeting")?.as_deref() == Some("hello"), "the connection opened before the rotations");
+        Ok(())
+    })
+    .await??;
+    let pods_after = member_runs(c, ns, &members).await?;
+    ensure!(pods_after == pods_before, "the members changed: {pods_before:?} before, {pods_after:?} after");
+    let after = pair(c, ns, "demo").await?.status.context("no status")?;
+    ensure!(
+        (after.master.as_deref(), after.failover_count) == (before.master.as_deref(), before.failover_count),
+        "a failover: master {:?} → {:?}, failoverCount {} → {}",
+        before.master,
+        after.master,
+        before.failover_count,
+        after.failover_count
+    );
+    ensure!(endpoints(c, ns, "demo").await == BTreeSet::from([mip.clone()]), "the Service's endpoint moved");
+    Ok(())
+}
+
+/// Runs blocking client calls off the runtime's threads, which the process kubelets share.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+    Ok(tokio::task::spawn_blocking(f).await?)
+}
+
+/// Creates or replaces Secret `name` with `data` (server-side apply).
+async fn apply_secret(
+    secrets: &Api<k8s_openapi::api::core::v1::Secret>,
+    name: &str,
+    data: &[(&str, &[u8])],
+) -> anyhow::Result<()> {
+    let data: std::collections::BTreeMap<_, _> =
+        data.iter().map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.to_vec()))).collect();
+    let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "data": data});
+    let params = kube::api::PatchParams::apply("e2e").force();
+    secrets.patch(name, &params, &kube::api::Patch::Apply(&secret)).await?;
+    Ok(())
+}
+
+/// What tells one run of a member from another: its pod's UID, and its cache-node container's
+/// restart count and start time.
+async fn member_runs(c: &Cluster, ns: &str, members: &[&str]) -> anyhow::Result<Vec<(String, i32, String)>> {
+    let mut runs = Vec::new();
+    for member in members {
+        let pod = member_pod(c, ns, member).await.with_context(|| format!("no pod {member}"))?;
+        let status = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+        let container = status
+            .and_then(|s| s.iter().find(|c| c.name == "cache-node"))
+            .with_context(|| format!("{member}: no status of its cache-node container"))?;
+        let started = container.state.as_ref().and_then(|s| s.running.as_ref()).and_then(|r| r.started_at.clone());
+        let started = started.with_context(|| format!("{member}: cache-node is not running"))?;
+        runs.push((pod.metadata.uid.clone().unwrap_or_default(), container.restart_count, started.0.to_string()));
+    }
+    Ok(runs)
+}
+
+/// A certificate authority of the test's own.
+struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    /// Its certificate (ca.crt).
+    pem: Vec<u8>,
+}
+
+/// A server certificate for [`Q_SERVER_NAME`] and its key.
+struct ServerCert {
+    der: Vec<u8>,
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+}
+
+impl TestCa {
+    fn new() -> anyhow::Result<Self> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "CachePair e2e CA");
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate()?)?;
+        let pem = pem("CERTIFICATE", issuer.der());
+        Ok(Self { issuer, pem })
+    }
+
+    /// A server certificate for the client Service's names, with serial number `serial`.
+    fn server(&self, serial: u64) -> anyhow::Result<ServerCert> {
+        let names = vec![Q_SERVER_NAME.to_string(), format!("{Q_SERVER_NAME}.cluster.local")];
+        let mut params = rcgen::CertificateParams::new(names)?;
+        params.serial_number = Some(serial.into());
+        params.distinguished_name.push(rcgen::DnType::CommonName, Q_SERVER_NAME);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(ServerCert {
+            der: cert.der().to_vec(),
+            cert_pem: pem("CERTIFICATE", cert.der()),
+            key_pem: pem("PRIVATE KEY", &key.serialize_der()),
+        })
+    }
+}
+
+/// PEM text of a DER item.
+fn pem(label: &str, der: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out.into_bytes()
 }

@@ -19,6 +19,10 @@
 //! (the run before a restart's to `<container>.previous.log`), which the node's kubelet API
 //! serves to the API server's `pods/log` (so `kubectl logs` works; see `server`).
 //!
+//! Secret volumes follow their Secrets while the pod runs, as on a real node: every few
+//! seconds (a real kubelet: about a minute) each changed file is replaced atomically, in the
+//! volume and in each container's copy of it.
+//!
 //! What it does not do: cgroups, mount or PID namespaces (volumes are copied into the
 //! container's root at their mount paths when it starts), image pulls (every image is
 //! `imagePullPolicy: Never` in effect), init containers.

@@ -8,16 +8,16 @@
 //! (someone else's) is never overwritten; SIGTERM on deletion, SIGKILL after the grace period
 //! the deletion asked for.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Probe, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Probe, Secret, SecretVolumeSource, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
@@ -34,6 +34,12 @@ use super::{Shared, probe};
 
 /// How often exits are noticed and probes considered.
 const TICK: Duration = Duration::from_millis(100);
+/// How often a running pod's Secret volumes are brought up to date with their Secrets. The
+/// real kubelet does it on its sync period and Secret cache, about a minute; seconds here, so
+/// that a test of a rotation waits seconds.
+const SECRET_RESYNC: Duration = Duration::from_secs(5);
+/// At most this long for one Secret's fetch: the resync runs in the pod's supervision loop.
+const SECRET_FETCH_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(super) async fn run(
     shared: Arc<Shared>,
@@ -81,6 +87,14 @@ struct Process {
     liveness: ProbeState,
 }
 
+/// A Secret volume, kept up to date while the pod runs.
+struct SecretVolume {
+    volume: String,
+    source: SecretVolumeSource,
+    /// Where its files are: the volume's directory and its copy in each container's root.
+    dirs: Vec<PathBuf>,
+}
+
 #[derive(Default)]
 struct ProbeState {
     next: Option<Instant>,
@@ -113,6 +127,11 @@ struct Runner {
     users: Vec<(u32, u32, Vec<u32>)>,
     procs: Vec<Process>,
     pids: Arc<std::sync::Mutex<Vec<u32>>>,
+    secrets: Api<Secret>,
+    secret_volumes: Vec<SecretVolume>,
+    /// The group of volume files (the pod's fsGroup).
+    fs_group: Option<u32>,
+    next_secret_resync: Instant,
 }
 
 impl Runner {
@@ -182,6 +201,25 @@ impl Runner {
             env_all.push(env);
             argv_all.push(argv);
         }
+        let secret_volumes = spec
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| {
+                let mounted = spec.containers.iter().zip(&roots).flat_map(|(c, root)| {
+                    c.volume_mounts
+                        .iter()
+                        .flatten()
+                        .filter(|m| m.name == v.name)
+                        .map(|m| root.join(m.mount_path.trim_start_matches('/')))
+                });
+                Some(SecretVolume {
+                    volume: v.name.clone(),
+                    source: v.secret.clone()?,
+                    dirs: std::iter::once(volumes.get(&v.name)?.clone()).chain(mounted).collect(),
+                })
+            })
+            .collect();
         let mut runner = Runner {
             api: Api::namespaced(shared.client.clone(), &ns),
             name,
@@ -200,6 +238,10 @@ impl Runner {
             users,
             procs: Vec::new(),
             pids,
+            secrets: Api::namespaced(shared.client.clone(), &ns),
+            secret_volumes,
+            fs_group: pod_sc.fs_group.map(|g| g as u32),
+            next_secret_resync: Instant::now() + SECRET_RESYNC,
         };
         for (i, c) in spec.containers.iter().enumerate() {
             let child = runner.spawn(i, c)?;
@@ -284,6 +326,10 @@ impl Runner {
                 self.terminate().await;
                 return;
             }
+            if Instant::now() >= self.next_secret_resync {
+                self.resync_secrets().await;
+                self.next_secret_resync = Instant::now() + SECRET_RESYNC;
+            }
             let changed = self.step().await;
             if changed {
                 self.record_pids();
@@ -302,6 +348,50 @@ impl Runner {
                 _ = tokio::time::sleep(TICK) => {}
                 _ = stop.changed() => {}
                 _ = self.latest.changed() => {}
+            }
+        }
+    }
+
+    /// Brings the Secret volumes up to date, as the kubelet does while a pod runs: each file
+    /// whose content differs from its Secret's is replaced atomically (the real kubelet swaps a
+    /// `..data` symlink over all of a volume's files; a rename per file is enough for readers
+    /// that re-read content). A Secret that cannot be fetched leaves its files as they are, as
+    /// do keys removed from it (the real kubelet removes their files).
+    async fn resync_secrets(&self) {
+        for v in &self.secret_volumes {
+            let name = v.source.secret_name.clone().unwrap_or_default();
+            let files = match tokio::time::timeout(SECRET_FETCH_TIMEOUT, self.secrets.get(&name)).await {
+                Ok(Ok(secret)) => secret_files(&secret, &v.source),
+                Ok(Err(e)) => Err(e.into()),
+                Err(_) => Err(anyhow::anyhow!("no answer within {SECRET_FETCH_TIMEOUT:?}")),
+            };
+            let files = match files {
+                Ok(files) => files,
+                Err(e) => {
+                    let (pod, volume, error) = (&self.name, &v.volume, format!("{e:#}"));
+                    tracing::warn!(%pod, %volume, secret = %name, %error, "Secret volume not resynced");
+                    continue;
+                }
+            };
+            let mode = v.source.default_mode.unwrap_or(0o644);
+            let mut updated = BTreeSet::new();
+            for dir in &v.dirs {
+                for (path, data) in &files {
+                    if std::fs::read(dir.join(path)).is_ok_and(|old| old == *data) {
+                        continue;
+                    }
+                    match write_file(dir, path, data, mode, self.fs_group) {
+                        Ok(()) => _ = updated.insert(path.as_str()),
+                        Err(e) => {
+                            let (pod, volume, error) = (&self.name, &v.volume, format!("{e:#}"));
+                            tracing::warn!(%pod, %volume, file = %path, %error, "Secret file not updated");
+                        }
+                    }
+                }
+            }
+            if !updated.is_empty() {
+                let (pod, volume) = (&self.name, &v.volume);
+                tracing::info!(%pod, %volume, secret = %name, files = ?updated, "Secret volume updated");
             }
         }
     }
@@ -615,18 +705,8 @@ async fn write_volumes(shared: &Shared, ns: &str, pod: &Pod, dir: &Path) -> anyh
     let secrets: Api<Secret> = Api::namespaced(shared.client.clone(), ns);
     let mut out = HashMap::new();
     let fs_group = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()).and_then(|c| c.fs_group);
-    // As the kubelet does: the volume's mode, and the pod's fsGroup as the group.
-    let write = |vdir: &Path, path: &str, data: &[u8], mode: i32| -> anyhow::Result<()> {
-        let file = vdir.join(path);
-        if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&file, data)?;
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode as u32))?;
-        if let Some(gid) = fs_group {
-            std::os::unix::fs::chown(&file, None, Some(gid as u32))?;
-        }
-        Ok(())
+    let write = |vdir: &Path, path: &str, data: &[u8], mode: i32| {
+        write_file(vdir, path, data, mode, fs_group.map(|g| g as u32))
     };
     for v in pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default() {
         let vdir = dir.join("volumes").join(&v.name);
@@ -634,14 +714,8 @@ async fn write_volumes(shared: &Shared, ns: &str, pod: &Pod, dir: &Path) -> anyh
         if let Some(source) = &v.secret {
             let name = source.secret_name.clone().unwrap_or_default();
             let secret = secrets.get(&name).await.with_context(|| format!("volume {}: Secret {name}", v.name))?;
-            let data = secret.data.unwrap_or_default();
-            let files: Vec<(String, String)> = match &source.items {
-                Some(items) => items.iter().map(|i| (i.key.clone(), i.path.clone())).collect(),
-                None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
-            };
-            for (key, path) in files {
-                let Some(value) = data.get(&key) else { bail!("volume {}: Secret {name} has no key {key}", v.name) };
-                write(&vdir, &path, &value.0, source.default_mode.unwrap_or(0o644))?;
+            for (path, data) in secret_files(&secret, source).with_context(|| format!("volume {}", v.name))? {
+                write(&vdir, &path, &data, source.default_mode.unwrap_or(0o644))?;
             }
         } else if let Some(projected) = &v.projected {
             // What the ServiceAccount admission plugin adds (kube-api-access-*): a bound token,
@@ -684,6 +758,43 @@ async fn write_volumes(shared: &Shared, ns: &str, pod: &Pod, dir: &Path) -> anyh
         out.insert(v.name.clone(), vdir);
     }
     Ok(out)
+}
+
+/// The files of a Secret volume: path → content.
+fn secret_files(secret: &Secret, source: &SecretVolumeSource) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let name = secret.name_any();
+    let data = secret.data.clone().unwrap_or_default();
+    let files: Vec<(String, String)> = match &source.items {
+        Some(items) => items.iter().map(|i| (i.key.clone(), i.path.clone())).collect(),
+        None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
+    };
+    files
+        .into_iter()
+        .map(|(key, path)| match data.get(&key) {
+            Some(value) => Ok((path, value.0.clone())),
+            None => bail!("Secret {name} has no key {key}"),
+        })
+        .collect()
+}
+
+/// Writes a volume's file as the kubelet does: the volume's mode, the pod's fsGroup as the
+/// group, and atomically (a temporary file in the same directory, renamed over the file), so
+/// that a reader never sees half a file.
+fn write_file(vdir: &Path, path: &str, data: &[u8], mode: i32, fs_group: Option<u32>) -> anyhow::Result<()> {
+    let file = vdir.join(path);
+    let parent = file.parent().context("a volume file without a directory")?;
+    std::fs::create_dir_all(parent)?;
+    let name = file.file_name().context("a volume file without a name")?.to_string_lossy();
+    let tmp = parent.join(format!(".{name}.tmp"));
+    // Created with the volume's mode (less the umask, hence set again): never readable by others.
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode as u32).open(&tmp)?;
+    std::io::Write::write_all(&mut f, data)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode as u32))?;
+    if let Some(gid) = fs_group {
+        std::os::unix::fs::chown(&tmp, None, Some(gid))?;
+    }
+    std::fs::rename(&tmp, &file).with_context(|| format!("{}", file.display()))?;
+    Ok(())
 }
 
 /// A token for the pod's service account, bound to the pod (TokenRequest), as the kubelet
@@ -775,4 +886,48 @@ fn expand(arg: &str, env: &BTreeMap<String, String>) -> String {
         a = a.replace(&format!("$({k})"), v);
     }
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::KeyToPath;
+
+    #[test]
+    fn a_secret_volumes_files_are_its_keys_or_its_items() {
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta { name: Some("cert".into()), ..Default::default() },
+            data: Some(
+                [("tls.crt".into(), ByteString(b"c".to_vec())), ("tls.key".into(), ByteString(b"k".to_vec()))].into(),
+            ),
+            ..Default::default()
+        };
+        let whole = SecretVolumeSource::default();
+        assert_eq!(
+            secret_files(&secret, &whole).unwrap(),
+            [("tls.crt".to_string(), b"c".to_vec()), ("tls.key".to_string(), b"k".to_vec())]
+        );
+        let item = |key: &str, path: &str| KeyToPath { key: key.into(), path: path.into(), ..Default::default() };
+        let items = SecretVolumeSource { items: Some(vec![item("tls.key", "private/key.pem")]), ..Default::default() };
+        assert_eq!(secret_files(&secret, &items).unwrap(), [("private/key.pem".to_string(), b"k".to_vec())]);
+        let missing = SecretVolumeSource { items: Some(vec![item("ca.crt", "ca.crt")]), ..Default::default() };
+        assert_eq!(secret_files(&secret, &missing).unwrap_err().to_string(), "Secret cert has no key ca.crt");
+    }
+
+    #[test]
+    fn a_volume_file_is_replaced_whole_with_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        write_file(dir.path(), "users", b"app:first\n", 0o440, None).unwrap();
+        let before = std::fs::metadata(dir.path().join("users")).unwrap();
+        write_file(dir.path(), "users", b"app:second\n", 0o440, None).unwrap();
+        let file = dir.path().join("users");
+        assert_eq!(std::fs::read(&file).unwrap(), b"app:second\n");
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o440);
+        // A new inode renamed over the old one: a reader of the old one never sees half a file.
+        use std::os::unix::fs::MetadataExt;
+        assert_ne!(std::fs::metadata(&file).unwrap().ino(), before.ino());
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["users"], "no temporary file left");
+    }
 }

@@ -12,6 +12,8 @@ Scenarios:
   b  same with pipeline 16
   c  memory: fill 1,000,000 items of 100-byte values, then read VmRSS;
      bytes/item = (RSS after fill - RSS of the idle server) / items
+  d  as b with the gets as meta commands (mg <key> k v): the read path of meta
+     and binary clients, whose hits are held until the batch's replies go out
 
 With --tls both servers serve TLS only (-Z, with a certificate and CA made with
 the openssl command in the output directory) and loadgen connects over TLS
@@ -70,7 +72,10 @@ SCENARIOS = {
     "a": "get/set 90/10, 100 B, 50 conns, pipeline 1",
     "b": "get/set 90/10, 100 B, 50 conns, pipeline 16",
     "c": "memory after fill of 100 B items",
+    "d": "mg/set 90/10, 100 B, 50 conns, pipeline 16",
 }
+# Scenarios of request load (the others measure memory).
+LOAD = "abd"
 
 # ----------------------------------------------------------------- helpers
 
@@ -188,7 +193,7 @@ def run_loadgen(loadgen: Path, argv: list[str], timeout: float) -> dict:
 # ----------------------------------------------------------------- scenarios
 
 
-def scenario_load(cfg, srv: Server, pipeline: int) -> dict:
+def scenario_load(cfg, srv: Server, pipeline: int, meta_gets: bool = False) -> dict:
     argv = [
         "--server", srv.addr,
         "--connections", "50",
@@ -201,6 +206,8 @@ def scenario_load(cfg, srv: Server, pipeline: int) -> dict:
         "--threads", str(cfg.loadgen_threads),
         "--prefill",
     ]  # fmt: skip
+    if meta_gets:
+        argv.append("--meta-gets")
     if cfg.tls:
         argv += ["--tls-ca", str(cfg.tls.ca)]
     budget = secs(cfg.duration) + secs(cfg.warmup) + 180
@@ -248,6 +255,8 @@ def run_one(cfg, scen: str, name: str, binary: Path, rnd: int) -> dict:
             return scenario_load(cfg, srv, 1)
         if scen == "b":
             return scenario_load(cfg, srv, 16)
+        if scen == "d":
+            return scenario_load(cfg, srv, 16, meta_gets=True)
         return scenario_memory(cfg, srv)
 
 
@@ -255,10 +264,10 @@ def run_one(cfg, scen: str, name: str, binary: Path, rnd: int) -> dict:
 
 # (scenario kinds, key in a run's result, label, format, better)
 METRICS = [
-    ("ab", "ops_per_sec", "ops/s", "{:,.0f}", "higher"),
-    ("ab", "p50_us", "p50 µs", "{:,.1f}", "lower"),
-    ("ab", "p99_us", "p99 µs", "{:,.1f}", "lower"),
-    ("ab", "server_cpu_us_per_op", "server CPU µs/op", "{:,.2f}", "lower"),
+    (LOAD, "ops_per_sec", "ops/s", "{:,.0f}", "higher"),
+    (LOAD, "p50_us", "p50 µs", "{:,.1f}", "lower"),
+    (LOAD, "p99_us", "p99 µs", "{:,.1f}", "lower"),
+    (LOAD, "server_cpu_us_per_op", "server CPU µs/op", "{:,.2f}", "lower"),
     ("c", "items_per_sec", "fill items/s", "{:,.0f}", "higher"),
     ("c", "rss_mib", "RSS MiB", "{:,.1f}", "lower"),
     ("c", "bytes_per_item", "bytes/item", "{:,.1f}", "lower"),
@@ -267,7 +276,7 @@ METRICS = [
 
 def derive(scen: str, r: dict) -> dict:
     r = dict(r)
-    if scen in "ab":
+    if scen in LOAD:
         ops = r.get("gets", 0) + r.get("sets", 0)
         r["server_cpu_us_per_op"] = r["server_cpu_s"] * 1e6 / ops if ops else float("nan")
     else:
@@ -322,7 +331,7 @@ def plot(results: dict, summary: dict, path: Path) -> None:
     # one column per scenario: throughput-like metric on top, latency/size below
     cols = []
     for scen in summary:
-        if scen in "ab":
+        if scen in LOAD:
             cols.append([(scen, "ops_per_sec", f"{scen}: ops/s (pipeline {1 if scen == 'a' else 16})"),
                          (scen, "p99_us", f"{scen}: p99 µs")])
         else:
@@ -369,7 +378,7 @@ def parse_args(argv=None):
     add_binary_args(p)
     p.add_argument("--build", action="store_true", help="cargo build --release loadgen (and cache-node if default path) first")
     p.add_argument("--rounds", type=int, default=None, help="rounds per scenario and server (default 3; 1 with --quick)")
-    p.add_argument("--scenarios", default=None, help="comma-separated subset of a,b,c (default: a,b,c; a,b with --tls)")
+    p.add_argument("--scenarios", default=None, help="comma-separated subset of a,b,c,d (default: a,b,c,d; a,b with --tls)")
     p.add_argument("--tls", action="store_true", help="both servers with -Z, loadgen over TLS; outputs prefixed tls-")
     p.add_argument("--quick", action="store_true", help="CI smoke run: 1 round, 2s runs, 100k-item fill")
     p.add_argument("--duration", default=None, help="measured time per load run (default 10s; 2s with --quick)")
@@ -385,10 +394,10 @@ def parse_args(argv=None):
     cfg.duration = cfg.duration or ("2s" if q else "10s")
     cfg.warmup = cfg.warmup or ("0.5s" if q else "2s")
     cfg.fill_items = cfg.fill_items or (100_000 if q else 1_000_000)
-    cfg.scenarios = [s.strip() for s in (cfg.scenarios or ("a,b" if cfg.tls else "a,b,c")).split(",") if s.strip()]
+    cfg.scenarios = [s.strip() for s in (cfg.scenarios or ("a,b" if cfg.tls else "a,b,c,d")).split(",") if s.strip()]
     bad = [s for s in cfg.scenarios if s not in SCENARIOS]
     if bad or not cfg.scenarios:
-        p.error(f"unknown scenario(s) {bad}; choose from a,b,c")
+        p.error(f"unknown scenario(s) {bad}; choose from a,b,c,d")
     if cfg.rounds < 1:
         p.error("--rounds must be at least 1")
     return cfg
@@ -430,7 +439,7 @@ def main(argv=None) -> int:
                     if r.get("errors", 0):
                         log(f"  {r['errors']} errors reported by loadgen: {r.get('stderr', '')[:500]}")
                         failures += 1
-                    if scen in "ab":
+                    if scen in LOAD:
                         log(f"  {r['ops_per_sec']:,.0f} ops/s  p99 {r['p99_us']:,.1f} µs")
                     else:
                         log(

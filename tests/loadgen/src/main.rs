@@ -119,6 +119,10 @@ struct RunArgs {
     /// Pacing uses tokio's 1 ms timer: batches due within the same millisecond go out together.
     #[arg(long)]
     rate: Option<f64>,
+    /// Gets as the meta command `mg <key> k v` (the read path meta and binary clients take)
+    /// instead of `get <key>`.
+    #[arg(long)]
+    meta_gets: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -503,7 +507,7 @@ async fn run(a: RunArgs) -> Result<u64> {
         None => None,
     };
     let addr = resolve(&a.common).await?;
-    let codec = Codec::new(a.keys, a.value_size);
+    let codec = Codec::new(a.keys, a.value_size).with_meta_gets(a.meta_gets);
     let mut total = Stats::new(true);
 
     let mut prefill_secs = 0.0;

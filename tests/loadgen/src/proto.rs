@@ -1,5 +1,5 @@
-//! Minimal memcached text-protocol client pieces: request encoding, an
-//! incremental reply parser and a receive buffer.
+//! Minimal memcached text-protocol client pieces: request encoding (gets as `get`, or as the
+//! meta `mg`), an incremental reply parser and a receive buffer.
 //!
 //! Everything here works on caller-owned buffers so that the hot path of a
 //! connection does not allocate per request.
@@ -102,9 +102,11 @@ pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply<'_>, usize)>, ProtoError>
         b"NOT_FOUND" => Reply::NotFound,
         b"DELETED" => Reply::Deleted,
         b"TOUCHED" => Reply::Touched,
-        b"END" => Reply::End,
+        // A meta miss (`EN`) reads as a get's.
+        b"END" | b"EN" => Reply::End,
         b"ERROR" => Reply::Error,
         _ if l.starts_with(b"VALUE ") => return parse_value(buf, l, used),
+        _ if l.starts_with(b"VA ") => return parse_meta_value(buf, l, used),
         _ if l.starts_with(b"CLIENT_ERROR") => Reply::ClientError(trim_prefix(l, 12)),
         _ if l.starts_with(b"SERVER_ERROR") => Reply::ServerError(trim_prefix(l, 12)),
         _ => Reply::Other(l),
@@ -143,6 +145,25 @@ fn parse_value<'a>(buf: &'a [u8], l: &'a [u8], used: usize) -> Result<Option<(Re
         return Err(ProtoError::BadValueTrailer);
     }
     Ok(Some((Reply::Value { key, flags, data: &buf[used..data_end] }, total)))
+}
+
+/// A meta hit: `VA <bytes> k<key> …`, the data, `\r\n`; the key is the `k` flag's.
+fn parse_meta_value<'a>(buf: &'a [u8], l: &'a [u8], used: usize) -> Result<Option<(Reply<'a>, usize)>, ProtoError> {
+    let bad = || ProtoError::BadValueHeader(String::from_utf8_lossy(l).into_owned());
+    let mut it = l[3..].split(|&c| c == b' ');
+    let len = it.next().and_then(parse_u64).and_then(|n| usize::try_from(n).ok()).ok_or_else(bad)?;
+    let key = it.find_map(|flag| flag.strip_prefix(b"k")).unwrap_or_default();
+    if len > MAX_VALUE {
+        return Err(ProtoError::ValueTooLarge(len));
+    }
+    let data_end = used + len;
+    if buf.len() < data_end + 2 {
+        return Ok(None);
+    }
+    if &buf[data_end..data_end + 2] != b"\r\n" {
+        return Err(ProtoError::BadValueTrailer);
+    }
+    Ok(Some((Reply::Value { key, flags: 0, data: &buf[used..data_end] }, data_end + 2)))
 }
 
 /// Growable receive buffer with a read cursor.
@@ -203,6 +224,8 @@ pub struct Codec {
     filler: Vec<u8>,
     /// " 0 0 <value_size>\r\n"
     set_suffix: Vec<u8>,
+    /// Gets as `mg <key> k v` instead of `get <key>`.
+    meta_gets: bool,
 }
 
 /// Zero-padded decimal digits of a key id.
@@ -223,7 +246,13 @@ impl Codec {
         let digits = key_space.saturating_sub(1).max(1).ilog10() as usize + 1;
         let width = digits.max(8);
         let filler = (0..value_size).map(|i| b'a' + (i % 26) as u8).collect();
-        Codec { width, value_size, filler, set_suffix: format!(" 0 0 {value_size}\r\n").into_bytes() }
+        Codec { width, value_size, filler, set_suffix: format!(" 0 0 {value_size}\r\n").into_bytes(), meta_gets: false }
+    }
+
+    /// Gets as the meta command `mg <key> k v`, the read path of meta and binary clients.
+    pub fn with_meta_gets(mut self, meta: bool) -> Self {
+        self.meta_gets = meta;
+        self
     }
 
     pub fn value_size(&self) -> usize {
@@ -254,12 +283,12 @@ impl Codec {
         out.extend_from_slice(d.as_bytes());
     }
 
-    /// Appends `get <key>\r\n`.
+    /// Appends `get <key>\r\n`, or `mg <key> k v\r\n`.
     pub fn push_get(&self, out: &mut Vec<u8>, id: u64) {
         let d = self.digits(id);
-        out.extend_from_slice(b"get ");
+        out.extend_from_slice(if self.meta_gets { b"mg " } else { b"get " });
         self.push_key(out, &d);
-        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(if self.meta_gets { b" k v\r\n" } else { b"\r\n" });
     }
 
     /// Appends `set <key> 0 0 <n>\r\n<value>\r\n`.
@@ -377,6 +406,19 @@ mod tests {
         let (r2, n2) = one(&buf[n..]);
         assert_eq!(r2, Reply::End);
         assert_eq!(parse_reply(&buf[n + n2..]).unwrap(), None);
+    }
+
+    #[test]
+    fn meta_replies() {
+        let (r, n) = one(b"VA 3 kkey:1\r\nabc\r\nEN\r\n");
+        assert_eq!((r, n), (Reply::Value { key: b"key:1", flags: 0, data: b"abc" }, 18));
+        assert_eq!(one(b"EN\r\n"), (Reply::End, 4));
+        assert_eq!(parse_reply(b"VA 3 kkey:1\r\nab"), Ok(None));
+        assert_eq!(parse_reply(b"VA 3 kk\r\nabcXY"), Err(ProtoError::BadValueTrailer));
+        let c = Codec::new(100_000, 20).with_meta_gets(true);
+        let mut out = Vec::new();
+        c.push_get(&mut out, 42);
+        assert_eq!(out, b"mg key:00000042 k v\r\n");
     }
 
     #[test]

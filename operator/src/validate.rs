@@ -75,32 +75,13 @@ impl CachePairSpec {
             }
         }
         if let Some(name) = self.replication.tls.secret_name.as_ref().filter(|_| self.replication.tls.enabled) {
-            match found.secrets.get(name) {
-                None => problems.push(format!("spec.replication.tls.secretName: Secret {name} not found")),
-                Some(secret) => {
-                    for key in ["tls.crt", "tls.key", "ca.crt"] {
-                        if secret_value(secret, key).is_none_or(|v| !v.contains("-----BEGIN ")) {
-                            problems.push(format!(
-                                "spec.replication.tls.secretName: Secret {name} has no PEM under `{key}`"
-                            ));
-                        }
-                    }
-                }
-            }
+            let keys = ["tls.crt", "tls.key", "ca.crt"];
+            problems.extend(pem_problems("spec.replication.tls.secretName", name, found, keys));
         }
         if let Some(tls) = &self.tls {
-            let name = &tls.secret_name;
             let ca = (tls.client_certificates != ClientCertificates::None).then_some("ca.crt");
-            match found.secrets.get(name) {
-                None => problems.push(format!("spec.tls.secretName: Secret {name} not found")),
-                Some(secret) => {
-                    for key in ["tls.crt", "tls.key"].into_iter().chain(ca) {
-                        if secret_value(secret, key).is_none_or(|v| !v.contains("-----BEGIN ")) {
-                            problems.push(format!("spec.tls.secretName: Secret {name} has no PEM under `{key}`"));
-                        }
-                    }
-                }
-            }
+            let keys = ["tls.crt", "tls.key"].into_iter().chain(ca);
+            problems.extend(pem_problems("spec.tls.secretName", &tls.secret_name, found, keys));
         }
         let Some(vrrp) = &self.exposure.vrrp else { return problems };
         if let Some(name) = &vrrp.auth_secret_name {
@@ -122,6 +103,17 @@ impl CachePairSpec {
         }
         problems
     }
+}
+
+/// What a certificate Secret named by `field` lacks: the Secret, or PEM under any of `keys`.
+fn pem_problems<'a>(field: &str, name: &str, found: &Found, keys: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let Some(secret) = found.secrets.get(name) else {
+        return vec![format!("{field}: Secret {name} not found")];
+    };
+    keys.into_iter()
+        .filter(|key| secret_value(secret, key).is_none_or(|v| !v.contains("-----BEGIN ")))
+        .map(|key| format!("{field}: Secret {name} has no PEM under `{key}`"))
+        .collect()
 }
 
 /// The rules of cache-node's auth file (`-Y`), checked before a member refuses to start on it:

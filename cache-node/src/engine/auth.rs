@@ -43,6 +43,8 @@ pub struct Auth {
     users: RwLock<Arc<Users>>,
     /// The file's bytes as last loaded, to tell a change.
     loaded: Mutex<Vec<u8>>,
+    /// Why the last reload failed, so that a file that stays broken is reported once.
+    last_error: Mutex<Option<String>>,
     failures: Mutex<RateLimitedLog>,
 }
 
@@ -57,6 +59,7 @@ impl Auth {
             file: file.to_path_buf(),
             users: RwLock::new(Arc::new(users)),
             loaded: Mutex::new(bytes),
+            last_error: Mutex::new(None),
             failures: Mutex::new(RateLimitedLog::new(FAILURE_LOG_INTERVAL)),
         })
     }
@@ -74,13 +77,19 @@ impl Auth {
         Ok(true)
     }
 
-    /// Reloads and logs the outcome: for SIGHUP and the file watch.
+    /// Reloads and logs the outcome, a failure once until it changes: for SIGHUP and the file
+    /// watch.
     pub fn reload_and_log(&self) {
-        match self.reload() {
+        let result = self.reload();
+        let error = result.as_ref().err().map(ToString::to_string);
+        let repeated = error.is_some() && *self.last_error.lock() == error;
+        match result {
             Ok(true) => info!(file = %self.file.display(), users = self.users.read().len(), "auth file reloaded"),
             Ok(false) => {}
+            Err(_) if repeated => {}
             Err(e) => warn!(error = %e, "auth file not reloaded; the users loaded before stay"),
         }
+        *self.last_error.lock() = error;
     }
 
     /// Checks a login, counting it as memcached does (`auth_cmds`, and `auth_errors` when it
